@@ -1,0 +1,76 @@
+"""The `appmetrica-bridge` command: run the bridge, check a configuration, or start the local sandboxes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from bridge import __version__
+from bridge.config import ConfigError, Settings, load_config
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return EXIT_CONFIG
+    code: int = args.func(args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    from bridge.sandbox import cli as sandbox_cli
+
+    parser = argparse.ArgumentParser(
+        prog="appmetrica-bridge",
+        description="Moves Avro events from Kafka into the AppMetrica Post API; commits offsets only after a 200.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the bridge", description="Run the bridge until SIGTERM or SIGINT.")
+    run.add_argument("--config", type=Path, required=True, metavar="FILE", help="the bridge's YAML configuration")
+    run.set_defaults(func=_run)
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate a configuration and print it with keys redacted",
+        description="Validate FILE with the environment's overrides; print the effective configuration.",
+    )
+    check.add_argument("--config", type=Path, required=True, metavar="FILE")
+    check.set_defaults(func=_check_config)
+
+    sandbox_cli.register(commands)
+    return parser
+
+
+def _load(path: Path) -> Settings | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"appmetrica-bridge: configuration error: {exc}", file=sys.stderr)
+        return None
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    sys.stdout.write(yaml.safe_dump(settings.redacted(), sort_keys=False))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    from bridge.service import run_service
+
+    return run_service(settings)

@@ -1,0 +1,305 @@
+"""The bridge's configuration: a YAML file plus `BRIDGE_*` environment overrides, checked once into typed objects.
+
+Environment overrides use `BRIDGE_<SECTION>__<KEY>` (for example `BRIDGE_KAFKA__BOOTSTRAP_SERVERS`); values are
+read as YAML scalars or flow collections, so `BRIDGE_KAFKA__TOPICS='[a, b]'` works. Post API keys never live in
+the file itself: `BRIDGE_POST_API_KEY` or `post_api.api_key_file` gives the default key, and each entry of
+`post_api.applications` may name its own variable or file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bridge.postapi import MAX_ROWS_PER_REQUEST
+
+DEFAULT_KEY_ENV = "BRIDGE_POST_API_KEY"
+ENV_PREFIX = "BRIDGE_"
+
+
+class ConfigError(Exception):
+    """A configuration the bridge cannot run with; the message is one line and never holds a key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: str = Field(min_length=1)
+    group_id: str = Field(default="appmetrica-bridge", min_length=1)
+    topics: list[str] = Field(min_length=1)
+    dead_letter_topic: str | None = None
+    properties: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    revoke_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """How long a revoke waits for in-flight batches of the revoked partitions; keep it inside
+    max.poll.interval.ms."""
+
+    @field_validator("topics")
+    @classmethod
+    def _topics_named(cls, topics: list[str]) -> list[str]:
+        if any(not t.strip() for t in topics):
+            raise ValueError("topic names must not be empty")
+        return topics
+
+    @field_validator("properties")
+    @classmethod
+    def _no_managed_properties(cls, props: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
+        managed = {"enable.auto.commit", "group.id", "bootstrap.servers"} & props.keys()
+        if managed:
+            raise ValueError(f"{', '.join(sorted(managed))} is set by the bridge itself")
+        return props
+
+
+class AvroConfig(_Section):
+    format: Literal["confluent", "raw"] = "confluent"
+    schema_registry_url: str | None = None
+    schema_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _source_of_schemas(self) -> AvroConfig:
+        if self.format == "confluent" and not self.schema_registry_url:
+            raise ValueError("schema_registry_url is required when format is confluent")
+        if self.format == "raw":
+            if self.schema_file is None:
+                raise ValueError("schema_file is required when format is raw")
+            if not self.schema_file.is_file():
+                raise ValueError(f"schema_file {self.schema_file} does not exist")
+        return self
+
+
+class ApplicationConfig(_Section):
+    """Where one application's own Post API key comes from."""
+
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApplicationConfig:
+        if (self.api_key_env is None) == (self.api_key_file is None):
+            raise ValueError("give exactly one of api_key_env and api_key_file")
+        return self
+
+
+class PostApiConfig(_Section):
+    url: str = "https://api.appmetrica.yandex.com"
+    application_id: int | None = Field(default=None, gt=0)
+    """The application of records that carry none."""
+    api_key_file: Path | None = None
+    applications: dict[int, ApplicationConfig] = Field(default_factory=dict)
+    max_future_s: float = Field(default=3600.0, ge=0)
+    """Events stamped further ahead than this are refused before upload: the API does not say what it does."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/")
+
+
+class BatchConfig(_Section):
+    max_rows: int = Field(default=10_000, ge=1, le=MAX_ROWS_PER_REQUEST)
+    max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
+    linger_ms: int = Field(default=1000, ge=0, le=600_000)
+
+
+class UploadConfig(_Section):
+    max_in_flight: int = Field(default=4, ge=1, le=256)
+    requests_per_second: float = Field(default=10.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0)
+    retry_base_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=60.0, gt=0)
+    forbidden_retry_s: float = Field(default=60.0, gt=0)
+    """How often an application whose key was refused is tried again."""
+    max_split_requests: int = Field(default=64, ge=0)
+    """Extra requests one refused (400) batch may spend to isolate its bad rows."""
+
+
+class BufferConfig(_Section):
+    max_records: int = Field(default=200_000, ge=1)
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+
+
+class ServerConfig(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class ShutdownConfig(_Section):
+    drain_timeout_s: float = Field(default=20.0, gt=0, le=3600)
+    """SIGTERM waits this long for open batches and in-flight uploads; keep it under the pod's grace period."""
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    progress_interval_s: float = Field(default=10.0, gt=0)
+
+
+class BridgeConfig(_Section):
+    """The whole configuration; keys are resolved separately by `load_config`."""
+
+    kafka: KafkaConfig
+    avro: AvroConfig
+    post_api: PostApiConfig = PostApiConfig()
+    batch: BatchConfig = BatchConfig()
+    upload: UploadConfig = UploadConfig()
+    buffer: BufferConfig = BufferConfig()
+    server: ServerConfig = ServerConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
+    log: LogConfig = LogConfig()
+
+
+class PostApiKeys:
+    """Post API keys by application; `for_application` falls back to the default key."""
+
+    def __init__(self, default: SecretStr | None, by_application: Mapping[int, SecretStr]) -> None:
+        self._default = default
+        self._by_application = dict(by_application)
+
+    def for_application(self, application_id: int) -> SecretStr | None:
+        return self._by_application.get(application_id, self._default)
+
+    def secrets(self) -> list[str]:
+        """Every key as plain text, for the log redactor."""
+        keys = [*self._by_application.values(), *([self._default] if self._default else [])]
+        return [k.get_secret_value() for k in keys]
+
+    def describe(self) -> dict[str, str]:
+        described = {"default": "set" if self._default else "not set"}
+        described.update({str(app): "set" for app in sorted(self._by_application)})
+        return described
+
+
+class Settings:
+    """A checked configuration together with its resolved keys."""
+
+    def __init__(self, config: BridgeConfig, keys: PostApiKeys) -> None:
+        self.config = config
+        self.keys = keys
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as plain data, keys shown only as set or not."""
+        data = self.config.model_dump(mode="json")
+        data["post_api"]["keys"] = self.keys.describe()
+        return data
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, merge and check the configuration; raise ConfigError with a one-line reason."""
+    env = os.environ if environ is None else environ
+    raw = _read_yaml(path)
+    try:
+        config = BridgeConfig.model_validate(_with_environ(env, raw))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    keys = _resolve_keys(config, env)
+    return Settings(config, keys)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: {problem}{where}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def _with_environ(env: Mapping[str, str], raw: dict[str, Any]) -> dict[str, Any]:
+    # The environment wins over the file so that one image and file serve many deployments.
+    merged = dict(raw)
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = name.removeprefix(ENV_PREFIX).lower().split("__")
+        node = merged
+        for part in path[:-1]:
+            child = node.get(part)
+            node[part] = child = dict(child) if isinstance(child, dict) else {}
+            node = child
+        node[path[-1]] = _env_value(value)
+    return merged
+
+
+def _env_value(value: str) -> Any:
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        problems.append(f"{where}: {message.removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
+def _resolve_keys(config: BridgeConfig, env: Mapping[str, str]) -> PostApiKeys:
+    post_api = config.post_api
+    default = _key_from(env.get(DEFAULT_KEY_ENV), post_api.api_key_file, f"post_api.api_key_file / {DEFAULT_KEY_ENV}")
+    by_app: dict[int, SecretStr] = {}
+    for app_id, app in post_api.applications.items():
+        where = f"post_api.applications.{app_id}"
+        if app.api_key_env is not None:
+            value = env.get(app.api_key_env)
+            if not value:
+                raise ConfigError(f"{where}.api_key_env: environment variable {app.api_key_env} is not set")
+            by_app[app_id] = _checked_key(value, f"{where}.api_key_env")
+        else:
+            key = _key_from(None, app.api_key_file, f"{where}.api_key_file")
+            assert key is not None
+            by_app[app_id] = key
+    if default is None and not by_app:
+        raise ConfigError(
+            f"post_api: no Post API key: set {DEFAULT_KEY_ENV}, post_api.api_key_file or post_api.applications"
+        )
+    if post_api.application_id is not None and default is None and post_api.application_id not in by_app:
+        raise ConfigError(f"post_api.application_id: application {post_api.application_id} has no key")
+    return PostApiKeys(default, by_app)
+
+
+def _key_from(value: str | None, file: Path | None, where: str) -> SecretStr | None:
+    if file is not None:
+        try:
+            value = file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read {file}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"{where}: {file} is empty")
+    if value is None:
+        return None
+    return _checked_key(value, where)
+
+
+def _checked_key(value: str, where: str) -> SecretStr:
+    value = value.strip()
+    if not value or any(c.isspace() or not c.isprintable() for c in value):
+        raise ConfigError(f"{where}: the key is empty or holds spaces or control characters")
+    return SecretStr(value)

@@ -1,0 +1,139 @@
+"""Records that can never be delivered, to the dead-letter topic with their original bytes and reason headers.
+
+A dead-lettered record counts as done only once Kafka acknowledges the write (acks=all, idempotent producer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Literal
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+log = structlog.get_logger("bridge.deadletter")
+
+Reason = Literal["decode", "schema", "invalid", "expired", "rejected"]
+
+HEADER_REASON = "appmetrica.dlq.reason"
+HEADER_DETAIL = "appmetrica.dlq.detail"
+HEADER_TOPIC = "appmetrica.dlq.source.topic"
+HEADER_PARTITION = "appmetrica.dlq.source.partition"
+HEADER_OFFSET = "appmetrica.dlq.source.offset"
+
+_RETRY_S = 5.0
+
+
+class StartupError(Exception):
+    """The bridge cannot start as configured (for example, the dead-letter topic is missing)."""
+
+
+class DeadLetters:
+    """An idempotent producer to the dead-letter topic; `write` returns once Kafka has the record."""
+
+    def __init__(self, topic: str, bootstrap_servers: str, properties: dict[str, Any]) -> None:
+        self.topic = topic
+        conf = {
+            **_client_properties(properties),
+            "bootstrap.servers": bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+        }
+        self._producer = Producer(conf)
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="dead-letter-poll", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        # Delivery callbacks run inside poll(); a thread of its own keeps them off the event loop.
+        while not self._closed.is_set():
+            self._producer.poll(0.1)
+
+    async def check_topic(self, timeout_s: float = 15.0) -> None:
+        """Raise StartupError naming the topic when Kafka does not have it."""
+        try:
+            metadata = await asyncio.to_thread(self._producer.list_topics, self.topic, timeout_s)
+        except KafkaException as exc:
+            raise StartupError(f"cannot reach Kafka to check dead-letter topic {self.topic!r}: {exc}") from None
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None:
+            raise StartupError(
+                f"dead-letter topic {self.topic!r} does not exist; create it, or unset kafka.dead_letter_topic "
+                "to have poison records stop their partition instead"
+            )
+
+    async def write(self, message: Any, reason: Reason, detail: str) -> None:
+        """Copy `message` (key, value, headers) to the dead-letter topic with reason headers; retry until acked."""
+        headers: list[tuple[str, str | bytes | None]] = list(message.headers() or [])
+        headers += [
+            (HEADER_REASON, reason.encode()),
+            (HEADER_DETAIL, detail.encode("utf-8", "replace")),
+            (HEADER_TOPIC, message.topic().encode()),
+            (HEADER_PARTITION, str(message.partition()).encode()),
+            (HEADER_OFFSET, str(message.offset()).encode()),
+        ]
+        while True:
+            try:
+                await self._produce(message.key(), message.value(), headers)
+                return
+            except KafkaException as exc:
+                log.error(
+                    "dead-letter write failed, retrying",
+                    topic=self.topic,
+                    source_topic=message.topic(),
+                    partition=message.partition(),
+                    offset=message.offset(),
+                    error=str(exc),
+                )
+                await asyncio.sleep(_RETRY_S)
+
+    async def _produce(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, str | bytes | None]]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        acked: asyncio.Future[None] = loop.create_future()
+
+        def delivered(error: KafkaError | None, _: Any) -> None:
+            loop.call_soon_threadsafe(_settle, acked, error)
+
+        while True:
+            try:
+                self._producer.produce(self.topic, value=value, key=key, headers=headers, on_delivery=delivered)
+                break
+            except BufferError:
+                await asyncio.sleep(0.05)
+        await acked
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        await asyncio.to_thread(self._producer.flush, timeout_s)
+        self._closed.set()
+        await asyncio.to_thread(self._poller.join)
+
+
+def _settle(future: asyncio.Future[None], error: KafkaError | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(KafkaException(error))
+
+
+def _client_properties(properties: dict[str, Any]) -> dict[str, Any]:
+    """The connection properties a producer shares with the consumer (security and the like)."""
+    consumer_only = (
+        "auto.offset.reset",
+        "partition.assignment.strategy",
+        "session.timeout.ms",
+        "max.poll.interval.ms",
+        "heartbeat.interval.ms",
+        "fetch.",
+        "group.",
+        "isolation.level",
+        "enable.partition.eof",
+        "queued.",
+        "auto.commit",
+    )
+    return {k: v for k, v in properties.items() if not k.startswith(consumer_only)}

@@ -1,0 +1,59 @@
+"""structlog set-up: JSON lines on stdout, with every known secret redacted from every value."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+REDACTED = "[REDACTED]"
+
+
+class Redactor:
+    """A structlog processor that replaces each secret wherever it appears in an event's values."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        # Longest first so a key that contains another is replaced whole.
+        self._secrets = sorted({*self._secrets, *(s for s in secrets if s)}, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if self._secrets:
+            for name, value in event.items():
+                if not isinstance(value, int | float | bool | type(None)):
+                    event[name] = self.redact(value if isinstance(value, str) else str(value))
+        return event
+
+
+REDACTOR = Redactor()
+
+
+def configure(level: str = "info") -> None:
+    """Route structlog (and the stdlib loggers of libraries) to JSON lines on stdout."""
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stdout, format="%(message)s", force=True)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            REDACTOR,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,475 @@
+"""The bridge's main loop: fetch, decode, make rows, batch, upload, and commit only what is safe.
+
+One owner loop talks to the consumer (fetch, pause, resume, commit); uploads and dead-letter writes run as
+tasks that only mark offsets done. Rebalance callbacks run inside the owner loop's fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from confluent_kafka import KafkaError, TopicPartition
+
+from bridge import csvbody
+from bridge.batching import Batch, Batcher
+from bridge.config import BridgeConfig
+from bridge.deadletter import DeadLetters, Reason
+from bridge.decode import DecodeError, Decoder, RegistryUnavailableError
+from bridge.metrics import Metrics
+from bridge.offsets import PartitionOffsets
+from bridge.postapi import Violation
+from bridge.rows import RowMaker
+from bridge.source import Partitions, Source
+from bridge.upload import Answer, Uploader, Verdict
+
+log = structlog.get_logger("bridge.pipeline")
+
+FETCH_TIMEOUT_S = 0.1
+"""Short, so commits, pauses and linger cuts never wait long behind a fetch."""
+FETCH_MAX = 5000
+RESUME_FRACTION = 0.8
+"""Paused partitions resume once held records and bytes fall below this share of their limits."""
+REGISTRY_RETRY_S = 2.0
+LAG_INTERVAL_S = 5.0
+
+PartitionKey = tuple[str, int]
+
+
+@dataclass
+class Totals:
+    """Running counts for progress lines and the end-of-run summary."""
+
+    consumed: int = 0
+    uploaded: int = 0
+    dead_lettered: int = 0
+    requests: int = 0
+    first_upload: float | None = None
+    last_upload: float | None = None
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Moves records from `source` to `uploader`, holding at most the configured records and bytes."""
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        source_factory: type[Source],
+        decoder: Decoder,
+        rows: RowMaker,
+        uploader: Uploader,
+        dead_letters: DeadLetters | None,
+        metrics: Metrics,
+    ) -> None:
+        self._config = config
+        self._source = source_factory(config.kafka, self, self._on_kafka_error)
+        self._decoder = decoder
+        self._rows = rows
+        self._uploader = uploader
+        self._dead_letters = dead_letters
+        self._metrics = metrics
+        self._batcher = Batcher(config.batch.max_rows, config.batch.max_bytes, config.batch.linger_ms / 1000)
+        self._partitions: dict[PartitionKey, PartitionOffsets] = {}
+        self._halted: set[PartitionKey] = set()
+        self._paused: set[PartitionKey] = set()
+        self._pressure = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: list[Any] = []
+        self._registry_retry_at = 0.0
+        self._held_records = 0
+        self._held_bytes = 0
+        self._stopping = asyncio.Event()
+        self._task_finished = asyncio.Event()
+        self._draining = False
+        self._kafka_up = True
+        self.heartbeat = time.monotonic()
+        self.totals = Totals()
+
+    # -- what health and the service read -------------------------------------------------------------------
+
+    def not_ready(self) -> list[str]:
+        """Why the bridge cannot move events now: no partitions, Kafka unreachable, a refused key, draining."""
+        reasons = []
+        if self._draining:
+            reasons.append("draining for shutdown")
+        if not self._kafka_up:
+            reasons.append("Kafka is unreachable")
+        if not self._partitions:
+            reasons.append("no partitions assigned")
+        refused = sorted(self._uploader.refused_applications)
+        if refused:
+            reasons.append(f"the Post API refuses the key of application(s) {', '.join(map(str, refused))}")
+        return reasons
+
+    @property
+    def held(self) -> tuple[int, int]:
+        return self._held_records, self._held_bytes
+
+    def stop(self) -> None:
+        """Ask the loop to stop fetching and drain; safe to call from a signal handler."""
+        self._stopping.set()
+
+    # -- the owner loop -------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until `stop()`, then drain open batches and in-flight uploads within the shutdown deadline."""
+        await self._source.start()
+        next_lag = 0.0
+        try:
+            while not self._stopping.is_set():
+                self.heartbeat = time.monotonic()
+                await self._apply_back_pressure()
+                room = self._config.buffer.max_records - self._held_records
+                records = await self._source.fetch(max(1, min(FETCH_MAX, room)), FETCH_TIMEOUT_S)
+                if records:
+                    self._kafka_up = True
+                    self._hold(records)
+                    self._waiting.extend(records)
+                if self._waiting and time.monotonic() >= self._registry_retry_at:
+                    await self._take_waiting()
+                for batch in self._batcher.expired():
+                    self._launch(batch)
+                await self._commit()
+                if time.monotonic() >= next_lag:
+                    next_lag = time.monotonic() + LAG_INTERVAL_S
+                    await self._observe_kafka()
+        finally:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        self._draining = True
+        for batch in self._batcher.drain():
+            self._launch(batch)
+        deadline = self._config.shutdown.drain_timeout_s
+        if self._tasks:
+            log.info("draining", batches=len(self._tasks), deadline_s=deadline)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=deadline)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("drain deadline passed; unfinished records stay uncommitted", tasks=len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+        await self._commit()
+        await self._source.close()
+
+    def _hold(self, records: Sequence[Any]) -> None:
+        consumed: dict[str, int] = {}
+        size = 0
+        for record in records:
+            key = (record.topic(), record.partition())
+            state = self._partitions.get(key)
+            if state is None:
+                state = self._partitions[key] = PartitionOffsets(*key)
+            state.add(record.offset())
+            value = record.value()
+            size += len(value) if value else 0
+            consumed[key[0]] = consumed.get(key[0], 0) + 1
+        self._held_records += len(records)
+        self._held_bytes += size
+        for topic, count in consumed.items():
+            self._metrics.records_consumed.labels(topic).inc(count)
+        self.totals.consumed += len(records)
+        self._observe_held()
+
+    def _release(self, records: Iterable[Any]) -> None:
+        count = size = 0
+        for record in records:
+            value = record.value()
+            size += len(value) if value else 0
+            count += 1
+        self._held_records -= count
+        self._held_bytes -= size
+        self._observe_held()
+
+    def _observe_held(self) -> None:
+        self._metrics.held_records.set(self._held_records)
+        self._metrics.held_bytes.set(self._held_bytes)
+
+    async def _take_waiting(self) -> None:
+        records, self._waiting = self._waiting, []
+        try:
+            await self._decoder.prepare(record.value() for record in records)
+        except RegistryUnavailableError as exc:
+            # Not poison: the records wait (and the partitions pause) until the registry answers.
+            self._waiting = records + self._waiting
+            self._registry_retry_at = time.monotonic() + REGISTRY_RETRY_S
+            log.warning("schema registry unavailable; records wait", error=str(exc), records=len(self._waiting))
+            return
+        self._take(records)
+
+    def _take(self, records: Sequence[Any]) -> None:
+        now = time.time()
+        decode = self._decoder.decode
+        make = self._rows.make
+        add = self._batcher.add
+        partitions = self._partitions
+        halted = self._halted
+        dropped = []
+        for record in records:
+            key = (record.topic(), record.partition())
+            state = partitions.get(key)
+            if state is None or key in halted:
+                dropped.append(record)
+                continue
+            value = record.value()
+            if value is None:
+                self._poison(state, record, "decode", "null value (a tombstone): there is no event to upload")
+                continue
+            try:
+                decoded = decode(value)
+            except DecodeError as failure:
+                self._poison(state, record, failure.reason, failure.detail)
+                continue
+            row = make(decoded, now)
+            if isinstance(row, Violation):
+                self._poison(state, record, row.reason, row.detail)
+                continue
+            batch = add(row, (state, record))
+            if batch is not None:
+                self._launch(batch)
+        if dropped:
+            self._release(dropped)
+
+    # -- failures that are the record's own -----------------------------------------------------------------
+
+    def _poison(self, state: PartitionOffsets, record: Any, reason: Reason, detail: str) -> None:
+        if self._dead_letters is None:
+            self._halt(state, record, reason, detail)
+            self._release([record])
+            return
+        self._spawn(self._dead_letter(state, [record], reason, detail))
+
+    async def _dead_letter(self, state: PartitionOffsets, records: Sequence[Any], reason: Reason, detail: str) -> None:
+        assert self._dead_letters is not None
+        for record in records:
+            await self._dead_letters.write(record, reason, detail)
+        for record in records:
+            state.done(record.offset())
+        self._metrics.rows_dead_lettered.labels(reason).inc(len(records))
+        self.totals.dead_lettered += len(records)
+        self.totals.by_reason[reason] = self.totals.by_reason.get(reason, 0) + len(records)
+        log.warning(
+            "dead-lettered",
+            reason=reason,
+            detail=detail,
+            records=len(records),
+            source=[f"{r.topic()}[{r.partition()}]@{r.offset()}" for r in records[:5]],
+        )
+        self._release(records)
+
+    def _halt(self, state: PartitionOffsets, record: Any, reason: str, detail: str) -> None:
+        key = (state.topic, state.partition)
+        if key not in self._halted:
+            self._halted.add(key)
+            log.error(
+                "poison record and no dead-letter topic: partition stopped, nothing after it is committed",
+                topic=state.topic,
+                partition=state.partition,
+                offset=record.offset(),
+                reason=reason,
+                detail=detail,
+            )
+
+    # -- uploads --------------------------------------------------------------------------------------------
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._task_finished.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task failed", error=repr(task.exception()))
+
+    def _launch(self, batch: Batch) -> None:
+        self._spawn(self._upload(batch))
+
+    async def _upload(self, batch: Batch) -> None:
+        body = csvbody.encode(batch.rows)
+        if len(body) > self._config.batch.max_bytes and len(batch.rows) > 1:
+            for half in batch.split():
+                await self._upload(half)
+            return
+        self._metrics.batch_rows.observe(len(batch.rows))
+        self._metrics.batch_bytes.observe(len(body))
+        answer = await self._uploader.deliver(batch.application_id, body, len(batch.rows))
+        self._count_requests(answer, len(batch.rows))
+        if answer.verdict is Verdict.ACCEPTED:
+            self._accepted(batch)
+        else:
+            await self._isolate(batch, answer, [self._config.upload.max_split_requests])
+
+    def _count_requests(self, answer: Answer, rows: int) -> None:
+        totals = self.totals
+        totals.requests += answer.attempts
+        if answer.verdict is Verdict.ACCEPTED:
+            now = time.monotonic()
+            totals.uploaded += rows
+            totals.first_upload = totals.first_upload or now
+            totals.last_upload = now
+
+    def _accepted(self, batch: Batch) -> None:
+        records = []
+        for state, record in batch.refs:
+            state.done(record.offset())
+            records.append(record)
+        self._release(records)
+
+    async def _isolate(self, batch: Batch, answer: Answer, budget: list[int]) -> None:
+        """Bisect a refused batch: deliver the halves the API takes, dead-letter the rows it refuses."""
+        if len(batch.rows) == 1 or budget[0] < 2:
+            detail = f"Post API answered {answer.status}: {answer.detail}"
+            if len(batch.rows) > 1:
+                detail = f"refused within {len(batch.rows)} rows after the split budget was spent; {detail}"
+            await self._reject(batch, detail)
+            return
+        budget[0] -= 2
+        for half in batch.split():
+            body = csvbody.encode(half.rows)
+            half_answer = await self._uploader.deliver(half.application_id, body, len(half.rows))
+            self._count_requests(half_answer, len(half.rows))
+            if half_answer.verdict is Verdict.ACCEPTED:
+                self._accepted(half)
+            else:
+                await self._isolate(half, half_answer, budget)
+
+    async def _reject(self, batch: Batch, detail: str) -> None:
+        if self._dead_letters is None:
+            for state, record in batch.refs:
+                self._halt(state, record, "rejected", detail)
+            self._release(record for _, record in batch.refs)
+            return
+        by_state: dict[int, tuple[PartitionOffsets, list[Any]]] = {}
+        for state, record in batch.refs:
+            by_state.setdefault(id(state), (state, []))[1].append(record)
+        for state, records in by_state.values():
+            await self._dead_letter(state, records, "rejected", detail)
+
+    # -- offsets and back-pressure --------------------------------------------------------------------------
+
+    async def _commit(self) -> None:
+        positions = []
+        for state in self._partitions.values():
+            position = state.commit_position()
+            if position is not None:
+                positions.append(TopicPartition(state.topic, state.partition, position))
+        if positions and await self._source.commit(positions):
+            for p in positions:
+                self._metrics.committed_offset.labels(p.topic, str(p.partition)).set(p.offset)
+
+    async def _apply_back_pressure(self) -> None:
+        limits = self._config.buffer
+        full = self._held_records >= limits.max_records or self._held_bytes >= limits.max_bytes
+        low = (
+            self._held_records < limits.max_records * RESUME_FRACTION
+            and self._held_bytes < limits.max_bytes * RESUME_FRACTION
+        )
+        registry_down = bool(self._waiting) and time.monotonic() < self._registry_retry_at
+        if full or registry_down:
+            self._pressure = True
+        elif low:
+            self._pressure = False
+        want_paused = set(self._halted)
+        if self._pressure:
+            want_paused.update(self._partitions)
+        to_pause = [TopicPartition(*key) for key in want_paused - self._paused if key in self._partitions]
+        to_resume = [TopicPartition(*key) for key in self._paused - want_paused if key in self._partitions]
+        if to_pause:
+            await self._source.pause(to_pause)
+            log.info("paused", partitions=len(to_pause), held_records=self._held_records, held_bytes=self._held_bytes)
+        if to_resume:
+            await self._source.resume(to_resume)
+            log.info("resumed", partitions=len(to_resume), held_records=self._held_records)
+        self._paused = want_paused & self._partitions.keys()
+        self._metrics.paused_partitions.set(len(self._paused))
+
+    async def _observe_kafka(self) -> None:
+        self._kafka_up = await self._source.reachable()
+        assigned = [TopicPartition(s.topic, s.partition) for s in self._partitions.values()]
+        ends = await self._source.high_watermarks(assigned)
+        for (topic, partition), end in ends.items():
+            state = self._partitions.get((topic, partition))
+            if state is not None and state.committed is not None:
+                self._metrics.consumer_lag.labels(topic, str(partition)).set(max(0, end - state.committed))
+
+    def _on_kafka_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._kafka_up = False
+        log.warning("kafka error", error=error.str(), fatal=error.fatal())
+
+    # -- rebalances (called inside the owner loop's fetch) --------------------------------------------------
+
+    async def assigned(self, partitions: Partitions) -> None:
+        for p in partitions:
+            self._partitions[(p.topic, p.partition)] = PartitionOffsets(p.topic, p.partition)
+        self._metrics.rebalances.labels("assigned").inc(len(partitions))
+        log.info("partitions assigned", partitions=_names(partitions))
+
+    async def revoked(self, partitions: Partitions) -> None:
+        """Let the revoked partitions' batches finish (up to the deadline), commit what is done, let go."""
+        keys = {(p.topic, p.partition) for p in partitions}
+        states = [self._partitions[k] for k in keys if k in self._partitions]
+        self._drop_waiting(keys)
+        for batch in self._batcher.drain():
+            self._launch(batch)
+        # A halted partition's records after its poison record are never done: nothing to wait for.
+        awaited = [s for s in states if (s.topic, s.partition) not in self._halted]
+        deadline = time.monotonic() + self._config.kafka.revoke_timeout_s
+        while any(not s.idle for s in awaited) and (remaining := deadline - time.monotonic()) > 0:
+            self._task_finished.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._task_finished.wait(), remaining)
+        positions = []
+        for state in states:
+            position = state.commit_position() or state.committed
+            if position is not None:
+                positions.append(TopicPartition(state.topic, state.partition, position))
+        if positions:
+            await self._source.commit(positions)
+        unfinished = sum(not s.idle for s in awaited)
+        self._retire(keys)
+        self._metrics.rebalances.labels("revoked").inc(len(partitions))
+        log.info("partitions revoked", partitions=_names(partitions), committed=len(positions), unfinished=unfinished)
+
+    async def lost(self, partitions: Partitions) -> None:
+        """Another member may own these already: commit nothing, forget them."""
+        keys = {(p.topic, p.partition) for p in partitions}
+        self._drop_waiting(keys)
+        self._retire(keys)
+        self._metrics.rebalances.labels("lost").inc(len(partitions))
+        log.warning("partitions lost", partitions=_names(partitions))
+
+    def _drop_waiting(self, keys: set[PartitionKey]) -> None:
+        """Let go of fetched records not yet taken: each partition's newest, so its tracker ends before them."""
+        kept, dropped = [], []
+        for record in self._waiting:
+            key = (record.topic(), record.partition())
+            if key in keys:
+                dropped.append(record)
+                state = self._partitions.get(key)
+                if state is not None:
+                    state.truncate(record.offset())
+            else:
+                kept.append(record)
+        self._waiting = kept
+        self._release(dropped)
+
+    def _retire(self, keys: set[PartitionKey]) -> None:
+        for key in keys:
+            state = self._partitions.pop(key, None)
+            if state is not None:
+                state.retired = True
+            self._halted.discard(key)
+            self._paused.discard(key)
+
+
+def _names(partitions: Partitions) -> list[str]:
+    return [f"{p.topic}[{p.partition}]" for p in partitions]

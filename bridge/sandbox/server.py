@@ -1,0 +1,225 @@
+"""The Post API sandbox: answers the events import endpoints as AppMetrica documents them.
+
+It enforces ``bridge.postapi``'s rules, injects faults on request, and keeps what it accepted so tests and
+benchmarks can compare it with what was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from multidict import MultiMapping
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bridge.postapi import EVENTS_CSV_PATH, EVENTS_PATH, MAX_BODY_BYTES
+from bridge.sandbox.config import Faults, Keys
+from bridge.sandbox.faults import FaultInjector
+from bridge.sandbox.intake import BadRequestError, check_rows, read_csv_form, read_query_form
+from bridge.sandbox.serving import LocalServer
+from bridge.sandbox.state import RequestRecord, SandboxState
+
+_log = structlog.get_logger("bridge.sandbox")
+
+_Reader = Callable[[MultiMapping[str], bytes], list[dict[str, str]]]
+_PAGE = 1000
+
+
+class SandboxOptions(BaseModel):
+    """How a sandbox starts; keys and faults can change while it runs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    keys: Keys = Keys()
+    faults: Faults = Faults()
+    seed: int | None = None
+    """Seeds the fault draws so a run can be replayed."""
+    max_future_s: float | None = Field(None, ge=0)
+    """Refuse events further ahead of the sandbox's clock than this (the real API does not say)."""
+    keep_events: bool = True
+    """Benchmarks sending millions of rows can keep counters only."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int | None
+    rows: int = 0
+    detail: str = ""
+    retry_after: int | None = None
+
+    def response(self) -> web.Response:
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
+        return web.Response(status=self.status or 200, text=self.detail, headers=headers)
+
+
+class Sandbox(LocalServer):
+    """A local AppMetrica Post API for the events method, in process: ``url = await Sandbox().start()``."""
+
+    def __init__(self, options: SandboxOptions | None = None) -> None:
+        self.options = options or SandboxOptions()
+        self.keys = self.options.keys
+        self.state = SandboxState()
+        self._injector = FaultInjector(self.options.faults, self.options.seed)
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_post(EVENTS_PATH, self._import_query_form)
+        app.router.add_post(EVENTS_CSV_PATH, self._import_csv_form)
+        app.router.add_get("/sandbox/stats", self._stats)
+        app.router.add_get("/sandbox/events", self._events)
+        app.router.add_get("/sandbox/requests", self._requests)
+        app.router.add_post("/sandbox/control", self._control)
+        app.router.add_post("/sandbox/reset", self._reset)
+        super().__init__(app)
+
+    @property
+    def faults(self) -> Faults:
+        return self._injector.faults
+
+    def set_faults(self, **changes: Any) -> Faults:
+        """Change some fault settings, keeping the others; raises pydantic.ValidationError."""
+        self._injector.faults = Faults.model_validate({**self.faults.model_dump(), **changes})
+        return self._injector.faults
+
+    def set_keys(self, **changes: Any) -> Keys:
+        """Change the accepted key(s), e.g. ``set_keys(post_api_key="new")``; raises pydantic.ValidationError."""
+        self.keys = Keys.model_validate({**self.keys.model_dump(), **changes})
+        return self.keys
+
+    def reset(self) -> None:
+        """Forget accepted events, the request log and the counters; keys and faults stay."""
+        self.state.clear()
+        self._injector.reset()
+
+    async def _import_query_form(self, request: web.Request) -> web.StreamResponse:
+        return await self._import(request, read_query_form, numbered=False)
+
+    async def _import_csv_form(self, request: web.Request) -> web.StreamResponse:
+        return await self._import(request, read_csv_form, numbered=True)
+
+    async def _import(self, request: web.Request, read: _Reader, numbered: bool) -> web.StreamResponse:
+        arrived = time.monotonic()
+        state = self.state
+        state.in_flight += 1
+        state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+        answer = _Answer(None, detail="unanswered: the request failed before an answer was made")
+        try:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                answer = _Answer(413, detail=f"the body is larger than {MAX_BODY_BYTES} bytes")
+                return answer.response()
+            fault = self._injector.decide(arrived)
+            if self.faults.latency_ms:
+                await asyncio.sleep(self.faults.latency_ms / 1000)
+            if fault is None:
+                answer = self._accept(request.query, body, read, numbered)
+            else:
+                answer = _Answer(fault.status, detail=fault.detail, retry_after=fault.retry_after)
+                if fault.status is None:
+                    assert request.transport is not None  # the handler runs on an open connection
+                    request.transport.close()
+            return answer.response()
+        finally:
+            state.in_flight -= 1
+            state.record(
+                RequestRecord(arrived, request.path, answer.rows, answer.status, answer.retry_after, answer.detail)
+            )
+            _log.info(
+                "postapi_request",
+                path=request.path,
+                status=answer.status or "dropped",
+                rows=answer.rows,
+                retry_after=answer.retry_after,
+                detail=answer.detail,
+                ms=round((time.monotonic() - arrived) * 1000, 1),
+            )
+
+    def _accept(self, query: MultiMapping[str], body: bytes, read: _Reader, numbered: bool) -> _Answer:
+        key = query.get("post_api_key", "")
+        refusal = self.keys.refusal(key, ())
+        if refusal is not None:
+            return _Answer(403, detail=refusal)
+        try:
+            events = read(query, body)
+        except BadRequestError as exc:
+            return _Answer(400, detail=str(exc))
+        refusal = self.keys.refusal(key, {event.get("application_id", "") for event in events})
+        if refusal is not None:
+            return _Answer(403, len(events), refusal)
+        try:
+            check_rows(events, time.time(), self.options.max_future_s, self.faults.refuse_event_names, numbered)
+        except BadRequestError as exc:
+            return _Answer(400, len(events), str(exc))
+        if self.options.keep_events:
+            self.state.events.extend(events)
+        self.state.rows_accepted += len(events)
+        return _Answer(200, len(events))
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.state.stats())
+
+    async def _events(self, request: web.Request) -> web.Response:
+        events = self.state.events
+        window = _window(request)
+        return web.json_response({"total": len(events), "offset": window.start, "events": events[window]})
+
+    async def _requests(self, request: web.Request) -> web.Response:
+        requests = self.state.requests
+        window = _window(request)
+        page = [dataclasses.asdict(entry) for entry in requests[window]]
+        return web.json_response({"total": len(requests), "offset": window.start, "requests": page})
+
+    async def _control(self, request: web.Request) -> web.Response:
+        try:
+            changes = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="the body is not JSON") from None
+        if not isinstance(changes, dict):
+            raise web.HTTPBadRequest(text="the body must be a JSON object")
+        unknown = sorted(set(changes) - set(Faults.model_fields) - set(Keys.model_fields))
+        if unknown:
+            raise web.HTTPBadRequest(text=f"unknown setting {', '.join(map(repr, unknown))}")
+        fault_changes = {name: value for name, value in changes.items() if name in Faults.model_fields}
+        key_changes = {name: value for name, value in changes.items() if name in Keys.model_fields}
+        try:
+            faults = Faults.model_validate({**self.faults.model_dump(), **fault_changes})
+            keys = Keys.model_validate({**self.keys.model_dump(), **key_changes})
+        except ValidationError as exc:
+            raise web.HTTPBadRequest(text=_one_line(exc)) from None
+        self._injector.faults, self.keys = faults, keys
+        return web.json_response(self._settings())
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response(self.state.stats())
+
+    def _settings(self) -> dict[str, object]:
+        """The current settings, keys reduced to which applications have one."""
+        return {
+            "faults": self.faults.model_dump(mode="json"),
+            "keys": {
+                "post_api_key_set": self.keys.post_api_key is not None,
+                "application_id": self.keys.application_id,
+                "apps": sorted(self.keys.apps),
+            },
+        }
+
+
+def _window(request: web.Request) -> slice:
+    """The ``offset``/``limit`` query of a listing endpoint as a slice."""
+    try:
+        offset = int(request.query.get("offset", "0"))
+        limit = int(request.query.get("limit", str(_PAGE)))
+    except ValueError:
+        raise web.HTTPBadRequest(text="offset and limit must be integers") from None
+    if offset < 0 or limit < 0:
+        raise web.HTTPBadRequest(text="offset and limit must not be negative")
+    return slice(offset, offset + limit)
+
+
+def _one_line(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}" for error in exc.errors())

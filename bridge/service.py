@@ -1,0 +1,129 @@
+"""Wires a checked configuration into a running bridge: pipeline, endpoints, signals and progress lines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from bridge import logs
+from bridge.config import Settings
+from bridge.deadletter import DeadLetters, StartupError
+from bridge.decode import make_decoder
+from bridge.health import make_app
+from bridge.metrics import Metrics
+from bridge.pipeline import Pipeline, Totals
+from bridge.rows import RowMaker
+from bridge.source import Source
+from bridge.upload import Uploader
+
+log = structlog.get_logger("bridge")
+
+EXIT_STARTUP = 1
+
+
+def run_service(settings: Settings) -> int:
+    """Run the bridge until SIGTERM or SIGINT; 0 after a clean drain, 1 when it cannot start."""
+    logs.configure(settings.config.log.level)
+    logs.REDACTOR.add(settings.keys.secrets())
+    return asyncio.run(serve(settings))
+
+
+async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
+    config = settings.config
+    metrics = metrics or Metrics()
+    try:
+        decoder = make_decoder(config.avro.format, config.avro.schema_registry_url, config.avro.schema_file)
+    except ValueError as exc:
+        log.error("cannot start", error=str(exc))
+        return EXIT_STARTUP
+    dead_letters = None
+    if config.kafka.dead_letter_topic:
+        dead_letters = DeadLetters(
+            config.kafka.dead_letter_topic, config.kafka.bootstrap_servers, config.kafka.properties
+        )
+        try:
+            await dead_letters.check_topic()
+        except StartupError as exc:
+            log.error("cannot start", error=str(exc))
+            await dead_letters.close()
+            return EXIT_STARTUP
+    keys = settings.keys
+    rows = RowMaker(
+        config.post_api.application_id,
+        lambda app: keys.for_application(app) is not None,
+        config.post_api.max_future_s,
+    )
+    connector = aiohttp.TCPConnector(limit=config.upload.max_in_flight)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        uploader = Uploader(session, config.post_api.url, keys, config.upload, metrics)
+        pipeline = Pipeline(config, Source, decoder, rows, uploader, dead_letters, metrics)
+        stale_after = max(30.0, config.kafka.revoke_timeout_s + 10, config.shutdown.drain_timeout_s + 10)
+        runner = web.AppRunner(make_app(pipeline, metrics.registry, stale_after), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, config.server.host, config.server.port).start()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, _stopper(pipeline, signum))
+        log.info(
+            "bridge started",
+            topics=config.kafka.topics,
+            group=config.kafka.group_id,
+            post_api=config.post_api.url,
+            port=config.server.port,
+            dead_letter_topic=config.kafka.dead_letter_topic,
+        )
+        progress = loop.create_task(_report_progress(pipeline, config.log.progress_interval_s))
+        try:
+            await pipeline.run()
+        finally:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
+            await runner.cleanup()
+            if dead_letters is not None:
+                await dead_letters.close()
+    log.info("bridge stopped", **_summary(pipeline.totals))
+    return 0
+
+
+def _stopper(pipeline: Pipeline, signum: int) -> Callable[[], None]:
+    def stop() -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        pipeline.stop()
+
+    return stop
+
+
+async def _report_progress(pipeline: Pipeline, interval_s: float) -> None:
+    last_uploaded, last_time = 0, time.monotonic()
+    while True:
+        await asyncio.sleep(interval_s)
+        now = time.monotonic()
+        totals = pipeline.totals
+        held_records, held_bytes = pipeline.held
+        log.info(
+            "progress",
+            **_summary(totals),
+            held_records=held_records,
+            held_bytes=held_bytes,
+            rows_per_s=round((totals.uploaded - last_uploaded) / (now - last_time), 1),
+            not_ready=pipeline.not_ready(),
+        )
+        last_uploaded, last_time = totals.uploaded, now
+
+
+def _summary(totals: Totals) -> dict[str, object]:
+    return {
+        "consumed": totals.consumed,
+        "uploaded": totals.uploaded,
+        "dead_lettered": totals.dead_lettered,
+        "dead_lettered_by_reason": totals.by_reason,
+        "requests": totals.requests,
+    }

@@ -1,0 +1,459 @@
+"""A real single-node Apache Kafka 4.x for development, tests and CI, without Docker.
+
+Kafka's jars come from Maven Central into a cache outside the checkout; the broker runs as one combined
+KRaft broker+controller bound to loopback only.
+
+    python -m devtools.kafka_local ensure-jars
+    python -m devtools.kafka_local start [--port 19092] [--controller-port 19093] [--data-dir DIR]
+    python -m devtools.kafka_local status [--port 19092]
+    python -m devtools.kafka_local stop [--port 19092]
+
+`BRIDGE_KAFKA_CACHE` moves the cache root (default `~/.cache/appmetrica-bridge`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+KAFKA_VERSION = "4.1.1"
+LOG4J_VERSION = "2.24.3"
+# Kafka's poms declare slf4j-api 1.7, which cannot find log4j's SLF4J 2 provider and would silently log
+# nothing (so no readiness line); a direct dependency on slf4j-api 2 wins Maven's nearest-first mediation.
+SLF4J_VERSION = "2.0.17"
+DEPENDENCY_PLUGIN_VERSION = "3.8.1"
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 19092
+DEFAULT_CONTROLLER_PORT = 19093
+READY_LINE = b"Kafka Server started"
+
+log = logging.getLogger(__name__)
+
+
+class KafkaLocalError(RuntimeError):
+    """The local broker could not be fetched, started or stopped."""
+
+
+def cache_root() -> Path:
+    configured = os.environ.get("BRIDGE_KAFKA_CACHE")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "appmetrica-bridge"
+
+
+def libs_dir(version: str = KAFKA_VERSION) -> Path:
+    return cache_root() / f"kafka-{version}" / "libs"
+
+
+def port_open(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_ports(count: int) -> list[int]:
+    """Loopback ports nothing listens on now; all held open together so the kernel cannot repeat one."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+_POM = """\
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.appmetrica-bridge</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>{kafka}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>{kafka}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.slf4j</groupId>
+      <artifactId>slf4j-api</artifactId>
+      <version>{slf4j}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-core</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j2-impl</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+  </dependencies>
+  <build>
+    <pluginManagement>
+      <plugins>
+        <plugin>
+          <groupId>org.apache.maven.plugins</groupId>
+          <artifactId>maven-dependency-plugin</artifactId>
+          <version>{plugin}</version>
+        </plugin>
+      </plugins>
+    </pluginManagement>
+  </build>
+</project>
+"""
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _tool(name: str) -> str:
+    if name == "java" and (java_home := os.environ.get("JAVA_HOME")):
+        candidate = Path(java_home) / "bin" / "java"
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise KafkaLocalError(f"`{name}` is not on PATH; the local Kafka needs Java 17+ and Maven")
+    return found
+
+
+def ensure_jars(version: str = KAFKA_VERSION) -> Path:
+    """Fetch Kafka and its logging backend into the cache once; return the directory of jars."""
+    libs = libs_dir(version)
+    if libs.is_dir():
+        return libs
+    home = libs.parent
+    home.mkdir(parents=True, exist_ok=True)
+    with _locked(home / ".lock"):
+        if libs.is_dir():  # a concurrent run fetched them while this one waited for the lock
+            return libs
+        pom = home / "pom.xml"
+        pom.write_text(
+            _POM.format(kafka=version, slf4j=SLF4J_VERSION, log4j=LOG4J_VERSION, plugin=DEPENDENCY_PLUGIN_VERSION)
+        )
+        partial = home / "libs.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        began = time.monotonic()
+        command = [
+            _tool("mvn"),
+            "-B",
+            "-q",
+            "-f",
+            str(pom),
+            # Keeping Maven's repository in the cache makes that one directory all a CI cache needs.
+            f"-Dmaven.repo.local={cache_root() / 'm2'}",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={partial}",
+        ]
+        log.info("fetching Kafka %s jars with Maven into %s", version, libs)
+        fetched = subprocess.run(command, capture_output=True, text=True, check=False)
+        if fetched.returncode != 0:
+            raise KafkaLocalError(
+                f"Maven could not fetch Kafka {version} with {' '.join(command)}\n{fetched.stdout}{fetched.stderr}"
+            )
+        # The rename is atomic, so a `libs` directory only ever holds a complete set of jars.
+        partial.rename(libs)
+        count = len(list(libs.glob("*.jar")))
+        log.info("fetched %d jars in %.1fs", count, time.monotonic() - began)
+    return libs
+
+
+def _new_cluster_id() -> str:
+    # The format of Kafka's Uuid.randomUuid(), the output of `StorageTool random-uuid`, without paying
+    # for a JVM start: 16 random bytes in unpadded URL-safe base64, never starting with "-".
+    while True:
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def _is_kafka_process(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc", str(pid))
+    if not proc.is_dir():  # no procfs (macOS): existence is all that can be checked
+        return True
+    try:
+        state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+        cmdline = (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
+    # A zombie still answers kill(0), and after a reboot a stale pid file may name an unrelated process.
+    return state != "Z" and b"kafka.Kafka" in cmdline
+
+
+class LocalKafka:
+    """One combined KRaft broker+controller on loopback, with its state in `data_dir`.
+
+    The data directory survives `stop()` and `restart()`, so topics and committed offsets do too.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = DEFAULT_PORT,
+        controller_port: int = DEFAULT_CONTROLLER_PORT,
+        data_dir: Path | None = None,
+        version: str = KAFKA_VERSION,
+        heap: str = "512m",
+    ) -> None:
+        self.port = port
+        self.controller_port = controller_port
+        self.data_dir = data_dir if data_dir is not None else cache_root() / "state" / f"kafka-{port}"
+        self.version = version
+        self.heap = heap
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "server.log"
+
+    @property
+    def pid_file(self) -> Path:
+        # Kept by port rather than in the data dir, so `stop --port N` finds any broker this tool started.
+        return cache_root() / "run" / f"kafka-{self.port}.pid"
+
+    def pid(self) -> int | None:
+        """The pid of the broker this tool started on the port, if it still runs."""
+        try:
+            pid = int(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if _is_kafka_process(pid) else None
+
+    def start(self, timeout: float = 60.0) -> float:
+        """Start the broker, wait up to `timeout` for it to serve, and return the seconds it all took."""
+        began = time.monotonic()
+        if self.pid() is not None:
+            raise KafkaLocalError(f"a broker started by this tool already runs on {self.bootstrap}")
+        for port in (self.port, self.controller_port):
+            if port_open(port):
+                raise KafkaLocalError(f"{HOST}:{port} is already in use by another process")
+        libs = ensure_jars(self.version)
+        java = _tool("java")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        properties = self._write_config()
+        classpath = ["-cp", f"{libs}/*"]
+        logging_config = f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}"
+        if not (self.data_dir / "data" / "meta.properties").exists():
+            formatted = subprocess.run(
+                [
+                    *(java, logging_config, *classpath, "kafka.tools.StorageTool", "format"),
+                    *("--cluster-id", _new_cluster_id(), "--config", str(properties)),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if formatted.returncode != 0:
+                raise KafkaLocalError(f"formatting {self.data_dir} failed:\n{formatted.stdout}{formatted.stderr}")
+        log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        with self.log_file.open("ab") as output:
+            self._process = subprocess.Popen(
+                [
+                    *(java, f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"),
+                    *("-Djava.awt.headless=true", logging_config, *classpath, "kafka.Kafka", str(properties)),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                # Its own session keeps a CLI-started broker alive after the shell's Ctrl-C or exit.
+                start_new_session=True,
+            )
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(f"{self._process.pid}\n")
+        self._wait_ready(self._process, log_offset, time.monotonic() + timeout)
+        elapsed = time.monotonic() - began
+        log.info("Kafka %s serves %s after %.1fs (log: %s)", self.version, self.bootstrap, elapsed, self.log_file)
+        return elapsed
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """SIGTERM the broker, SIGKILL it after `timeout`; return whether one was running."""
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):  # it may exit on its own meanwhile
+                os.kill(pid, signal.SIGTERM)
+                if not self._wait_exit(pid, timeout):
+                    log.warning("Kafka pid %d ignored SIGTERM for %.0fs; killing it", pid, timeout)
+                    os.kill(pid, signal.SIGKILL)
+                    self._wait_exit(pid, 10.0)
+        self.pid_file.unlink(missing_ok=True)
+        self._process = None
+        return pid is not None
+
+    def restart(self, timeout: float = 60.0) -> float:
+        """Stop and start again on the same data dir; return the seconds the start took."""
+        self.stop()
+        return self.start(timeout)
+
+    def _wait_exit(self, pid: int, timeout: float) -> bool:
+        if self._process is not None and self._process.pid == pid:
+            try:
+                self._process.wait(timeout)  # reaps our own child, which would otherwise stay a zombie
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        deadline = time.monotonic() + timeout
+        while _is_kafka_process(pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def _wait_ready(self, process: subprocess.Popen[bytes], log_offset: int, deadline: float) -> None:
+        while True:
+            if process.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise KafkaLocalError(
+                    f"Kafka exited with code {process.returncode} while starting; "
+                    f"{self.log_file} ends with:\n{self._log_tail(log_offset)}"
+                )
+            if READY_LINE in self._log_since(log_offset) and port_open(self.port):
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise KafkaLocalError(
+                    f"Kafka did not report ready on {self.bootstrap} in time; "
+                    f"{self.log_file} ends with:\n{self._log_tail(log_offset)}"
+                )
+            time.sleep(0.1)
+
+    def _log_since(self, offset: int) -> bytes:
+        with self.log_file.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read()
+
+    def _log_tail(self, offset: int, lines: int = 40) -> str:
+        return "\n".join(self._log_since(offset).decode(errors="replace").splitlines()[-lines:])
+
+    def _write_config(self) -> Path:
+        (self.data_dir / "log4j2.properties").write_text(
+            "\n".join(
+                [
+                    "status = warn",
+                    "appender.out.type = Console",
+                    "appender.out.name = STDOUT",
+                    "appender.out.layout.type = PatternLayout",
+                    "appender.out.layout.pattern = [%d] %p %m (%c)%n",
+                    "rootLogger.level = INFO",
+                    "rootLogger.appenderRef.out.ref = STDOUT",
+                    # Per-request lines would bury the startup and error messages.
+                    "logger.request.name = kafka.request.logger",
+                    "logger.request.level = WARN",
+                    "logger.channel.name = kafka.network.RequestChannel$",
+                    "logger.channel.level = WARN",
+                    "",
+                ]
+            )
+        )
+        properties = self.data_dir / "server.properties"
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{HOST}:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "data"),
+            # Tests create every topic they use; a typo must fail rather than create a new topic.
+            "auto.create.topics.enable": "false",
+            "group.initial.rebalance.delay.ms": "0",
+            "offsets.topic.replication.factor": "1",
+            # Every partition is a log the broker loads on each (re)start; one node gains nothing from 50.
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # The cleaner's default 128 MiB dedupe buffer would take a quarter of the small heap.
+            "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
+        }
+        properties.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        return properties
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devtools.kafka_local", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("ensure-jars", help="fetch the Kafka jars into the cache if missing")
+    for name, help_text in [
+        ("start", "start a broker, or reuse one already serving the port"),
+        ("stop", "stop the broker this tool started on the port"),
+        ("status", "say whether a broker runs on the port (exit 3 when none)"),
+    ]:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--port", type=int, default=DEFAULT_PORT)
+        command.add_argument("--controller-port", type=int, default=DEFAULT_CONTROLLER_PORT)
+        command.add_argument("--data-dir", type=Path, help="default: <cache>/state/kafka-<port>")
+        command.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="kafka_local: %(message)s")
+    try:
+        if args.command == "ensure-jars":
+            print(ensure_jars())
+            return 0
+        kafka = LocalKafka(port=args.port, controller_port=args.controller_port, data_dir=args.data_dir)
+        return _run(args.command, kafka, args.timeout)
+    except KafkaLocalError as error:
+        print(f"kafka_local: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(command: str, kafka: LocalKafka, timeout: float) -> int:
+    pid = kafka.pid()
+    if command == "start":
+        if pid is not None or port_open(kafka.port):
+            print(f"a broker already serves {kafka.bootstrap}; reusing it")
+            return 0
+        kafka.start(timeout)
+        print(f"Kafka {kafka.version} running at {kafka.bootstrap} (pid {kafka.pid()}, log {kafka.log_file})")
+        return 0
+    if command == "stop":
+        if kafka.stop(timeout):
+            print(f"stopped the broker at {kafka.bootstrap} (pid {pid})")
+        elif port_open(kafka.port):
+            print(f"{kafka.bootstrap} is served by a process this tool did not start; left it running")
+            return 1
+        else:
+            print(f"no broker runs at {kafka.bootstrap}")
+        return 0
+    if pid is not None:
+        print(f"running at {kafka.bootstrap} (pid {pid})")
+        return 0
+    if port_open(kafka.port):
+        print(f"{kafka.bootstrap} is served by a process this tool did not start")
+        return 0
+    print(f"no broker runs at {kafka.bootstrap}")
+    return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

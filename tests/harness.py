@@ -1,0 +1,243 @@
+"""Helpers for end-to-end tests: contract events, producing them to the real broker, running the bridge's CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from bridge.decode import contract_schema, parse
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTRACT = parse(contract_schema())
+KEY = "test-post-api-key-0123456789"
+APP = 4242
+
+TRICKY = [
+    'quote " and comma, both',
+    "new\nline and\r\ncrlf",
+    "Кириллица и emoji 🎮🍿",
+    "tab\tand trailing space ",
+    "",
+]
+
+
+def event(seq: int, now_ms: int | None = None, **fields: Any) -> dict[str, Any]:
+    """A valid contract record whose `event_json` carries `seq`, with awkward text in its strings."""
+    now_ms = now_ms or int(time.time() * 1000)
+    tricky = TRICKY[seq % len(TRICKY)]
+    record: dict[str, Any] = {name["name"]: None for name in contract_schema()["fields"]}
+    record.update(
+        application_id=APP if seq % 2 else None,
+        profile_id=f"user-{seq % 97}, \"{tricky}\"",
+        event_name=f"energy_recovered {tricky}".strip(),
+        event_timestamp=now_ms - (seq % 1000) * 1000,
+        event_json=json.dumps({"seq": seq, "note": tricky, "nested": {"level": seq % 10}}, ensure_ascii=False),
+        session_type="foreground" if seq % 3 else None,
+        os_name="android",
+        device_model=f"Model {tricky}",
+        mcc=250,
+        mnc=seq % 100,
+    )
+    record.update(fields)
+    return record
+
+
+def raw_avro(record: dict[str, Any], schema: Any = CONTRACT) -> bytes:
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, schema, record)
+    return buffer.getvalue()
+
+
+def wire(schema_id: int, record: dict[str, Any], schema: Any = CONTRACT) -> bytes:
+    """The Confluent wire format: magic byte 0, the schema id, the Avro body."""
+    return struct.pack(">bI", 0, schema_id) + raw_avro(record, schema)
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: Sequence[bytes | None],
+    partitions: int = 4,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    """Write values round-robin over the partitions, keyed by index, and wait for every ack."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
+    failures: list[str] = []
+
+    def delivered(error: Any, _: Any) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    for index, value in enumerate(values):
+        while True:
+            try:
+                producer.produce(
+                    topic, value=value, key=str(index).encode(), partition=index % partitions,
+                    headers=headers, on_delivery=delivered,
+                )
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    remaining = producer.flush(60)
+    assert remaining == 0 and not failures, f"produce failed: {failures[:3]} ({remaining} unsent)"
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int = 4) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "offset-probe"})
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    finally:
+        consumer.close()
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int = 4) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in found}
+    finally:
+        consumer.close()
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[Any]:
+    """Every record of a topic from the start, waiting until `expected` arrived or the timeout."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"reader-{time.monotonic_ns()}", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            records += [m for m in consumer.consume(500, 0.5) if m.error() is None]
+    finally:
+        consumer.close()
+    return records
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def seqs(events: Iterable[dict[str, str]]) -> list[int]:
+    return [json.loads(e["event_json"])["seq"] for e in events]
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        await asyncio.sleep(interval_s)
+
+
+def bridge_config(
+    bootstrap: str,
+    topic: str,
+    post_api_url: str,
+    *,
+    group: str,
+    registry_url: str | None = None,
+    schema_file: Path | None = None,
+    port: int | None = None,
+    **sections: dict[str, Any],
+) -> dict[str, Any]:
+    """A bridge configuration for tests; `sections` are merged over the defaults, section by section."""
+    avro: dict[str, Any] = (
+        {"format": "confluent", "schema_registry_url": registry_url}
+        if registry_url
+        else {"format": "raw", "schema_file": str(schema_file or ROOT / "schemas" / "appmetrica_event.avsc")}
+    )
+    config: dict[str, Any] = {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "group_id": group,
+            "topics": [topic],
+            "properties": {"session.timeout.ms": 10000, "heartbeat.interval.ms": 1000},
+        },
+        "avro": avro,
+        "post_api": {"url": post_api_url, "application_id": APP},
+        "batch": {"max_rows": 1000, "linger_ms": 200},
+        "upload": {"max_in_flight": 4, "requests_per_second": 200, "retry_base_s": 0.05, "retry_max_s": 1},
+        "server": {"host": "127.0.0.1", "port": port or free_port()},
+        "shutdown": {"drain_timeout_s": 10},
+        "log": {"progress_interval_s": 2},
+    }
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    return config
+
+
+class BridgeProcess:
+    """`appmetrica-bridge run` in a child process, its JSON log lines kept in a file."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path, name: str = "bridge", key: str = KEY) -> None:
+        self.config = config
+        self.port: int = config["server"]["port"]
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = workdir / f"{name}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = workdir / f"{name}.log"
+        self._key = key
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BridgeProcess:
+        env = {**os.environ, "BRIDGE_POST_API_KEY": self._key, "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "bridge", "run", "--config", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            )
+        return self
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self._process is not None, "not started"
+        return self._process
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.process.send_signal(signum)
+
+    async def wait(self, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        while self.process.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"bridge still running {timeout_s:g} s later; log tail:\n{self.tail()}")
+            await asyncio.sleep(0.1)
+        return self.process.returncode
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    def logs(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                lines.append({"event": line})
+        return lines
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,112 @@
+"""Configuration: one-line errors naming the key, exit code 2, keys never echoed, environment overrides."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridge.config import ConfigError, load_config
+
+GOOD = """
+kafka:
+  bootstrap_servers: "127.0.0.1:9092"
+  topics: ["appmetrica.events"]
+  dead_letter_topic: "appmetrica.events.dlq"
+avro:
+  format: confluent
+  schema_registry_url: "http://registry:8081"
+post_api:
+  application_id: 1111
+batch:
+  max_rows: 5000
+"""
+KEY = "s3cr3t-post-api-key"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_good_file_with_environment_overrides(tmp_path: Path) -> None:
+    settings = load_config(
+        write(tmp_path, GOOD),
+        {"BRIDGE_POST_API_KEY": KEY, "BRIDGE_BATCH__MAX_ROWS": "777", "BRIDGE_KAFKA__TOPICS": "[a, b]"},
+    )
+    assert settings.config.batch.max_rows == 777
+    assert settings.config.kafka.topics == ["a", "b"]
+    assert settings.config.kafka.group_id == "appmetrica-bridge"
+    key = settings.keys.for_application(1111)
+    assert key is not None and key.get_secret_value() == KEY
+    assert KEY not in str(settings.redacted())
+
+
+def test_per_application_keys_from_env_and_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "key-2222"
+    key_file.write_text("file-key\n")
+    text = GOOD + f"""  applications:
+    2222: {{api_key_file: "{key_file}"}}
+    3333: {{api_key_env: APP_3333_KEY}}
+"""
+    text = text.replace("batch:\n  max_rows: 5000\n", "").replace("  application_id: 1111\n", "")
+    settings = load_config(write(tmp_path, text), {"APP_3333_KEY": "k3"})
+    assert settings.keys.for_application(2222).get_secret_value() == "file-key"  # type: ignore[union-attr]
+    assert settings.keys.for_application(3333).get_secret_value() == "k3"  # type: ignore[union-attr]
+    assert settings.keys.for_application(4444) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (GOOD.replace('  bootstrap_servers: "127.0.0.1:9092"\n', ""), "kafka.bootstrap_servers: Field required"),
+        (GOOD.replace("max_rows: 5000", "max_rows: 200000"), "batch.max_rows: Input should be less than or equal"),
+        (GOOD + "  bogus: 1\n", "batch.bogus: unknown key"),
+        (GOOD.replace("format: confluent", "format: protobuf"), "avro.format"),
+        (GOOD.replace('  schema_registry_url: "http://registry:8081"\n', ""), "schema_registry_url is required"),
+        ("kafka: [unclosed", "at line 1"),
+    ],
+)
+def test_bad_files_name_the_key(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=None) as caught:
+        load_config(write(tmp_path, text), {"BRIDGE_POST_API_KEY": KEY})
+    assert words in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_missing_key_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no Post API key"):
+        load_config(write(tmp_path, GOOD), {})
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args], capture_output=True, text=True, env={"PATH": "/usr/bin", **env}
+    )
+
+
+def test_check_config_prints_the_effective_configuration_redacted(tmp_path: Path) -> None:
+    result = run_cli("check-config", "--config", str(write(tmp_path, GOOD)), env={"BRIDGE_POST_API_KEY": KEY})
+    assert result.returncode == 0, result.stderr
+    assert "max_rows: 5000" in result.stdout
+    assert "default: set" in result.stdout
+    assert KEY not in result.stdout + result.stderr
+
+
+def test_check_config_on_a_bad_file_exits_2_with_one_line(tmp_path: Path) -> None:
+    bad = write(tmp_path, GOOD.replace("max_rows: 5000", "max_rows: -1"))
+    result = run_cli("check-config", "--config", str(bad), env={"BRIDGE_POST_API_KEY": KEY})
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "batch.max_rows" in result.stderr
+    assert KEY not in result.stderr
+
+
+def test_help_lists_the_commands() -> None:
+    result = run_cli("--help", env={})
+    assert result.returncode == 0
+    for command in ("run", "check-config", "sandbox"):
+        assert command in result.stdout

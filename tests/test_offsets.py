@@ -1,0 +1,106 @@
+"""The commit-order tracker: a committed position never passes an unfinished record."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.offsets import PartitionOffsets
+
+
+def tracker(offsets: list[int]) -> PartitionOffsets:
+    state = PartitionOffsets("events", 0)
+    for offset in offsets:
+        state.add(offset)
+    return state
+
+
+def test_out_of_order_completion_commits_only_the_contiguous_prefix() -> None:
+    state = tracker([10, 11, 12, 13])
+    state.done(12)
+    state.done(13)
+    assert state.commit_position() is None
+    state.done(10)
+    assert state.commit_position() == 11
+    state.done(11)
+    assert state.commit_position() == 14
+    assert state.commit_position() is None, "an unchanged position is not handed out twice"
+    assert state.committed == 14
+
+
+def test_gaps_in_offsets_commit_past_the_last_given_offset() -> None:
+    # Transaction markers and compaction leave holes: commit last done + 1, not a guess.
+    state = tracker([5, 9, 20])
+    for offset in (20, 5, 9):
+        state.done(offset)
+    assert state.commit_position() == 21
+
+
+def test_a_failed_record_holds_the_partition_back() -> None:
+    state = tracker([0, 1, 2])
+    state.done(1)
+    state.done(2)
+    assert state.commit_position() is None
+    assert not state.idle
+
+
+def test_offsets_must_increase() -> None:
+    state = tracker([3])
+    with pytest.raises(ValueError, match="not after 3"):
+        state.add(3)
+
+
+def test_a_retired_partition_ignores_late_answers() -> None:
+    state = tracker([0, 1])
+    state.retired = True
+    state.done(0)
+    assert state.commit_position() is None
+
+
+def test_truncate_lets_go_of_the_newest_records() -> None:
+    state = tracker([0, 1, 2, 3])
+    state.done(0)
+    state.done(1)
+    state.truncate(2)
+    assert state.idle
+    assert state.commit_position() == 2
+
+
+@st.composite
+def offsets_and_order(draw: st.DrawFn) -> tuple[list[int], list[int], int]:
+    gaps = draw(st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=60))
+    offsets = []
+    position = draw(st.integers(min_value=0, max_value=1000))
+    for gap in gaps:
+        position += gap
+        offsets.append(position)
+    order = draw(st.permutations(offsets))
+    finished = draw(st.integers(min_value=0, max_value=len(order)))
+    return offsets, list(order), finished
+
+
+@given(offsets_and_order())
+def test_committed_offset_never_passes_an_unfinished_record(case: tuple[list[int], list[int], int]) -> None:
+    offsets, order, finished = case
+    state = tracker(offsets)
+    done: set[int] = set()
+    committed = None
+    for offset in order[:finished]:
+        state.done(offset)
+        done.add(offset)
+        position = state.commit_position()
+        if position is not None:
+            assert committed is None or position > committed, "positions only move forward"
+            committed = position
+        if committed is not None:
+            assert all(o in done for o in offsets if o < committed), "a committed record was not finished"
+    unfinished = [o for o in offsets if o not in done]
+    expected = (unfinished[0] if unfinished else offsets[-1] + 1) if finished else None
+    if expected is not None and expected == offsets[0]:
+        expected = None
+    if expected is not None and unfinished:
+        # The position is the last done offset of the prefix + 1; with gaps it may sit below the first unfinished.
+        prefix = [o for o in offsets if o < unfinished[0]]
+        expected = prefix[-1] + 1 if prefix else None
+    assert committed == expected
