@@ -25,7 +25,7 @@ RUN groupadd --system --gid 10001 bridge \
         --shell /usr/sbin/nologin bridge
 # A bind mount, not COPY: the wheels never become a layer of the final image.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels appmetrica-kafka-bridge
+    pip install --no-index --find-links=/wheels /wheels/appmetrica_kafka_bridge-*.whl
 # The documented configuration names schema_file relative to the working directory
 # ("schemas/appmetrica_event.avsc"): point that at the contract inside the installed package, and fail the
 # build if the wheel came without it (bridge/schemas is a symlink to ../schemas that setuptools must follow).

@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from bridge.sandbox import cli as sandbox_cli
+    import bridge.sandbox.cli as sandbox_cli
 
     parser = argparse.ArgumentParser(
         prog="appmetrica-bridge",

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.logs import REDACTED
 from bridge.postapi import MAX_ROWS_PER_REQUEST
 
 DEFAULT_KEY_ENV = "BRIDGE_POST_API_KEY"
@@ -192,10 +193,26 @@ class Settings:
         self.keys = keys
 
     def redacted(self) -> dict[str, Any]:
-        """The effective configuration as plain data, keys shown only as set or not."""
+        """The effective configuration as plain data, keys shown only as set or not, Kafka secrets masked."""
         data = self.config.model_dump(mode="json")
         data["post_api"]["keys"] = self.keys.describe()
+        data["kafka"]["properties"] = {
+            name: REDACTED if _secret_property(name) else value for name, value in data["kafka"]["properties"].items()
+        }
         return data
+
+    def secrets(self) -> list[str]:
+        """Every secret value the configuration holds, for the log redactor."""
+        kafka = [str(v) for k, v in self.config.kafka.properties.items() if _secret_property(k) and str(v)]
+        return [*self.keys.secrets(), *kafka]
+
+
+def _secret_property(name: str) -> bool:
+    """librdkafka properties that carry credentials (sasl.password, ssl.key.password, *.client.secret, ...)."""
+    lowered = name.lower()
+    return any(word in lowered for word in ("password", "secret", "credential", "token")) or lowered.endswith(
+        ".key.pem"
+    )
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Settings:

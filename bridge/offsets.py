@@ -28,11 +28,18 @@ class PartitionOffsets:
         self._done: set[int] = set()
         self._committed: int | None = None
 
-    def add(self, offset: int) -> None:
-        """Hold a record just fetched; offsets must arrive in increasing order."""
+    def add(self, offset: int) -> bool:
+        """Hold a record just fetched; False (and nothing held) for an offset not after the last one held.
+
+        librdkafka can fetch a stretch again after a broker restart; those records are already held here
+        (or done and committed), so they are not taken twice.
+        """
         if self._pending and offset <= self._pending[-1]:
-            raise ValueError(f"offset {offset} of {self.topic}[{self.partition}] is not after {self._pending[-1]}")
+            return False
+        if self._committed is not None and offset < self._committed:
+            return False
         self._pending.append(offset)
+        return True
 
     def done(self, offset: int) -> None:
         """Mark a held record safe (answered 200 or dead-lettered). Ignored once the partition is retired."""

@@ -37,6 +37,7 @@ RESUME_FRACTION = 0.8
 """Paused partitions resume once held records and bytes fall below this share of their limits."""
 REGISTRY_RETRY_S = 2.0
 LAG_INTERVAL_S = 5.0
+CLOSE_TIMEOUT_S = 10.0
 
 PartitionKey = tuple[str, int]
 
@@ -129,8 +130,7 @@ class Pipeline:
                 records = await self._source.fetch(max(1, min(FETCH_MAX, room)), FETCH_TIMEOUT_S)
                 if records:
                     self._kafka_up = True
-                    self._hold(records)
-                    self._waiting.extend(records)
+                    self._waiting.extend(self._hold(records))
                 if self._waiting and time.monotonic() >= self._registry_retry_at:
                     await self._take_waiting()
                 for batch in self._batcher.expired():
@@ -139,6 +139,9 @@ class Pipeline:
                 if time.monotonic() >= next_lag:
                     next_lag = time.monotonic() + LAG_INTERVAL_S
                     await self._observe_kafka()
+        except Exception:
+            log.exception("the pipeline failed; draining what it holds")
+            raise
         finally:
             await self._drain()
 
@@ -156,26 +159,36 @@ class Pipeline:
                 log.warning("drain deadline passed; unfinished records stay uncommitted", tasks=len(pending))
                 await asyncio.gather(*pending, return_exceptions=True)
         await self._commit()
-        await self._source.close()
+        try:
+            await asyncio.wait_for(self._source.close(), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("the consumer did not close in time; its group will notice after the session timeout")
 
-    def _hold(self, records: Sequence[Any]) -> None:
+    def _hold(self, records: Sequence[Any]) -> list[Any]:
+        """Track fetched records in their partitions; return those not already held (a fetched-again stretch)."""
         consumed: dict[str, int] = {}
         size = 0
+        held = []
         for record in records:
             key = (record.topic(), record.partition())
             state = self._partitions.get(key)
             if state is None:
                 state = self._partitions[key] = PartitionOffsets(*key)
-            state.add(record.offset())
+            if not state.add(record.offset()):
+                continue
+            held.append(record)
             value = record.value()
             size += len(value) if value else 0
             consumed[key[0]] = consumed.get(key[0], 0) + 1
-        self._held_records += len(records)
+        if len(held) < len(records):
+            log.info("records fetched again were skipped", records=len(records) - len(held))
+        self._held_records += len(held)
         self._held_bytes += size
         for topic, count in consumed.items():
             self._metrics.records_consumed.labels(topic).inc(count)
-        self.totals.consumed += len(records)
+        self.totals.consumed += len(held)
         self._observe_held()
+        return held
 
     def _release(self, records: Iterable[Any]) -> None:
         count = size = 0
@@ -400,7 +413,8 @@ class Pipeline:
             if state is not None and state.committed is not None:
                 self._metrics.consumer_lag.labels(topic, str(partition)).set(max(0, end - state.committed))
 
-    def _on_kafka_error(self, error: KafkaError) -> None:
+    async def _on_kafka_error(self, error: KafkaError) -> None:
+        # AIOConsumer runs error_cb on the event loop and awaits it: it must be a coroutine function.
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self._kafka_up = False
         log.warning("kafka error", error=error.str(), fatal=error.fatal())

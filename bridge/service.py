@@ -26,12 +26,13 @@ from bridge.upload import Uploader
 log = structlog.get_logger("bridge")
 
 EXIT_STARTUP = 1
+EXIT_FAILED = 3
 
 
 def run_service(settings: Settings) -> int:
-    """Run the bridge until SIGTERM or SIGINT; 0 after a clean drain, 1 when it cannot start."""
+    """Run the bridge until SIGTERM or SIGINT; 0 after a clean drain, 1 when it cannot start, 3 on a failure."""
     logs.configure(settings.config.log.level)
-    logs.REDACTOR.add(settings.keys.secrets())
+    logs.REDACTOR.add(settings.secrets())
     return asyncio.run(serve(settings))
 
 
@@ -80,8 +81,12 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
             dead_letter_topic=config.kafka.dead_letter_topic,
         )
         progress = loop.create_task(_report_progress(pipeline, config.log.progress_interval_s))
+        code = 0
         try:
             await pipeline.run()
+        except Exception:
+            log.exception("the bridge failed")
+            code = EXIT_FAILED
         finally:
             progress.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -89,8 +94,8 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
             await runner.cleanup()
             if dead_letters is not None:
                 await dead_letters.close()
-    log.info("bridge stopped", **_summary(pipeline.totals))
-    return 0
+    log.info("bridge stopped", exit_code=code, **_summary(pipeline.totals))
+    return code
 
 
 def _stopper(pipeline: Pipeline, signum: int) -> Callable[[], None]:

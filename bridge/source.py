@@ -27,7 +27,7 @@ class RebalanceListener(Protocol):
     async def lost(self, partitions: Partitions) -> None: ...
 
 
-def consumer_config(config: KafkaConfig, on_error: Callable[[KafkaError], None]) -> dict[str, Any]:
+def consumer_config(config: KafkaConfig, on_error: Callable[[KafkaError], Awaitable[None]]) -> dict[str, Any]:
     """librdkafka settings: the operator's properties, with the ones the commit rule depends on forced."""
     conf: dict[str, Any] = {
         "auto.offset.reset": "earliest",
@@ -45,7 +45,9 @@ def consumer_config(config: KafkaConfig, on_error: Callable[[KafkaError], None])
 class Source:
     """Fetches record batches from the subscribed topics and commits the positions it is given."""
 
-    def __init__(self, config: KafkaConfig, listener: RebalanceListener, on_error: Callable[[KafkaError], None]):
+    def __init__(
+        self, config: KafkaConfig, listener: RebalanceListener, on_error: Callable[[KafkaError], Awaitable[None]]
+    ) -> None:
         self._config = config
         self._listener = listener
         self._on_error = on_error

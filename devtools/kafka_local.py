@@ -430,8 +430,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(command: str, kafka: LocalKafka, timeout: float) -> int:
     pid = kafka.pid()
     if command == "start":
-        if pid is not None or port_open(kafka.port):
-            print(f"a broker already serves {kafka.bootstrap}; reusing it")
+        if pid is not None:
+            print(f"the broker this tool started already serves {kafka.bootstrap} (pid {pid}); reusing it")
+            return 0
+        if port_open(kafka.port):
+            print(f"a process this tool did not start listens on {kafka.bootstrap}; reusing it as the broker")
             return 0
         kafka.start(timeout)
         print(f"Kafka {kafka.version} running at {kafka.bootstrap} (pid {kafka.pid()}, log {kafka.log_file})")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import fastavro
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -43,7 +44,7 @@ def event(seq: int, now_ms: int | None = None, **fields: Any) -> dict[str, Any]:
     record: dict[str, Any] = {name["name"]: None for name in contract_schema()["fields"]}
     record.update(
         application_id=APP if seq % 2 else None,
-        profile_id=f"user-{seq % 97}, \"{tricky}\"",
+        profile_id=f'user-{seq % 97}, "{tricky}"',
         event_name=f"energy_recovered {tricky}".strip(),
         event_timestamp=now_ms - (seq % 1000) * 1000,
         event_json=json.dumps({"seq": seq, "note": tricky, "nested": {"level": seq % 10}}, ensure_ascii=False),
@@ -73,7 +74,7 @@ def produce(
     topic: str,
     values: Sequence[bytes | None],
     partitions: int = 4,
-    headers: list[tuple[str, bytes]] | None = None,
+    headers: list[tuple[str, str | bytes | None]] | None = None,
 ) -> None:
     """Write values round-robin over the partitions, keyed by index, and wait for every ack."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
@@ -87,8 +88,12 @@ def produce(
         while True:
             try:
                 producer.produce(
-                    topic, value=value, key=str(index).encode(), partition=index % partitions,
-                    headers=headers, on_delivery=delivered,
+                    topic,
+                    value=value,
+                    key=str(index).encode(),
+                    partition=index % partitions,
+                    headers=headers,
+                    on_delivery=delivered,
                 )
                 break
             except BufferError:
@@ -205,7 +210,10 @@ class BridgeProcess:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "bridge", "run", "--config", str(self.config_path)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
             )
         return self
 
@@ -224,6 +232,26 @@ class BridgeProcess:
                 raise AssertionError(f"bridge still running {timeout_s:g} s later; log tail:\n{self.tail()}")
             await asyncio.sleep(0.1)
         return self.process.returncode
+
+    async def get(self, path: str) -> tuple[int, str]:
+        """GET one of the bridge's HTTP endpoints: status and body."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{self.port}{path}") as response,
+        ):
+            return response.status, await response.text()
+
+    async def serving(self, timeout_s: float = 30) -> None:
+        """Wait until the bridge's HTTP endpoints answer."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                await self.get("/healthz")
+                return
+            except aiohttp.ClientError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise AssertionError(f"the bridge does not serve HTTP; log tail:\n{self.tail()}") from None
+                await asyncio.sleep(0.2)
 
     def kill(self) -> None:
         if self._process is not None and self._process.poll() is None:

@@ -48,10 +48,13 @@ def test_a_good_file_with_environment_overrides(tmp_path: Path) -> None:
 def test_per_application_keys_from_env_and_file(tmp_path: Path) -> None:
     key_file = tmp_path / "key-2222"
     key_file.write_text("file-key\n")
-    text = GOOD + f"""  applications:
+    text = (
+        GOOD
+        + f"""  applications:
     2222: {{api_key_file: "{key_file}"}}
     3333: {{api_key_env: APP_3333_KEY}}
 """
+    )
     text = text.replace("batch:\n  max_rows: 5000\n", "").replace("  application_id: 1111\n", "")
     settings = load_config(write(tmp_path, text), {"APP_3333_KEY": "k3"})
     assert settings.keys.for_application(2222).get_secret_value() == "file-key"  # type: ignore[union-attr]

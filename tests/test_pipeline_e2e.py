@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bridge.decode import contract_schema, parse
-from bridge.sandbox.config import Faults, Keys
+from bridge.sandbox.config import Keys
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox, SandboxOptions
 from tests.conftest import TopicFactory
@@ -83,7 +83,11 @@ async def test_twenty_thousand_events_arrive_exactly_once_with_every_field(
     produce(kafka_bootstrap, topic, values)
     max_rows, max_in_flight, rps = 700, 3, 40
     config = bridge_config(
-        kafka_bootstrap, topic, sandbox.url, group=f"g-{topic}", registry_url=registry.url,
+        kafka_bootstrap,
+        topic,
+        sandbox.url,
+        group=f"g-{topic}",
+        registry_url=registry.url,
         batch={"max_rows": max_rows, "linger_ms": 100},
         upload={"max_in_flight": max_in_flight, "requests_per_second": rps},
     )
@@ -124,7 +128,10 @@ async def test_transient_failures_are_retried_until_everything_arrives(
     retry_after = 1
     sandbox.set_faults(fault_429=0.2, retry_after=retry_after, fault_5xx=0.15, fault_drop=0.15)
     config = bridge_config(
-        kafka_bootstrap, topic, sandbox.url, group=f"g-{topic}",
+        kafka_bootstrap,
+        topic,
+        sandbox.url,
+        group=f"g-{topic}",
         batch={"max_rows": 100, "linger_ms": 50},
         upload={"max_in_flight": 4, "requests_per_second": 100, "timeout_s": 5},
     )
@@ -146,8 +153,7 @@ async def test_transient_failures_are_retried_until_everything_arrives(
     log = sorted(sandbox.state.requests, key=lambda r: r.arrived)
     for refused in (r for r in log if r.status == 429):
         early = [
-            r for r in log
-            if refused.arrived + 0.15 < r.arrived < refused.arrived + (refused.retry_after or 0) - 0.05
+            r for r in log if refused.arrived + 0.15 < r.arrived < refused.arrived + (refused.retry_after or 0) - 0.05
         ]
         assert not early, f"{len(early)} requests within the Retry-After of a 429"
     retried = [line for line in bridge.logs() if line.get("event") == "upload failed, retrying"]
@@ -164,7 +170,10 @@ async def test_sigterm_while_busy_exits_zero_and_commits_what_was_acknowledged(
     sandbox.set_faults(latency_ms=300)
     drain_s = 8
     config = bridge_config(
-        kafka_bootstrap, topic, sandbox.url, group=f"g-{topic}",
+        kafka_bootstrap,
+        topic,
+        sandbox.url,
+        group=f"g-{topic}",
         batch={"max_rows": 200, "linger_ms": 50},
         upload={"max_in_flight": 4, "requests_per_second": 50},
         shutdown={"drain_timeout_s": drain_s},

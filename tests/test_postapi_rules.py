@@ -152,7 +152,8 @@ def test_age_limit_is_fourteen_days_inclusive() -> None:
     verdict = check_event(event(event_timestamp=str(int(NOW) - 14 * DAY - 1)), NOW)
     assert verdict == Violation(
         "expired",
-        f"event_timestamp {int(NOW) - 14 * DAY - 1} is 14.0 days old; the Post API takes events at most 14 days old",
+        f"event_timestamp {int(NOW) - 14 * DAY - 1} is 1209601 s (14.0 days) old; "
+        "the Post API takes events at most 1209600 s (14 days) old",
     )
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import pytest
@@ -53,12 +53,10 @@ def csv_body(rows: list[dict[str, str]], columns: list[str] | None = None) -> by
     return out.getvalue().encode()
 
 
-class Answer:
-    def __init__(self, status: int, text: str, headers: Mapping[str, str]) -> None:
-        self.status, self.text, self.headers = status, text, headers
-
-    def __repr__(self) -> str:
-        return f"Answer({self.status}, {self.text!r})"
+class Answer(NamedTuple):
+    status: int
+    text: str
+    headers: Mapping[str, str]
 
 
 @pytest.fixture
@@ -98,7 +96,7 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
         return await response.json()
 
 
-async def post_json(http: aiohttp.ClientSession, url: str, payload: Any) -> tuple[int, Any]:
+async def post_json(http: aiohttp.ClientSession, url: str, payload: Any) -> tuple[int, str]:
     async with http.post(url, json=payload) as response:
         return response.status, await response.text()
 
@@ -187,7 +185,10 @@ async def test_csv_without_application_id_anywhere(http: aiohttp.ClientSession, 
         ({"profile_id": "", "appmetrica_device_id": "-42"}, "appmetrica_device_id '-42' is not a non-negative"),
         ({"event_timestamp": "1700000000000"}, "event_timestamp 1700000000000 looks like milliseconds"),
         ({"event_timestamp": "12.5"}, "event_timestamp '12.5' is not a non-negative integer"),
-        ({"event_timestamp": str(int(time.time()) - 15 * 86400)}, "days old; the Post API takes events at most 14"),
+        (
+            {"event_timestamp": str(int(time.time()) - 15 * 86400)},
+            "days) old; the Post API takes events at most 1209600 s",
+        ),
         ({"event_json": "[1]"}, "event_json must be a JSON object, got list"),
         ({"event_json": "{oops"}, "event_json is not valid JSON"),
         ({"session_type": "idle"}, "session_type 'idle' is not one of background, foreground"),
@@ -264,13 +265,13 @@ async def test_future_limit_when_configured(http: aiohttp.ClientSession) -> None
 async def test_ten_thousand_rows_are_accepted_quickly(http: aiohttp.ClientSession, sandbox: Sandbox) -> None:
     rows = [row(i, session_type="foreground", os_name="android", app_version_name="1.2.3") for i in range(10_000)]
     body = csv_body(rows)
-    started = time.perf_counter()
     answer = await post_csv(http, sandbox, body, application_id=APP)
-    elapsed = time.perf_counter() - started
     assert answer.status == 200, answer
     assert len(sandbox.state.events) == 10_000
+    record = sandbox.state.requests[-1]
+    elapsed = record.answered - record.arrived
     # The aim is well under 100 ms; the bound leaves room for a loaded test machine.
-    assert elapsed < 1.0, f"{elapsed * 1000:.0f} ms"
+    assert elapsed < 0.5, f"{elapsed * 1000:.0f} ms"
 
 
 # Keys -------------------------------------------------------------------------------------------------
@@ -542,6 +543,18 @@ async def test_counters_only_without_keeping_events(http: aiohttp.ClientSession)
         assert sandbox.state.rows_accepted == 2
 
 
+async def test_restart_on_the_same_port_keeps_state(http: aiohttp.ClientSession, sandbox: Sandbox) -> None:
+    """Tests simulate an outage by stopping the sandbox and starting it again where it was."""
+    url = sandbox.url
+    assert (await post_query(http, sandbox, application_id=APP, **row(1))).status == 200
+    await sandbox.stop()
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await post(http, url + EVENTS_PATH, {"post_api_key": KEY, "application_id": APP, **row(2)})
+    assert await sandbox.start(port=int(url.rsplit(":", 1)[1])) == url
+    assert (await post_query(http, sandbox, application_id=APP, **row(3))).status == 200
+    assert [event["profile_id"] for event in sandbox.state.events] == ["user-1", "user-3"]
+
+
 async def test_start_twice_and_url_before_start() -> None:
     sandbox = Sandbox()
     with pytest.raises(RuntimeError, match="not started"):
@@ -612,8 +625,8 @@ def test_cli_rejects_bad_flags(flags: list[str], message: str, capsys: pytest.Ca
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--application-id", "1111"], "application_id needs post_api_key"),
-        (["--fault-429", "0.7", "--fault-5xx", "0.7"], "fault_429 + fault_5xx + fault_drop must not exceed 1"),
+        (["--application-id", "1111"], "--application-id needs --post-api-key"),
+        (["--fault-429", "0.7", "--fault-5xx", "0.7"], "--fault-429 + --fault-5xx + --fault-drop must not exceed 1"),
     ],
 )
 def test_cli_rejects_flags_that_disagree(flags: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

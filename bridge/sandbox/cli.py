@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -12,12 +13,14 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from bridge.sandbox.config import Faults, Keys
+from bridge import logs
+from bridge.sandbox.config import Faults, Keys, explain
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox, SandboxOptions
 from bridge.sandbox.serving import LocalServer
 
 _Number = TypeVar("_Number", int, float)
+_SETTING = re.compile(r"\b(?:post_api_key|application_id|fault_429|fault_5xx|fault_drop)\b")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,15 +41,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=[],
         help="accept KEY for application ID; repeat for several applications",
     )
-    sandbox.add_argument("--fault-429", metavar="FRACTION", type=_fraction, default=0.0, help="answer 429")
     sandbox.add_argument(
-        "--retry-after", metavar="S", type=_non_negative_int, default=1, help="Retry-After of injected 429s"
+        "--fault-429", metavar="FRACTION", type=_fraction, default=0.0, help="fraction of requests answered 429"
     )
-    sandbox.add_argument("--fault-5xx", metavar="FRACTION", type=_fraction, default=0.0, help="answer 500/502/503")
     sandbox.add_argument(
-        "--fault-drop", metavar="FRACTION", type=_fraction, default=0.0, help="close the connection unanswered"
+        "--retry-after", metavar="S", type=_non_negative_int, default=1, help="Retry-After of those 429s (default: 1)"
     )
-    sandbox.add_argument("--latency-ms", metavar="MS", type=_non_negative_float, default=0.0, help="add latency")
+    sandbox.add_argument(
+        "--fault-5xx", metavar="FRACTION", type=_fraction, default=0.0, help="fraction answered 500, 502 or 503"
+    )
+    sandbox.add_argument(
+        "--fault-drop", metavar="FRACTION", type=_fraction, default=0.0, help="fraction closed without an answer"
+    )
+    sandbox.add_argument(
+        "--latency-ms", metavar="MS", type=_non_negative_float, default=0.0, help="delay before every answer"
+    )
     sandbox.add_argument(
         "--max-rps", metavar="N", type=_positive_int, help="answer 429 with Retry-After above N requests a second"
     )
@@ -107,7 +116,7 @@ def _run_sandbox(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         # The flags each passed argparse; what is left are rules across flags.
-        print(f"appmetrica-bridge sandbox: error: {_flag_error(exc)}", file=sys.stderr)
+        print(f"appmetrica-bridge sandbox: error: {_as_flags(explain(exc))}", file=sys.stderr)
         return 2
     return _serve(
         Sandbox(options),
@@ -134,6 +143,8 @@ def _serve(server: LocalServer, host: str, port: int, banner: Callable[[str], li
         except OSError as exc:
             print(f"appmetrica-bridge: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
             return 1
+        # The project's log format, so sandbox and bridge lines read alike.
+        logs.configure()
         for line in banner(url):
             print(line, flush=True)
         try:
@@ -145,11 +156,9 @@ def _serve(server: LocalServer, host: str, port: int, banner: Callable[[str], li
     return asyncio.run(serve())
 
 
-def _flag_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    message = str(error["msg"]).removeprefix("Value error, ")
-    # Rules across fields report no field; a single-field rule names its flag.
-    return f"--{str(error['loc'][-1]).replace('_', '-')}: {message}" if error["loc"] else message
+def _as_flags(message: str) -> str:
+    """Setting names in ``message`` as the flags that set them: application_id -> --application-id."""
+    return _SETTING.sub(lambda match: "--" + match[0].replace("_", "-"), message)
 
 
 def _fraction(text: str) -> float:

@@ -6,7 +6,7 @@ import hmac
 from collections.abc import Iterable
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -84,3 +84,13 @@ def _looks_like_id(value: str) -> bool:
 
 def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def explain(exc: ValidationError) -> str:
+    """A validation failure on one line, each problem led by its setting when it has one."""
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        where = ".".join(map(str, error["loc"]))
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)

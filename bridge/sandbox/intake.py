@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Collection, Iterable, Iterator
+from itertools import compress
 
 from multidict import MultiMapping
 
@@ -102,11 +103,8 @@ def _rows(reader: Iterable[list[str]], header: list[str], query_app: str) -> Ite
             raise BadRequestError(
                 f"more than {MAX_ROWS_PER_REQUEST} rows; the Post API takes at most {MAX_ROWS_PER_REQUEST} per request"
             )
-        # Widths were compared above; strict zip would only pay to compare them again.
-        if "" in row:
-            event = {name: value for name, value in zip(header, row, strict=False) if value}
-        else:
-            event = dict(zip(header, row, strict=False))
+        # Widths were compared above, so zip need not check them; compress() drops empty cells in C.
+        event = dict(compress(zip(header, row, strict=False), row))
         if query_app:
             row_app = event.setdefault("application_id", query_app)
             if row_app != query_app:

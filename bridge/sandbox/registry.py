@@ -48,7 +48,10 @@ class SchemaRegistry(LocalServer):
         super().__init__(app)
 
     def register(self, subject: str, schema: str) -> int:
-        """Register ``schema`` under ``subject`` and return its id; the same schema keeps its id."""
+        """Register ``schema`` under ``subject`` and return its id; the same schema keeps its id.
+
+        Raises ValueError when ``schema`` is not an Avro schema.
+        """
         canonical = _canonical(schema)
         schema_id = self._ids_by_canonical.get(canonical)
         if schema_id is None:
@@ -62,12 +65,18 @@ class SchemaRegistry(LocalServer):
 
     async def _register(self, request: web.Request) -> web.Response:
         schema = await _schema_text(request)
-        return _json({"id": self.register(request.match_info["subject"], schema)})
+        try:
+            return _json({"id": self.register(request.match_info["subject"], schema)})
+        except ValueError as exc:
+            raise _error(422, 42201, str(exc)) from None
 
     async def _lookup(self, request: web.Request) -> web.Response:
         subject = request.match_info["subject"]
         versions = self._versions(subject)
-        schema_id = self._ids_by_canonical.get(_canonical(await _schema_text(request)))
+        try:
+            schema_id = self._ids_by_canonical.get(_canonical(await _schema_text(request)))
+        except ValueError as exc:
+            raise _error(422, 42201, str(exc)) from None
         if schema_id not in versions:
             raise _error(404, 40403, f"Schema not found under subject {subject!r}")
         return self._subject_version(subject, versions.index(schema_id) + 1)
@@ -109,7 +118,7 @@ class SchemaRegistry(LocalServer):
 
 async def _schema_text(request: web.Request) -> str:
     try:
-        body = await request.json(loads=json.loads)
+        body = await request.json()
     except ValueError:
         raise _error(400, 400, "The body is not JSON") from None
     if not isinstance(body, dict) or not isinstance(body.get("schema"), str):
@@ -118,21 +127,21 @@ async def _schema_text(request: web.Request) -> str:
         raise _error(422, 42201, "Only AVRO schemas are supported by this registry")
     if body.get("references"):
         raise _error(422, 42201, "Schema references are not supported by this registry")
-    schema: str = body["schema"]
-    try:
-        fastavro.parse_schema(json.loads(schema))
-    except (ValueError, TypeError, SchemaParseException) as exc:
-        raise _error(422, 42201, f"Invalid schema: {exc}") from None
-    return schema
+    return str(body["schema"])
 
 
 def _canonical(schema: str) -> str:
-    """One text per schema whatever its key order or spacing, so equal schemas share an id."""
-    return json.dumps(json.loads(schema), sort_keys=True, separators=(",", ":"))
+    """The Avro schema as one text whatever its key order or spacing, so equal schemas share an id."""
+    try:
+        parsed = json.loads(schema)
+        fastavro.parse_schema(parsed)
+    except (ValueError, TypeError, SchemaParseException) as exc:
+        raise ValueError(f"Invalid schema: {exc}") from None
+    return json.dumps(parsed, sort_keys=True, separators=(",", ":"))
 
 
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.json_response(payload, status=status, content_type=_CONTENT_TYPE)
+def _json(payload: Any) -> web.Response:
+    return web.json_response(payload, content_type=_CONTENT_TYPE)
 
 
 def _error(status: int, error_code: int, message: str) -> web.HTTPException:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -18,7 +18,7 @@ from multidict import MultiMapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge.postapi import EVENTS_CSV_PATH, EVENTS_PATH, MAX_BODY_BYTES
-from bridge.sandbox.config import Faults, Keys
+from bridge.sandbox.config import Faults, Keys, explain
 from bridge.sandbox.faults import FaultInjector
 from bridge.sandbox.intake import BadRequestError, check_rows, read_csv_form, read_query_form
 from bridge.sandbox.serving import LocalServer
@@ -28,6 +28,7 @@ _log = structlog.get_logger("bridge.sandbox")
 
 _Reader = Callable[[MultiMapping[str], bytes], list[dict[str, str]]]
 _PAGE = 1000
+_Settings = TypeVar("_Settings", Faults, Keys)
 
 
 class SandboxOptions(BaseModel):
@@ -53,8 +54,9 @@ class _Answer:
     retry_after: int | None = None
 
     def response(self) -> web.Response:
+        assert self.status is not None, "a dropped connection gets no response"
         headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
-        return web.Response(status=self.status or 200, text=self.detail, headers=headers)
+        return web.Response(status=self.status, text=self.detail, headers=headers)
 
 
 class Sandbox(LocalServer):
@@ -62,7 +64,7 @@ class Sandbox(LocalServer):
 
     def __init__(self, options: SandboxOptions | None = None) -> None:
         self.options = options or SandboxOptions()
-        self.keys = self.options.keys
+        self._keys = self.options.keys
         self.state = SandboxState()
         self._injector = FaultInjector(self.options.faults, self.options.seed)
         app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -79,15 +81,19 @@ class Sandbox(LocalServer):
     def faults(self) -> Faults:
         return self._injector.faults
 
+    @property
+    def keys(self) -> Keys:
+        return self._keys
+
     def set_faults(self, **changes: Any) -> Faults:
         """Change some fault settings, keeping the others; raises pydantic.ValidationError."""
-        self._injector.faults = Faults.model_validate({**self.faults.model_dump(), **changes})
-        return self._injector.faults
+        self._injector.faults = _changed(self.faults, changes)
+        return self.faults
 
     def set_keys(self, **changes: Any) -> Keys:
         """Change the accepted key(s), e.g. ``set_keys(post_api_key="new")``; raises pydantic.ValidationError."""
-        self.keys = Keys.model_validate({**self.keys.model_dump(), **changes})
-        return self.keys
+        self._keys = _changed(self._keys, changes)
+        return self._keys
 
     def reset(self) -> None:
         """Forget accepted events, the request log and the counters; keys and faults stay."""
@@ -122,11 +128,16 @@ class Sandbox(LocalServer):
                 if fault.status is None:
                     assert request.transport is not None  # the handler runs on an open connection
                     request.transport.close()
+                    # aiohttp wants a response all the same; none reaches the closed connection.
+                    return web.Response()
             return answer.response()
         finally:
             state.in_flight -= 1
+            answered = time.monotonic()
             state.record(
-                RequestRecord(arrived, request.path, answer.rows, answer.status, answer.retry_after, answer.detail)
+                RequestRecord(
+                    arrived, answered, request.path, answer.rows, answer.status, answer.retry_after, answer.detail
+                )
             )
             _log.info(
                 "postapi_request",
@@ -135,19 +146,19 @@ class Sandbox(LocalServer):
                 rows=answer.rows,
                 retry_after=answer.retry_after,
                 detail=answer.detail,
-                ms=round((time.monotonic() - arrived) * 1000, 1),
+                ms=round((answered - arrived) * 1000, 1),
             )
 
     def _accept(self, query: MultiMapping[str], body: bytes, read: _Reader, numbered: bool) -> _Answer:
         key = query.get("post_api_key", "")
-        refusal = self.keys.refusal(key, ())
+        refusal = self._keys.refusal(key, ())
         if refusal is not None:
             return _Answer(403, detail=refusal)
         try:
             events = read(query, body)
         except BadRequestError as exc:
             return _Answer(400, detail=str(exc))
-        refusal = self.keys.refusal(key, {event.get("application_id", "") for event in events})
+        refusal = self._keys.refusal(key, {event.get("application_id", "") for event in events})
         if refusal is not None:
             return _Answer(403, len(events), refusal)
         try:
@@ -183,14 +194,13 @@ class Sandbox(LocalServer):
         unknown = sorted(set(changes) - set(Faults.model_fields) - set(Keys.model_fields))
         if unknown:
             raise web.HTTPBadRequest(text=f"unknown setting {', '.join(map(repr, unknown))}")
-        fault_changes = {name: value for name, value in changes.items() if name in Faults.model_fields}
-        key_changes = {name: value for name, value in changes.items() if name in Keys.model_fields}
         try:
-            faults = Faults.model_validate({**self.faults.model_dump(), **fault_changes})
-            keys = Keys.model_validate({**self.keys.model_dump(), **key_changes})
+            # Both are validated before either applies, so a refused change changes nothing.
+            faults = _changed(self.faults, {k: v for k, v in changes.items() if k in Faults.model_fields})
+            keys = _changed(self._keys, {k: v for k, v in changes.items() if k in Keys.model_fields})
         except ValidationError as exc:
-            raise web.HTTPBadRequest(text=_one_line(exc)) from None
-        self._injector.faults, self.keys = faults, keys
+            raise web.HTTPBadRequest(text=explain(exc)) from None
+        self._injector.faults, self._keys = faults, keys
         return web.json_response(self._settings())
 
     async def _reset(self, request: web.Request) -> web.Response:
@@ -221,5 +231,5 @@ def _window(request: web.Request) -> slice:
     return slice(offset, offset + limit)
 
 
-def _one_line(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}" for error in exc.errors())
+def _changed(settings: _Settings, changes: Mapping[str, Any]) -> _Settings:
+    return type(settings).model_validate({**settings.model_dump(), **changes})

@@ -9,7 +9,7 @@ from aiohttp import web
 
 
 class LocalServer:
-    """An aiohttp application started and stopped in the caller's event loop."""
+    """An aiohttp application started and stopped in the caller's event loop; it may start again after a stop."""
 
     def __init__(self, app: web.Application) -> None:
         self.app = app

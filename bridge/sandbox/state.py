@@ -12,6 +12,8 @@ class RequestRecord:
 
     arrived: float
     """time.monotonic() when the request reached the handler."""
+    answered: float
+    """time.monotonic() when the answer was made (or the connection dropped)."""
     path: str
     rows: int
     """Events the request carried (0 when its body could not be read as events)."""
