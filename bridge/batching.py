@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from bridge.offsets import PartitionOffsets
 from bridge.rows import Row, Values
 
-Ref = tuple[PartitionOffsets, Any]
-"""Where a row came from: its partition's tracker and the Kafka message (kept for the dead-letter topic)."""
+ROW_OVERHEAD = 48
+"""Bytes a CSV row may take beyond its Avro value: separators, quotes, integers as text."""
+
+
+class Held(NamedTuple):
+    """A record the bridge holds: its partition's tracker, its offset, the Kafka message and its value."""
+
+    state: PartitionOffsets
+    offset: int
+    record: Any
+    """Kept whole for the dead-letter topic (key, value and headers)."""
+    value: bytes | None
 
 
 class Batch:
@@ -22,7 +32,7 @@ class Batch:
         self.application_id = application_id
         self.opened = opened
         self.rows: list[Values] = []
-        self.refs: list[Ref] = []
+        self.refs: list[Held] = []
         self.size = 0
 
     def split(self) -> tuple[Batch, Batch]:
@@ -33,11 +43,6 @@ class Batch:
             half.rows = self.rows[part]
             half.refs = self.refs[part]
         return halves
-
-
-def row_size(values: Values) -> int:
-    """A cheap estimate of a row's CSV bytes; the exact body is checked again after encoding."""
-    return sum(map(len, values)) + len(values) + 2
 
 
 class Batcher:
@@ -52,9 +57,11 @@ class Batcher:
         self._clock = clock
         self._open: dict[int, Batch] = {}
 
-    def add(self, row: Row, ref: Ref) -> Batch | None:
+    def add(self, row: Row, held: Held) -> Batch | None:
         """Put a row in its application's batch; return a batch that is now complete, if any."""
-        size = row_size(row.values)
+        # A cheap estimate from the Avro value; the encoded body is checked against the limit again.
+        value = held.value
+        size = (len(value) if value else 0) + ROW_OVERHEAD
         app = row.application_id
         cut = None
         batch = self._open.get(app)
@@ -64,7 +71,7 @@ class Batcher:
         if batch is None:
             batch = self._open[app] = Batch(app, self._clock())
         batch.rows.append(row.values)
-        batch.refs.append(ref)
+        batch.refs.append(held)
         batch.size += size
         if len(batch.rows) >= self._max_rows:
             # Never both cuts at once: an open batch holds fewer than max_rows, so a byte cut

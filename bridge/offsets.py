@@ -18,12 +18,14 @@ class PartitionOffsets:
     was revoked lands on a retired object and commits nothing.
     """
 
-    __slots__ = ("_committed", "_done", "_pending", "partition", "retired", "topic")
+    __slots__ = ("_committed", "_done", "_pending", "halted", "partition", "retired", "topic")
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
         self.partition = partition
         self.retired = False
+        self.halted = False
+        """Set when a record can be neither delivered nor dead-lettered: nothing after it may commit."""
         self._pending: deque[int] = deque()
         self._done: set[int] = set()
         self._committed: int | None = None

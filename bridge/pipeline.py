@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ import structlog
 from confluent_kafka import KafkaError, TopicPartition
 
 from bridge import csvbody
-from bridge.batching import Batch, Batcher
+from bridge.batching import Batch, Batcher, Held
 from bridge.config import BridgeConfig
 from bridge.deadletter import DeadLetters, Reason
 from bridge.decode import DecodeError, Decoder, RegistryUnavailableError
@@ -77,11 +78,10 @@ class Pipeline:
         self._metrics = metrics
         self._batcher = Batcher(config.batch.max_rows, config.batch.max_bytes, config.batch.linger_ms / 1000)
         self._partitions: dict[PartitionKey, PartitionOffsets] = {}
-        self._halted: set[PartitionKey] = set()
         self._paused: set[PartitionKey] = set()
         self._pressure = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._waiting: list[Any] = []
+        self._waiting: list[Held] = []
         self._registry_retry_at = 0.0
         self._held_records = 0
         self._held_bytes = 0
@@ -164,38 +164,36 @@ class Pipeline:
         except TimeoutError:
             log.warning("the consumer did not close in time; its group will notice after the session timeout")
 
-    def _hold(self, records: Sequence[Any]) -> list[Any]:
-        """Track fetched records in their partitions; return those not already held (a fetched-again stretch)."""
-        consumed: dict[str, int] = {}
-        size = 0
+    def _hold(self, records: Sequence[Any]) -> list[Held]:
+        """Track fetched records in their partitions; skip those already held (a stretch fetched again)."""
+        partitions = self._partitions
         held = []
+        size = 0
         for record in records:
             key = (record.topic(), record.partition())
-            state = self._partitions.get(key)
+            state = partitions.get(key)
             if state is None:
-                state = self._partitions[key] = PartitionOffsets(*key)
-            if not state.add(record.offset()):
-                continue
-            held.append(record)
-            value = record.value()
-            size += len(value) if value else 0
-            consumed[key[0]] = consumed.get(key[0], 0) + 1
+                state = partitions[key] = PartitionOffsets(*key)
+            offset = record.offset()
+            if state.add(offset):
+                value = record.value()
+                held.append(Held(state, offset, record, value))
+                size += len(value) if value else 0
         if len(held) < len(records):
             log.info("records fetched again were skipped", records=len(records) - len(held))
         self._held_records += len(held)
         self._held_bytes += size
-        for topic, count in consumed.items():
+        for topic, count in Counter(h.state.topic for h in held).items():
             self._metrics.records_consumed.labels(topic).inc(count)
         self.totals.consumed += len(held)
         self._observe_held()
         return held
 
-    def _release(self, records: Iterable[Any]) -> None:
+    def _release(self, held: Iterable[Held]) -> None:
         count = size = 0
-        for record in records:
-            value = record.value()
-            size += len(value) if value else 0
+        for item in held:
             count += 1
+            size += len(item.value) if item.value else 0
         self._held_records -= count
         self._held_bytes -= size
         self._observe_held()
@@ -205,45 +203,41 @@ class Pipeline:
         self._metrics.held_bytes.set(self._held_bytes)
 
     async def _take_waiting(self) -> None:
-        records, self._waiting = self._waiting, []
+        waiting, self._waiting = self._waiting, []
         try:
-            await self._decoder.prepare(record.value() for record in records)
+            await self._decoder.prepare(item.value for item in waiting)
         except RegistryUnavailableError as exc:
             # Not poison: the records wait (and the partitions pause) until the registry answers.
-            self._waiting = records + self._waiting
+            self._waiting = waiting + self._waiting
             self._registry_retry_at = time.monotonic() + REGISTRY_RETRY_S
             log.warning("schema registry unavailable; records wait", error=str(exc), records=len(self._waiting))
             return
-        self._take(records)
+        self._take(waiting)
 
-    def _take(self, records: Sequence[Any]) -> None:
+    def _take(self, waiting: Sequence[Held]) -> None:
         now = time.time()
         decode = self._decoder.decode
         make = self._rows.make
         add = self._batcher.add
-        partitions = self._partitions
-        halted = self._halted
         dropped = []
-        for record in records:
-            key = (record.topic(), record.partition())
-            state = partitions.get(key)
-            if state is None or key in halted:
-                dropped.append(record)
+        for item in waiting:
+            state, value = item.state, item.value
+            if state.retired or state.halted:
+                dropped.append(item)
                 continue
-            value = record.value()
             if value is None:
-                self._poison(state, record, "decode", "null value (a tombstone): there is no event to upload")
+                self._poison(item, "decode", "null value (a tombstone): there is no event to upload")
                 continue
             try:
                 decoded = decode(value)
             except DecodeError as failure:
-                self._poison(state, record, failure.reason, failure.detail)
+                self._poison(item, failure.reason, failure.detail)
                 continue
             row = make(decoded, now)
             if isinstance(row, Violation):
-                self._poison(state, record, row.reason, row.detail)
+                self._poison(item, row.reason, row.detail)
                 continue
-            batch = add(row, (state, record))
+            batch = add(row, item)
             if batch is not None:
                 self._launch(batch)
         if dropped:
@@ -251,43 +245,45 @@ class Pipeline:
 
     # -- failures that are the record's own -----------------------------------------------------------------
 
-    def _poison(self, state: PartitionOffsets, record: Any, reason: Reason, detail: str) -> None:
+    def _poison(self, item: Held, reason: Reason, detail: str) -> None:
         if self._dead_letters is None:
-            self._halt(state, record, reason, detail)
-            self._release([record])
+            self._halt([item], reason, detail)
             return
-        self._spawn(self._dead_letter(state, [record], reason, detail))
+        self._spawn(self._dead_letter([item], reason, detail))
 
-    async def _dead_letter(self, state: PartitionOffsets, records: Sequence[Any], reason: Reason, detail: str) -> None:
+    async def _dead_letter(self, items: Sequence[Held], reason: Reason, detail: str) -> None:
         assert self._dead_letters is not None
-        for record in records:
-            await self._dead_letters.write(record, reason, detail)
-        for record in records:
-            state.done(record.offset())
-        self._metrics.rows_dead_lettered.labels(reason).inc(len(records))
-        self.totals.dead_lettered += len(records)
-        self.totals.by_reason[reason] = self.totals.by_reason.get(reason, 0) + len(records)
+        for item in items:
+            await self._dead_letters.write(item.record, reason, detail)
+        for item in items:
+            item.state.done(item.offset)
+        self._metrics.rows_dead_lettered.labels(reason).inc(len(items))
+        self.totals.dead_lettered += len(items)
+        self.totals.by_reason[reason] = self.totals.by_reason.get(reason, 0) + len(items)
         log.warning(
             "dead-lettered",
             reason=reason,
             detail=detail,
-            records=len(records),
-            source=[f"{r.topic()}[{r.partition()}]@{r.offset()}" for r in records[:5]],
+            records=len(items),
+            source=[f"{i.state.topic}[{i.state.partition}]@{i.offset}" for i in items[:5]],
         )
-        self._release(records)
+        self._release(items)
 
-    def _halt(self, state: PartitionOffsets, record: Any, reason: str, detail: str) -> None:
-        key = (state.topic, state.partition)
-        if key not in self._halted:
-            self._halted.add(key)
-            log.error(
-                "poison record and no dead-letter topic: partition stopped, nothing after it is committed",
-                topic=state.topic,
-                partition=state.partition,
-                offset=record.offset(),
-                reason=reason,
-                detail=detail,
-            )
+    def _halt(self, items: Sequence[Held], reason: str, detail: str) -> None:
+        """No dead-letter topic: stop each record's partition so nothing after it commits, and say so loudly."""
+        for item in items:
+            state = item.state
+            if not state.halted:
+                state.halted = True
+                log.error(
+                    "poison record and no dead-letter topic: partition stopped, nothing after it is committed",
+                    topic=state.topic,
+                    partition=state.partition,
+                    offset=item.offset,
+                    reason=reason,
+                    detail=detail,
+                )
+        self._release(items)
 
     # -- uploads --------------------------------------------------------------------------------------------
 
@@ -330,11 +326,9 @@ class Pipeline:
             totals.last_upload = now
 
     def _accepted(self, batch: Batch) -> None:
-        records = []
-        for state, record in batch.refs:
-            state.done(record.offset())
-            records.append(record)
-        self._release(records)
+        for item in batch.refs:
+            item.state.done(item.offset)
+        self._release(batch.refs)
 
     async def _isolate(self, batch: Batch, answer: Answer, budget: list[int]) -> None:
         """Bisect a refused batch: deliver the halves the API takes, dead-letter the rows it refuses."""
@@ -356,15 +350,9 @@ class Pipeline:
 
     async def _reject(self, batch: Batch, detail: str) -> None:
         if self._dead_letters is None:
-            for state, record in batch.refs:
-                self._halt(state, record, "rejected", detail)
-            self._release(record for _, record in batch.refs)
-            return
-        by_state: dict[int, tuple[PartitionOffsets, list[Any]]] = {}
-        for state, record in batch.refs:
-            by_state.setdefault(id(state), (state, []))[1].append(record)
-        for state, records in by_state.values():
-            await self._dead_letter(state, records, "rejected", detail)
+            self._halt(batch.refs, "rejected", detail)
+        else:
+            await self._dead_letter(batch.refs, "rejected", detail)
 
     # -- offsets and back-pressure --------------------------------------------------------------------------
 
@@ -390,7 +378,7 @@ class Pipeline:
             self._pressure = True
         elif low:
             self._pressure = False
-        want_paused = set(self._halted)
+        want_paused = {key for key, state in self._partitions.items() if state.halted}
         if self._pressure:
             want_paused.update(self._partitions)
         to_pause = [TopicPartition(*key) for key in want_paused - self._paused if key in self._partitions]
@@ -435,7 +423,7 @@ class Pipeline:
         for batch in self._batcher.drain():
             self._launch(batch)
         # A halted partition's records after its poison record are never done: nothing to wait for.
-        awaited = [s for s in states if (s.topic, s.partition) not in self._halted]
+        awaited = [s for s in states if not s.halted]
         deadline = time.monotonic() + self._config.kafka.revoke_timeout_s
         while any(not s.idle for s in awaited) and (remaining := deadline - time.monotonic()) > 0:
             self._task_finished.clear()
@@ -464,15 +452,13 @@ class Pipeline:
     def _drop_waiting(self, keys: set[PartitionKey]) -> None:
         """Let go of fetched records not yet taken: each partition's newest, so its tracker ends before them."""
         kept, dropped = [], []
-        for record in self._waiting:
-            key = (record.topic(), record.partition())
-            if key in keys:
-                dropped.append(record)
-                state = self._partitions.get(key)
-                if state is not None:
-                    state.truncate(record.offset())
+        for item in self._waiting:
+            state = item.state
+            if (state.topic, state.partition) in keys:
+                dropped.append(item)
+                state.truncate(item.offset)
             else:
-                kept.append(record)
+                kept.append(item)
         self._waiting = kept
         self._release(dropped)
 
@@ -481,7 +467,6 @@ class Pipeline:
             state = self._partitions.pop(key, None)
             if state is not None:
                 state.retired = True
-            self._halted.discard(key)
             self._paused.discard(key)
 
 

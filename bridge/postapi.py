@@ -95,7 +95,7 @@ def _reject_constant(name: str) -> object:
 _JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _json_object_problem(value: str) -> str | None:
+def json_object_problem(value: str) -> str | None:
     # raw_decode skips decode()'s whitespace scans; the common unpadded object never needs decode().
     if value[0] == "{" and value[-1] == "}":
         try:
@@ -179,7 +179,7 @@ def check_event(params: Mapping[str, str], now: float, max_future_s: float | Non
 
     event_json = params.get("event_json")
     if event_json:
-        problem = _json_object_problem(event_json)
+        problem = json_object_problem(event_json)
         if problem is not None:
             return Violation("invalid", problem)
 

@@ -8,11 +8,13 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from bridge.batching import Batcher
+from bridge.batching import Batcher, Held
 from bridge.csvbody import encode
 from bridge.offsets import PartitionOffsets
-from bridge.postapi import EVENT_COLUMNS, Violation
+from bridge.postapi import EVENT_COLUMNS, Violation, check_event
 from bridge.rows import Row, RowMaker
 
 NOW = time.time()
@@ -88,11 +90,11 @@ def test_batches_cut_at_max_rows_max_bytes_and_linger() -> None:
     made = maker().make(record(), NOW)
     assert isinstance(made, Row)
     other = Row(2222, made.values)
-    cut = [batcher.add(made, (state, i)) for i in range(3)]
+    cut = [batcher.add(made, Held(state, i, None, b"x" * 50)) for i in range(3)]
     assert cut[:2] == [None, None]
     assert cut[2] is not None and len(cut[2].rows) == 3
-    assert batcher.add(other, (state, 9)) is None, "applications never share a batch"
-    assert batcher.add(made, (state, 10)) is None
+    assert batcher.add(other, Held(state, 9, None, b"x")) is None, "applications never share a batch"
+    assert batcher.add(made, Held(state, 10, None, b"x")) is None
     clock[0] += 0.5
     assert batcher.expired() == []
     clock[0] += 0.6
@@ -100,6 +102,54 @@ def test_batches_cut_at_max_rows_max_bytes_and_linger() -> None:
     assert sorted(b.application_id for b in expired) == [1111, 2222]
 
     small = Batcher(max_rows=100, max_bytes=300, linger_s=1.0, clock=lambda: clock[0])
-    cuts = [small.add(made, (state, i)) for i in range(10)]
+    cuts = [small.add(made, Held(state, i, None, b"x" * 50)) for i in range(10)]
     full = [b for b in cuts if b is not None]
     assert full and all(b.size <= 300 for b in full)
+
+
+_text = st.one_of(st.none(), st.just(""), st.text(max_size=8), st.sampled_from(["123", "foreground", "x"]))
+_json = st.one_of(st.none(), st.just(""), st.sampled_from(['{"a": 1}', "[1]", "{bad", ' {"a": {"b": []}} ', "NaN"]))
+
+
+@given(
+    application=st.one_of(st.none(), st.integers(min_value=-5, max_value=5000)),
+    millis=st.integers(min_value=-(10**13), max_value=10**13),
+    age_s=st.one_of(st.none(), st.integers(min_value=-7200, max_value=20 * 86400)),
+    profile=_text,
+    device=st.one_of(_text, st.sampled_from(["00123", "12345678901234567890123"])),
+    name=_text,
+    event_json=_json,
+    session=st.one_of(_text, st.sampled_from(["background", "foreground"])),
+    mcc=st.one_of(st.none(), st.integers(min_value=-3, max_value=999)),
+)
+def test_the_typed_shortcut_never_clears_what_the_rules_refuse(
+    application: int | None,
+    millis: int,
+    age_s: int | None,
+    profile: str | None,
+    device: str | None,
+    name: str | None,
+    event_json: str | None,
+    session: str | None,
+    mcc: int | None,
+) -> None:
+    if age_s is not None:
+        millis = int((NOW - age_s) * 1000)
+    rec = record(
+        application_id=application,
+        event_timestamp=millis,
+        profile_id=profile,
+        appmetrica_device_id=device,
+        event_name=name or "",
+        event_json=event_json,
+        session_type=session,
+        mcc=mcc,
+    )
+    made = RowMaker(1111, lambda _: True, 3600).make(rec, NOW)
+    if isinstance(made, Row):
+        assert check_event(dict(zip(EVENT_COLUMNS, made.values, strict=True)), NOW, 3600) is None
+    else:
+        cells = {k: "" if v is None else str(v) for k, v in rec.items()}
+        cells["event_timestamp"] = str(millis // 1000)
+        cells["application_id"] = str(1111 if application is None else application)
+        assert check_event(cells, NOW, 3600) == made
