@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -29,11 +29,22 @@ class Redactor:
                 text = text.replace(secret, REDACTED)
         return text
 
+    def _scrub(self, value: Any) -> Any:
+        # Lists and mappings stay JSON structures; only the text inside them changes.
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, int | float | bool | type(None)):
+            return value
+        if isinstance(value, Mapping):
+            return {self.redact(str(k)): self._scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self._scrub(v) for v in value]
+        return self.redact(str(value))
+
     def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         if self._secrets:
             for name, value in event.items():
-                if not isinstance(value, int | float | bool | type(None)):
-                    event[name] = self.redact(value if isinstance(value, str) else str(value))
+                event[name] = self._scrub(value)
         return event
 
 
