@@ -203,3 +203,38 @@ async def test_sigterm_while_busy_exits_zero_and_commits_what_was_acknowledged(
 
 def wire_raw(seq: int) -> bytes:
     return raw_avro(event(seq))
+
+
+async def test_each_application_uploads_with_its_own_key_and_never_shares_a_request(
+    kafka_bootstrap: str, new_topic: TopicFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other_app, other_key = 5151, "key-of-the-tv-app-9876543210"
+    server = Sandbox(SandboxOptions(keys=Keys(apps={APP: KEY, other_app: other_key})))
+    await server.start()
+    topic = new_topic(4)
+    total = 2000
+    produce(
+        kafka_bootstrap,
+        topic,
+        [raw_avro(event(seq, application_id=other_app if seq % 3 == 0 else APP)) for seq in range(total)],
+    )
+    monkeypatch.setenv("TV_APP_KEY", other_key)
+    config = bridge_config(
+        kafka_bootstrap,
+        topic,
+        server.url,
+        group=f"g-{topic}",
+        post_api={"applications": {other_app: {"api_key_env": "TV_APP_KEY"}}},
+    )
+    bridge = BridgeProcess(config, tmp_path).start()
+    try:
+        # The sandbox answers 403 to a request whose key does not match every row's application.
+        await wait_for(lambda: len(server.state.events) >= total, 60, "both applications delivered")
+    finally:
+        bridge.kill()
+        await server.stop()
+    assert not server.state.by_status.get(403)
+    by_app = {e["application_id"] for e in server.state.events if json.loads(e["event_json"])["seq"] % 3 == 0}
+    assert by_app == {str(other_app)}
+    assert sorted(seqs(server.state.events)) == list(range(total))
+    assert other_key not in bridge.log_path.read_text()
