@@ -157,20 +157,9 @@ async def test_raw_http_answers(registry: SchemaRegistry, http: aiohttp.ClientSe
             assert (await response.json(content_type=None))["error_code"] == code, body
 
 
-# The driver stands in for bridge/cli.py, which owns the real entry point.
-DRIVER = """
-import argparse, sys
-from bridge.sandbox.cli import register
-root = argparse.ArgumentParser(prog="appmetrica-bridge")
-register(root.add_subparsers(required=True))
-args = root.parse_args(sys.argv[1:])
-sys.exit(args.func(args))
-"""
-
-
 async def test_cli_serves_until_sigint(http: aiohttp.ClientSession) -> None:
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-c", DRIVER, "registry", "--port", "0"),
+        *(sys.executable, "-m", "bridge", "registry", "--port", "0"),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -644,20 +644,9 @@ def test_cli_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> None:
     assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
 
 
-# The driver stands in for bridge/cli.py, which owns the real entry point.
-DRIVER = """
-import argparse, sys
-from bridge.sandbox.cli import register
-root = argparse.ArgumentParser(prog="appmetrica-bridge")
-register(root.add_subparsers(required=True))
-args = root.parse_args(sys.argv[1:])
-sys.exit(args.func(args))
-"""
-
-
 async def test_cli_serves_until_sigterm(http: aiohttp.ClientSession) -> None:
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-c", DRIVER, "sandbox", "--port", "0"),
+        *(sys.executable, "-m", "bridge", "sandbox", "--port", "0"),
         *("--post-api-key", KEY, "--application-id", str(APP)),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
