@@ -273,13 +273,14 @@ class Pipeline:
         transforming = self._transforming
         while transforming and transforming[0][1].done():
             chunk, future = transforming.popleft()
-            # Only the pool's shutdown, after the drain, cancels a chunk.
+            # Only the pool's shutdown, after the drain, cancels a chunk; exception() marks a failure as seen.
+            error = None if future.cancelled() else future.exception()
             if self._transform_failed is None and not future.cancelled():
-                # A dead worker (BrokenProcessPool) or a bug fails the owner loop loudly.
-                self._transform_failed = future.exception()
-                if self._transform_failed is None:
+                if error is None:
                     self._apply(chunk, future.result())
                     continue
+                # A dead worker (BrokenProcessPool) or a bug: the owner loop raises it and fails loudly.
+                self._transform_failed = error
             # Never applied, as no chunk after a failed one is: these records stay uncommitted, and nothing
             # (a revoke, the close) waits for them.
             self._let_go(chunk)

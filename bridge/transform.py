@@ -103,13 +103,13 @@ def transform(values: Sequence[bytes | None], now: float, rules: Rules, schemas:
 
 
 def start_worker() -> None:
-    """A worker's initializer: leave signals to the bridge, and end with it even when it is killed.
+    """A worker's initializer: leave Ctrl-C to the bridge, and end with the bridge even when it is killed.
 
     SIGINT from a terminal reaches the whole process group; the bridge drains and shuts the pool down itself.
-    A pool's workers wait for work forever, so a bridge killed with SIGKILL would leave them behind otherwise.
+    SIGTERM stays deadly: a broken pool ends its other workers with it. A pool's workers wait for work forever,
+    so a bridge killed with SIGKILL would leave them behind otherwise.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_after, args=(parent.sentinel,), name="parent-watch", daemon=True).start()
