@@ -16,16 +16,17 @@ Then, on that one topic:
 
 - CEILING: a child process with one confluent-kafka Consumer (the bridge's own librdkafka settings) calling
   `consume()` in batches of the bridge's size and decoding each value with `fastavro.schemaless_reader` and a
-  schema parsed once by `bridge.decode.parse`, nothing else; events/s from the first batch to the last record.
+  schema parsed once by `bridge.avro.parse`, nothing else; events/s from the first batch to the last record.
 - BRIDGE: `python -m bridge run --config FILE` as a child process, once per `--latency-ms` value (0 and 20 by
   default: the second shows whether concurrent uploads hide the API's latency). Its configuration keeps every
   default except what points it at the local parts (bootstrap, topic, group, registry URL, sandbox URL, the
   default application_id the contract events need, the endpoints' port on 127.0.0.1) and
-  `upload.requests_per_second: 1000`, so the rate limit is never what is measured.
+  `upload.requests_per_second: 1000`, so the rate limit is never what is measured. Its CPU and peak RSS are
+  those of the bridge's process and every process under it (the transform workers), summed.
 - `--profile`: one more bridge run at the first latency, under pyinstrument (or py-spy, attached from outside),
   reported apart because a profiler slows what it watches; the top entries of where the time goes are printed.
   pyinstrument (a dev dependency) traces the main thread and inflates call-heavy code; py-spy (`pip install
-  py-spy`) samples every thread from outside at 100 Hz and barely slows the bridge.
+  py-spy`) samples every thread of the bridge and its workers from outside at 100 Hz and barely slows them.
 - `--repeat R`: R interleaved rounds of ceiling and bridge runs, with medians, for a machine others also use.
 
 Rates come from one clock: `time.monotonic()` is CLOCK_MONOTONIC on Linux, shared by every process, so the
@@ -68,8 +69,8 @@ import yaml
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from bridge.avro import contract_schema, parse
 from bridge.config import KafkaConfig
-from bridge.decode import contract_schema, parse
 from bridge.pipeline import FETCH_MAX, FETCH_TIMEOUT_S
 from bridge.source import consumer_config
 from devtools.kafka_local import HOST, LocalKafka, free_ports, port_open
@@ -269,6 +270,33 @@ def cpu_s(process: Any) -> float:
     return float(times.user + times.system)
 
 
+class ProcessTree:
+    """A process and every process under it, summed: the bridge with its transform workers."""
+
+    def __init__(self, root: Any) -> None:
+        self._root = root
+        self._cpu: dict[int, float] = {}
+        """The last CPU seconds read of each member, so a member that ended still counts."""
+
+    def _members(self) -> list[Any]:
+        try:
+            return [self._root, *self._root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def rss(self) -> int:
+        total = 0
+        for member in self._members():
+            with contextlib.suppress(psutil.Error):
+                total += member.memory_info().rss
+        return total
+
+    def cpu_s(self) -> float:
+        for member in self._members():
+            self._cpu[member.pid] = max(self._cpu.get(member.pid, 0.0), cpu_s(member))
+        return sum(self._cpu.values())
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot."""
     times = psutil.cpu_times()
@@ -388,7 +416,7 @@ def ceiling_child(spec: dict[str, Any]) -> None:
     # where the bridge's AIOConsumer awaits it.
     consumer = Consumer({**consumer_config(kafka, unused), "error_cb": on_error})
     consumer.subscribe([spec["topic"]])
-    # The registered writer schema is the contract itself, so (as in bridge.decode) no reader schema is needed.
+    # The registered writer schema is the contract itself, so (as in bridge.avro) no reader schema is needed.
     schema = parse(contract_schema())
     read = fastavro.schemaless_reader
     wanted: int = spec["events"]
@@ -523,6 +551,7 @@ def _run_bridge(
                 "record",
                 "--pid",
                 str(bridge.pid),
+                "--subprocesses",
                 "--function",
                 "--format",
                 "raw",
@@ -533,7 +562,7 @@ def _run_bridge(
             ],
             parts.workdir / f"{name}.pyspy.log",
         )
-    watched = psutil.Process(bridge.pid)
+    watched = ProcessTree(psutil.Process(bridge.pid))
     sandbox_proc = psutil.Process(sandbox.pid)
     broker_proc = psutil.Process(parts.broker_pid) if parts.broker_pid else None
     ready_url = f"http://{HOST}:{port}/readyz"
@@ -546,8 +575,7 @@ def _run_bridge(
     accepted = 0
     deadline = began + timeout_s
     while True:
-        with contextlib.suppress(psutil.Error):
-            peak_rss = max(peak_rss, watched.memory_info().rss)
+        peak_rss = max(peak_rss, watched.rss())
         if bridge.poll() is not None:
             raise BenchError(f"{name}: the bridge exited with {bridge.returncode}; see {log}")
         if broker_proc is not None and not broker_proc.is_running():
@@ -558,7 +586,7 @@ def _run_bridge(
             if http_ok(ready_url):
                 # Ready means partitions assigned: from here on the bridge's CPU is the pipeline's, not start-up.
                 ready_at = time.monotonic()
-                start_cpu, start_sandbox_cpu = cpu_s(watched), cpu_s(sandbox_proc)
+                start_cpu, start_sandbox_cpu = watched.cpu_s(), cpu_s(sandbox_proc)
                 start_broker_cpu = cpu_s(broker_proc) if broker_proc else 0.0
                 start_machine = machine_busy()
         else:
@@ -567,11 +595,10 @@ def _run_bridge(
                 break
         time.sleep(SAMPLE_INTERVAL_S)
     # Sampled before SIGTERM: the drain and exit are not part of moving the events.
-    end_cpu, end_sandbox_cpu = cpu_s(watched), cpu_s(sandbox_proc)
+    end_cpu, end_sandbox_cpu = watched.cpu_s(), cpu_s(sandbox_proc)
     end_broker_cpu = cpu_s(broker_proc) if broker_proc else 0.0
     end_machine = machine_busy()
-    with contextlib.suppress(psutil.Error):
-        peak_rss = max(peak_rss, watched.memory_info().rss)
+    peak_rss = max(peak_rss, watched.rss())
     # A profiled bridge writes its profile after the drain; give it time to.
     exit_code = children.stop(bridge, 120 if profiler else 30)
     if spy is not None:
@@ -763,8 +790,9 @@ def render(report: Report) -> str:
         "",
         "events/s: ceiling from its first fetched batch to its last decoded record; bridge steady state from the",
         "first request's arrival to the last 200, the first request's rows left out. CPU s/100k: user+system of",
-        "that one process over that stretch (the bridge: ready to last row accepted, before SIGTERM). ratio:",
-        "bridge events/s over the (median) ceiling's.",
+        "that one process over that stretch (the bridge: ready to last row accepted, before SIGTERM). The bridge's",
+        "CPU and peak RSS are its process and its worker processes summed. ratio: bridge events/s over the",
+        "(median) ceiling's.",
         "",
     ]
     for r in report.runs:

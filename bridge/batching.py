@@ -1,4 +1,4 @@
-"""Rows to per-application micro-batches, cut at max rows, max bytes or linger after the first row."""
+"""CSV lines to micro-batches, one per application and header, cut at max rows, max bytes or linger after the first."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from bridge.offsets import PartitionOffsets
-from bridge.rows import Row, Values
 
-ROW_OVERHEAD = 48
-"""Bytes a CSV row may take beyond its Avro value: separators, quotes, integers as text."""
+BatchKey = tuple[int, bytes]
+"""(application_id, CSV header line): lines share a request only when they share both."""
 
 
 class Held(NamedTuple):
@@ -24,29 +23,38 @@ class Held(NamedTuple):
 
 
 class Batch:
-    """Rows of one application bound for one request, with the records they came from."""
+    """CSV lines of one application and header bound for one request, with the records they came from."""
 
-    __slots__ = ("application_id", "opened", "refs", "rows", "size")
+    __slots__ = ("application_id", "header", "lines", "opened", "refs", "size")
 
-    def __init__(self, application_id: int, opened: float) -> None:
+    def __init__(self, application_id: int, header: bytes, opened: float) -> None:
         self.application_id = application_id
+        self.header = header
         self.opened = opened
-        self.rows: list[Values] = []
+        self.lines: list[bytes] = []
         self.refs: list[Held] = []
-        self.size = 0
+        self.size = len(header)
+        """The body's size in bytes."""
+
+    def body(self) -> bytes:
+        return self.header + b"".join(self.lines)
 
     def split(self) -> tuple[Batch, Batch]:
-        """Two halves, for isolating refused rows or for a body over the byte limit."""
-        middle = len(self.rows) // 2
-        halves = (Batch(self.application_id, self.opened), Batch(self.application_id, self.opened))
+        """Two halves, for isolating refused rows."""
+        middle = len(self.lines) // 2
+        halves = (
+            Batch(self.application_id, self.header, self.opened),
+            Batch(self.application_id, self.header, self.opened),
+        )
         for half, part in zip(halves, (slice(None, middle), slice(middle, None)), strict=True):
-            half.rows = self.rows[part]
+            half.lines = self.lines[part]
             half.refs = self.refs[part]
+            half.size += sum(map(len, half.lines))
         return halves
 
 
 class Batcher:
-    """Open batches by application; `add` returns a batch when it is full, `expired` those past linger."""
+    """Open batches by application and header; `add` returns a batch when it is full, `expired` those past linger."""
 
     def __init__(
         self, max_rows: int, max_bytes: int, linger_s: float, clock: Callable[[], float] = time.monotonic
@@ -55,35 +63,35 @@ class Batcher:
         self._max_bytes = max_bytes
         self._linger_s = linger_s
         self._clock = clock
-        self._open: dict[int, Batch] = {}
+        self._open: dict[BatchKey, Batch] = {}
 
-    def add(self, row: Row, held: Held) -> Batch | None:
-        """Put a row in its application's batch; return a batch that is now complete, if any."""
-        # A cheap estimate from the Avro value; the encoded body is checked against the limit again.
-        value = held.value
-        size = (len(value) if value else 0) + ROW_OVERHEAD
-        app = row.application_id
+    def add(self, key: BatchKey, line: bytes, held: Held) -> Batch | None:
+        """Put a line in its batch; return a batch that is now complete, if any.
+
+        A body never passes max_bytes unless one line alone does: that line then goes in a request of its own.
+        """
+        size = len(line)
         cut = None
-        batch = self._open.get(app)
+        batch = self._open.get(key)
         if batch is not None and batch.size + size > self._max_bytes:
-            cut = self._open.pop(app)
+            cut = self._open.pop(key)
             batch = None
         if batch is None:
-            batch = self._open[app] = Batch(app, self._clock())
-        batch.rows.append(row.values)
+            batch = self._open[key] = Batch(key[0], key[1], self._clock())
+        batch.lines.append(line)
         batch.refs.append(held)
         batch.size += size
-        if len(batch.rows) >= self._max_rows:
+        if len(batch.lines) >= self._max_rows:
             # Never both cuts at once: an open batch holds fewer than max_rows, so a byte cut
-            # leaves a one-row batch here, which is full only when max_rows is 1 and nothing was open.
-            return self._open.pop(app)
+            # leaves a one-line batch here, which is full only when max_rows is 1 and nothing was open.
+            return self._open.pop(key)
         return cut
 
     def expired(self) -> list[Batch]:
-        """Batches whose first row waited `linger` or longer."""
+        """Batches whose first line waited `linger` or longer."""
         limit = self._clock() - self._linger_s
-        ready = [app for app, batch in self._open.items() if batch.opened <= limit]
-        return [self._open.pop(app) for app in ready]
+        ready = [key for key, batch in self._open.items() if batch.opened <= limit]
+        return [self._open.pop(key) for key in ready]
 
     def drain(self) -> list[Batch]:
         """Every open batch, for shutdown and rebalances."""
@@ -99,4 +107,4 @@ class Batcher:
 
     @property
     def rows(self) -> int:
-        return sum(len(batch.rows) for batch in self._open.values())
+        return sum(len(batch.lines) for batch in self._open.values())

@@ -1,32 +1,40 @@
-"""The bridge's main loop: fetch, decode, make rows, batch, upload, and commit only what is safe.
+"""The bridge's main loop: fetch, transform (decode, make rows, encode CSV), batch, upload, commit only what is safe.
 
 One owner loop talks to the consumer (fetch, pause, resume, commit); uploads and dead-letter writes run as
 tasks that only mark offsets done. Rebalance callbacks run inside the owner loop's fetch.
+
+Transforms run in worker processes (`transform.workers`), since one interpreter cannot decode, make rows and
+encode CSV as fast as Kafka hands records over. The owner loop sends chunks of record values without waiting for
+them, and applies the answers on the loop in the order it sent them, so every partition's records reach the
+batches, the dead letters and the halting rule in offset order, as they would in one process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
+import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from confluent_kafka import KafkaError, TopicPartition
 
-from bridge import csvbody
+from bridge.avro import WriterSchemas
 from bridge.batching import Batch, Batcher, Held
 from bridge.config import BridgeConfig
 from bridge.deadletter import DeadLetters, Reason
-from bridge.decode import DecodeError, Decoder, RegistryUnavailableError
+from bridge.decode import Decoder, RegistryUnavailableError
 from bridge.metrics import Metrics
 from bridge.offsets import PartitionOffsets
-from bridge.postapi import Violation
-from bridge.rows import RowMaker
 from bridge.source import Partitions, Source
+from bridge.transform import FAILED, Rules, Transformed, start_worker, transform
 from bridge.upload import Answer, Uploader, Verdict
 
 log = structlog.get_logger("bridge.pipeline")
@@ -34,6 +42,8 @@ log = structlog.get_logger("bridge.pipeline")
 FETCH_TIMEOUT_S = 0.1
 """Short, so commits, pauses and linger cuts never wait long behind a fetch."""
 FETCH_MAX = 5000
+CHUNK_RECORDS = 1000
+"""Records per transform: enough to make a worker's round trip cheap, few enough to keep every worker busy."""
 RESUME_FRACTION = 0.8
 """Paused partitions resume once held records and bytes fall below this share of their limits."""
 REGISTRY_RETRY_S = 2.0
@@ -64,7 +74,7 @@ class Pipeline:
         config: BridgeConfig,
         source_factory: type[Source],
         decoder: Decoder,
-        rows: RowMaker,
+        rules: Rules,
         uploader: Uploader,
         dead_letters: DeadLetters | None,
         metrics: Metrics,
@@ -72,7 +82,7 @@ class Pipeline:
         self._config = config
         self._source = source_factory(config.kafka, self, self._on_kafka_error)
         self._decoder = decoder
-        self._rows = rows
+        self._rules = rules
         self._uploader = uploader
         self._dead_letters = dead_letters
         self._metrics = metrics
@@ -81,6 +91,10 @@ class Pipeline:
         self._paused: set[PartitionKey] = set()
         self._pressure = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pool: ProcessPoolExecutor | None = None
+        self._transforming: deque[tuple[Sequence[Held], asyncio.Future[Transformed]]] = deque()
+        """Chunks sent to the workers, in the order sent."""
+        self._transform_failed: BaseException | None = None
         self._waiting: list[Held] = []
         self._registry_retry_at = 0.0
         self._held_records = 0
@@ -120,10 +134,13 @@ class Pipeline:
 
     async def run(self) -> None:
         """Run until `stop()`, then drain open batches and in-flight uploads within the shutdown deadline."""
+        await self._start_workers()
         await self._source.start()
         next_lag = 0.0
         try:
             while not self._stopping.is_set():
+                if self._transform_failed is not None:
+                    raise self._transform_failed
                 self.heartbeat = time.monotonic()
                 await self._apply_back_pressure()
                 room = self._config.buffer.max_records - self._held_records
@@ -145,20 +162,37 @@ class Pipeline:
         finally:
             await self._drain()
 
+    async def _start_workers(self) -> None:
+        workers = self._config.transform.workers
+        if not workers:
+            return
+        # Spawned, not forked: a fork copies librdkafka's and the event loop's threads in whatever state they are.
+        self._pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker
+        )
+        loop = asyncio.get_running_loop()
+        # A pool starts a worker per call while none is idle: start them all now, not under the first records.
+        await asyncio.gather(*(loop.run_in_executor(self._pool, os.getpid) for _ in range(workers)))
+
     async def _drain(self) -> None:
+        """Let the transforms finish, flush the open batches, wait for the uploads, commit; all within the deadline."""
         self._draining = True
+        deadline = time.monotonic() + self._config.shutdown.drain_timeout_s
+        await self._settle_transforms(deadline)
         for batch in self._batcher.drain():
             self._launch(batch)
-        deadline = self._config.shutdown.drain_timeout_s
         if self._tasks:
-            log.info("draining", batches=len(self._tasks), deadline_s=deadline)
-            _, pending = await asyncio.wait(set(self._tasks), timeout=deadline)
+            log.info("draining", batches=len(self._tasks), deadline_s=self._config.shutdown.drain_timeout_s)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
             for task in pending:
                 task.cancel()
             if pending:
                 log.warning("drain deadline passed; unfinished records stay uncommitted", tasks=len(pending))
                 await asyncio.gather(*pending, return_exceptions=True)
         await self._commit()
+        if self._pool is not None:
+            # Not waited for: a worker still busy past the deadline ends when its chunk does.
+            self._pool.shutdown(wait=False, cancel_futures=True)
         try:
             await asyncio.wait_for(self._source.close(), CLOSE_TIMEOUT_S)
         except TimeoutError:
@@ -212,33 +246,62 @@ class Pipeline:
             self._registry_retry_at = time.monotonic() + REGISTRY_RETRY_S
             log.warning("schema registry unavailable; records wait", error=str(exc), records=len(self._waiting))
             return
-        self._take(waiting)
+        schemas = self._decoder.schemas()
+        for start in range(0, len(waiting), CHUNK_RECORDS):
+            try:
+                self._submit(waiting[start : start + CHUNK_RECORDS], schemas)
+            except BrokenProcessPool:
+                # A worker died while the pool was idle: nothing more is sent, and nothing waits for these.
+                self._let_go(waiting[start:])
+                raise
 
-    def _take(self, waiting: Sequence[Held]) -> None:
-        now = time.time()
-        decode = self._decoder.decode
-        make = self._rows.make
+    # -- transforms -----------------------------------------------------------------------------------------
+
+    def _submit(self, chunk: Sequence[Held], schemas: WriterSchemas) -> None:
+        values = [item.value for item in chunk]
+        if self._pool is None:
+            self._apply(chunk, transform(values, time.time(), self._rules, schemas))
+            return
+        future = asyncio.get_running_loop().run_in_executor(
+            self._pool, transform, values, time.time(), self._rules, schemas
+        )
+        self._transforming.append((chunk, future))
+        future.add_done_callback(self._transformed)
+
+    def _transformed(self, _: asyncio.Future[Transformed]) -> None:
+        """Apply the finished chunks at the head of the queue: a chunk waits for those sent before it."""
+        transforming = self._transforming
+        while transforming and transforming[0][1].done():
+            chunk, future = transforming.popleft()
+            # Only the pool's shutdown, after the drain, cancels a chunk; exception() marks a failure as seen.
+            error = None if future.cancelled() else future.exception()
+            if self._transform_failed is None and not future.cancelled():
+                if error is None:
+                    self._apply(chunk, future.result())
+                    continue
+                # A dead worker (BrokenProcessPool) or a bug: the owner loop raises it and fails loudly.
+                self._transform_failed = error
+            # Never applied, as no chunk after a failed one is: these records stay uncommitted, and nothing
+            # (a revoke, the close) waits for them.
+            self._let_go(chunk)
+
+    async def _settle_transforms(self, deadline: float) -> None:
+        """Wait until `deadline` for the chunks in the workers; each is applied as it finishes."""
+        futures = [future for _, future in self._transforming]
+        if futures and (remaining := deadline - time.monotonic()) > 0:
+            await asyncio.wait(futures, timeout=remaining)
+
+    def _apply(self, chunk: Sequence[Held], result: Transformed) -> None:
+        groups, failures = result.groups, result.failures
         add = self._batcher.add
         dropped = []
-        for item in waiting:
-            state, value = item.state, item.value
+        for index, (item, group, line) in enumerate(zip(chunk, result.placed, result.lines, strict=True)):
+            state = item.state
             if state.retired or state.halted:
                 dropped.append(item)
-                continue
-            if value is None:
-                self._poison(item, "decode", "null value (a tombstone): there is no event to upload")
-                continue
-            try:
-                decoded = decode(value)
-            except DecodeError as failure:
-                self._poison(item, failure.reason, failure.detail)
-                continue
-            row = make(decoded, now)
-            if isinstance(row, Violation):
-                self._poison(item, row.reason, row.detail)
-                continue
-            batch = add(row, item)
-            if batch is not None:
+            elif group == FAILED:
+                self._poison(item, *failures[index])
+            elif (batch := add(groups[group], line, item)) is not None:
                 self._launch(batch)
         if dropped:
             self._release(dropped)
@@ -302,15 +365,11 @@ class Pipeline:
         self._spawn(self._upload(batch))
 
     async def _upload(self, batch: Batch) -> None:
-        body = csvbody.encode(batch.rows)
-        if len(body) > self._config.batch.max_bytes and len(batch.rows) > 1:
-            for half in batch.split():
-                await self._upload(half)
-            return
-        self._metrics.batch_rows.observe(len(batch.rows))
+        body = batch.body()
+        self._metrics.batch_rows.observe(len(batch.lines))
         self._metrics.batch_bytes.observe(len(body))
-        answer = await self._uploader.deliver(batch.application_id, body, len(batch.rows))
-        self._count_requests(answer, len(batch.rows))
+        answer = await self._uploader.deliver(batch.application_id, body, len(batch.lines))
+        self._count_requests(answer, len(batch.lines))
         if answer.verdict is Verdict.ACCEPTED:
             self._accepted(batch)
         else:
@@ -332,17 +391,16 @@ class Pipeline:
 
     async def _isolate(self, batch: Batch, answer: Answer, budget: list[int]) -> None:
         """Bisect a refused batch: deliver the halves the API takes, dead-letter the rows it refuses."""
-        if len(batch.rows) == 1 or budget[0] < 2:
+        if len(batch.lines) == 1 or budget[0] < 2:
             detail = f"Post API answered {answer.status}: {answer.detail}"
-            if len(batch.rows) > 1:
-                detail = f"refused within {len(batch.rows)} rows after the split budget was spent; {detail}"
+            if len(batch.lines) > 1:
+                detail = f"refused within {len(batch.lines)} rows after the split budget was spent; {detail}"
             await self._reject(batch, detail)
             return
         budget[0] -= 2
         for half in batch.split():
-            body = csvbody.encode(half.rows)
-            half_answer = await self._uploader.deliver(half.application_id, body, len(half.rows))
-            self._count_requests(half_answer, len(half.rows))
+            half_answer = await self._uploader.deliver(half.application_id, half.body(), len(half.lines))
+            self._count_requests(half_answer, len(half.lines))
             if half_answer.verdict is Verdict.ACCEPTED:
                 self._accepted(half)
             else:
@@ -420,11 +478,13 @@ class Pipeline:
         keys = {(p.topic, p.partition) for p in partitions}
         states = [self._partitions[k] for k in keys if k in self._partitions]
         self._drop_waiting(keys)
+        deadline = time.monotonic() + self._config.kafka.revoke_timeout_s
+        # Their records in the workers come back as rows (or poison) first, to be batched with the rest.
+        await self._settle_transforms(deadline)
         for batch in self._batcher.drain():
             self._launch(batch)
         # A halted partition's records after its poison record are never done: nothing to wait for.
         awaited = [s for s in states if not s.halted]
-        deadline = time.monotonic() + self._config.kafka.revoke_timeout_s
         while any(not s.idle for s in awaited) and (remaining := deadline - time.monotonic()) > 0:
             self._task_finished.clear()
             with contextlib.suppress(TimeoutError):
@@ -450,17 +510,22 @@ class Pipeline:
         log.warning("partitions lost", partitions=_names(partitions))
 
     def _drop_waiting(self, keys: set[PartitionKey]) -> None:
-        """Let go of fetched records not yet taken: each partition's newest, so its tracker ends before them."""
+        """Let go of fetched records of these partitions not yet taken."""
         kept, dropped = [], []
         for item in self._waiting:
             state = item.state
             if (state.topic, state.partition) in keys:
                 dropped.append(item)
-                state.truncate(item.offset)
             else:
                 kept.append(item)
         self._waiting = kept
-        self._release(dropped)
+        self._let_go(dropped)
+
+    def _let_go(self, items: Sequence[Held]) -> None:
+        """Stop holding records that will not be taken: each partition's newest, so its tracker ends before them."""
+        for item in items:
+            item.state.truncate(item.offset)
+        self._release(items)
 
     def _retire(self, keys: set[PartitionKey]) -> None:
         for key in keys:

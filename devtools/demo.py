@@ -45,8 +45,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from bridge.avro import contract_schema
 from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON
-from bridge.decode import contract_schema
 from bridge.sandbox import Keys, Sandbox, SandboxOptions, SchemaRegistry
 from devtools.kafka_local import (
     HOST,

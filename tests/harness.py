@@ -21,7 +21,7 @@ import fastavro
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bridge.decode import contract_schema, parse
+from bridge.avro import contract_schema, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = parse(contract_schema())

@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from bridge.avro import contract_schema
 from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
-from bridge.decode import contract_schema
 from bridge.sandbox.config import Keys
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox, SandboxOptions
@@ -72,6 +73,19 @@ def headers_of(record: Any) -> dict[str, bytes]:
     return dict(record.headers() or [])
 
 
+def transform_workers(bridge: BridgeProcess) -> list[psutil.Process]:
+    """The bridge's transform worker processes (not multiprocessing's resource tracker)."""
+    children = psutil.Process(bridge.process.pid).children()
+    return [child for child in children if "--multiprocessing-fork" in child.cmdline()]
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return bool(process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
 async def delivered_and_committed(
     bootstrap: str, sandbox: Sandbox, topic: str, group: str, total: int, timeout_s: float = 120
 ) -> None:
@@ -80,8 +94,14 @@ async def delivered_and_committed(
     await wait_for(lambda: committed(bootstrap, group, topic) == ends, 30, "committed offsets at the end")
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "in-workers"])
 async def test_poison_records_go_to_the_dead_letter_topic_with_their_reason(
-    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, registry: SchemaRegistry, tmp_path: Path
+    kafka_bootstrap: str,
+    new_topic: TopicFactory,
+    sandbox: Sandbox,
+    registry: SchemaRegistry,
+    tmp_path: Path,
+    workers: int,
 ) -> None:
     topic, dlq = new_topic(4), new_topic(1)
     schema_id = registry.register(SUBJECT, json.dumps(contract_schema()))
@@ -110,6 +130,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_with_their_reason(
         registry_url=registry.url,
         kafka={"dead_letter_topic": dlq},
         batch={"max_rows": 300, "linger_ms": 100},
+        transform={"workers": workers},
     )
     bridge = BridgeProcess(config, tmp_path).start()
     try:
@@ -136,8 +157,8 @@ async def test_poison_records_go_to_the_dead_letter_topic_with_their_reason(
         assert record.key() == str(values.index(value)).encode(), "original key is kept"
         assert headers[HEADER_DETAIL], "a readable detail"
     print(
-        f"\nRELIABILITY poison: {len(poison)} poison records dead-lettered by reason {dict(reasons)}, "
-        f"{valid} valid delivered, 0 lost, 0 duplicates"
+        f"\nRELIABILITY poison ({workers} workers): {len(poison)} poison records dead-lettered by reason "
+        f"{dict(reasons)}, {valid} valid delivered, 0 lost, 0 duplicates"
     )
 
 
@@ -459,3 +480,56 @@ async def test_a_missing_dead_letter_topic_is_reported_at_start(
     bridge = BridgeProcess(config, tmp_path).start()
     assert await bridge.wait(60) == 1
     assert "dead-letter topic 'no-such-dlq-topic' does not exist" in bridge.log_path.read_text()
+
+
+async def test_a_dead_transform_worker_fails_the_bridge_loudly_and_loses_nothing(
+    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    topic = new_topic(4)
+    total = 6000
+    produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)])
+    sandbox.set_faults(latency_ms=100)
+    group = f"g-{topic}"
+    config = bridge_config(
+        kafka_bootstrap,
+        topic,
+        sandbox.url,
+        group=group,
+        batch={"max_rows": 200, "linger_ms": 100},
+        buffer={"max_records": 2000},
+        upload={"max_in_flight": 2, "requests_per_second": 100},
+        transform={"workers": 2},
+    )
+    first = BridgeProcess(config, tmp_path, name="first").start()
+    try:
+        await wait_for(lambda: len(sandbox.state.events) >= 1000, 60, "progress before the kill")
+        workers = transform_workers(first)
+        assert len(workers) == 2
+        workers[0].kill()
+        assert await first.wait(60) == 3, "a dead worker fails the bridge with exit code 3"
+        await wait_for(lambda: not any(map(alive, workers)), 10, "the other worker to end with the bridge")
+    finally:
+        first.kill()
+    failed = [line for line in first.logs() if line.get("event") == "the bridge failed"]
+    assert failed and "BrokenProcessPool" in failed[0]["exception"], "the log says a worker died"
+    delivered = set(seqs(sandbox.state.events))
+    # Round-robin over 4 partitions: the record at offset o of partition p carries seq 4 * o + p.
+    for partition, offset in committed(kafka_bootstrap, group, topic).items():
+        missing = [4 * o + partition for o in range(max(offset, 0)) if 4 * o + partition not in delivered]
+        assert not missing, f"partition {partition} committed {offset} past undelivered records {missing[:5]}"
+    lost_with_the_worker = total - len(delivered)
+
+    second = BridgeProcess(config, tmp_path, name="second").start()
+    try:
+        await delivered_and_committed(kafka_bootstrap, sandbox, topic, group, total)
+        workers = transform_workers(second)
+        second.signal(signal.SIGKILL)
+        await second.wait(10)
+        await wait_for(lambda: not any(map(alive, workers)), 10, "the workers to end with a killed bridge")
+    finally:
+        second.kill()
+    assert sorted(set(seqs(sandbox.state.events))) == list(range(total))
+    print(
+        f"\nRELIABILITY worker-crash: exit 3, nothing committed past an undelivered record, {lost_with_the_worker} "
+        f"left for the restart, all {total} delivered after it; no worker outlives a SIGKILLed bridge"
+    )

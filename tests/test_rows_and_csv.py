@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge import csvbody
 from bridge.batching import Batcher, Held
-from bridge.csvbody import encode
 from bridge.offsets import PartitionOffsets
 from bridge.postapi import EVENT_COLUMNS, Violation, check_event
 from bridge.rows import Row, RowMaker
@@ -76,7 +76,8 @@ def test_csv_round_trips_quotes_commas_newlines_and_non_ascii() -> None:
         made = maker().make(record(event_name=text, event_json=f'{{"i": {i}, "s": "{text[:1]}"}}'), NOW)
         assert isinstance(made, Row)
         rows.append(made.values)
-    body = encode(rows)
+    used = csvbody.columns_in_use(rows)
+    body = csvbody.header(used) + b"".join(csvbody.lines(rows, used))
     parsed = list(csv.DictReader(io.StringIO(body.decode("utf-8"), newline="")))
     assert [p["event_name"] for p in parsed] == tricky
     header = body.split(b"\r\n", 1)[0].decode()
@@ -87,24 +88,27 @@ def test_batches_cut_at_max_rows_max_bytes_and_linger() -> None:
     clock = [100.0]
     batcher = Batcher(max_rows=3, max_bytes=10_000, linger_s=1.0, clock=lambda: clock[0])
     state = PartitionOffsets("t", 0)
-    made = maker().make(record(), NOW)
-    assert isinstance(made, Row)
-    other = Row(2222, made.values)
-    cut = [batcher.add(made, Held(state, i, None, b"x" * 50)) for i in range(3)]
+    made, other = (1111, b"application_id,event_name\r\n"), (2222, b"application_id,event_name\r\n")
+    narrower = (1111, b"application_id\r\n")
+    line = b"x" * 48 + b"\r\n"
+    cut = [batcher.add(made, line, Held(state, i, None, b"x" * 50)) for i in range(3)]
     assert cut[:2] == [None, None]
-    assert cut[2] is not None and len(cut[2].rows) == 3
-    assert batcher.add(other, Held(state, 9, None, b"x")) is None, "applications never share a batch"
-    assert batcher.add(made, Held(state, 10, None, b"x")) is None
+    assert cut[2] is not None and len(cut[2].lines) == 3
+    assert batcher.add(other, line, Held(state, 9, None, b"x")) is None, "applications never share a batch"
+    assert batcher.add(made, line, Held(state, 10, None, b"x")) is None
+    assert batcher.add(narrower, line, Held(state, 11, None, b"x")) is None, "nor do lines of other columns"
     clock[0] += 0.5
     assert batcher.expired() == []
     clock[0] += 0.6
     expired = batcher.expired()
-    assert sorted(b.application_id for b in expired) == [1111, 2222]
+    assert sorted(b.application_id for b in expired) == [1111, 1111, 2222]
+    assert all(b.body() == b.header + line * len(b.lines) for b in expired)
 
     small = Batcher(max_rows=100, max_bytes=300, linger_s=1.0, clock=lambda: clock[0])
-    cuts = [small.add(made, Held(state, i, None, b"x" * 50)) for i in range(10)]
+    cuts = [small.add(made, line, Held(state, i, None, b"x" * 50)) for i in range(10)]
     full = [b for b in cuts if b is not None]
     assert full and all(b.size <= 300 for b in full)
+    assert all(len(b.body()) == b.size for b in full), "the size is the body's, header included"
 
 
 _text = st.one_of(st.none(), st.just(""), st.text(max_size=8), st.sampled_from(["123", "foreground", "x"]))

@@ -1,0 +1,147 @@
+"""Avro bytes to records, in whichever process decodes them: the bridge's own or a transform worker.
+
+Records are read into the project's contract (`schemas/appmetrica_event.avsc`) by Avro schema resolution, so a
+producer one version ahead (an added optional field) still decodes. Logical types are left as their plain
+values: `event_timestamp` stays integer milliseconds, which is what `rows` needs and what costs least.
+
+Writer schemas travel as JSON text (`WriterSchemas`, small and picklable); each process parses a schema once and
+keeps it. This module imports no registry or Kafka client, so workers start light; `bridge.decode` fetches.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Literal
+
+import fastavro
+
+Record = dict[str, Any]
+ReasonClass = Literal["decode", "schema"]
+
+WIRE_HEADER = struct.Struct(">bI")
+"""The Confluent wire format's header: magic byte 0, then the writer schema's registry id."""
+
+
+class DecodeError(Exception):
+    """A record that can never be decoded: `reason` is the dead-letter class, `detail` says why."""
+
+    def __init__(self, reason: ReasonClass, detail: str) -> None:
+        super().__init__(detail)
+        self.reason: ReasonClass = reason
+        self.detail = detail
+
+
+def contract_schema() -> dict[str, Any]:
+    """The project's input contract, as shipped in the package."""
+    text = (resources.files("bridge") / "schemas" / "appmetrica_event.avsc").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def _plain(schema: Any) -> Any:
+    """The schema without logical types, so readers return plain ints instead of building datetimes."""
+    if isinstance(schema, dict):
+        return {k: _plain(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [_plain(s) for s in schema]
+    return schema
+
+
+def parse(schema: Any) -> Any:
+    """A schema parsed once for fastavro, logical types dropped."""
+    return fastavro.parse_schema(_plain(schema))
+
+
+class Reader:
+    """A parsed (writer, reader) pair; the reader is skipped when the writer is the contract itself."""
+
+    __slots__ = ("_reader", "_writer")
+
+    def __init__(self, writer: Any, reader: Any) -> None:
+        self._writer = parse(writer)
+        same = fastavro.schema.to_parsing_canonical_form(self._writer) == fastavro.schema.to_parsing_canonical_form(
+            reader
+        )
+        self._reader = None if same else reader
+
+    def read(self, payload: io.BytesIO) -> Record:
+        record = fastavro.schemaless_reader(payload, self._writer, self._reader)
+        if not isinstance(record, dict):
+            raise TypeError(f"the schema describes a {type(record).__name__}, not a record")
+        return record
+
+
+def _read(reader: Reader, payload: io.BytesIO, size: int) -> Record:
+    try:
+        record = reader.read(payload)
+    except Exception as exc:
+        raise DecodeError("decode", f"not a valid Avro record for its schema: {type(exc).__name__}: {exc}") from None
+    if payload.tell() != size:
+        raise DecodeError("decode", f"{size - payload.tell()} bytes left after the record")
+    return record
+
+
+@dataclass(frozen=True, slots=True)
+class WriterSchemas:
+    """What decoding needs to know of the writers, as JSON text: sent with every chunk a worker decodes."""
+
+    raw: str | None = None
+    """The one writer schema of plain Avro values (`avro.format: raw`); None for the Confluent wire format."""
+    by_id: Mapping[int, str] = field(default_factory=dict)
+    """Confluent wire format: the writer schema of every registry id fetched and found readable."""
+    unknown: Mapping[int, str] = field(default_factory=dict)
+    """Registry ids that cannot be decoded, with why."""
+
+
+class Readers:
+    """One process's parsed readers, built on first use and kept.
+
+    Keyed by the schema text as well as the id: a registry never reuses an id, and the text costs one hash per
+    chunk, so a process that meets two registries (the tests, say) still never reads with the wrong schema.
+    """
+
+    def __init__(self) -> None:
+        self._contract: Any = None
+        self._parsed: dict[tuple[int | None, str], Reader] = {}
+
+    def decoder(self, schemas: WriterSchemas) -> Callable[[bytes], Record]:
+        """A function decoding one value written with one of `schemas`; it raises DecodeError for poison."""
+        if schemas.raw is not None:
+            reader = self._reader(None, schemas.raw)
+
+            def decode_raw(value: bytes) -> Record:
+                return _read(reader, io.BytesIO(value), len(value))
+
+            return decode_raw
+        readers = {schema_id: self._reader(schema_id, text) for schema_id, text in schemas.by_id.items()}
+        unknown = schemas.unknown
+
+        def decode_wire(value: bytes) -> Record:
+            size = len(value)
+            if size < 5:
+                raise DecodeError("decode", f"{size} bytes is too short for the Confluent wire format")
+            magic, schema_id = WIRE_HEADER.unpack_from(value)
+            if magic != 0:
+                raise DecodeError("decode", f"magic byte {magic}: not the Confluent wire format (version 0)")
+            reader = readers.get(schema_id)
+            if reader is None:
+                why = unknown.get(schema_id, "not fetched from the registry")
+                raise DecodeError("schema", f"schema id {schema_id}: {why}")
+            payload = io.BytesIO(value)
+            payload.seek(5)
+            return _read(reader, payload, size)
+
+        return decode_wire
+
+    def _reader(self, schema_id: int | None, text: str) -> Reader:
+        reader = self._parsed.get((schema_id, text))
+        if reader is None:
+            if self._contract is None:
+                self._contract = parse(contract_schema())
+            reader = self._parsed[(schema_id, text)] = Reader(json.loads(text), self._contract)
+        return reader

@@ -1,0 +1,120 @@
+"""The work past fetching, as one pure function over a chunk of record values: decode, make rows, encode CSV lines.
+
+The pipeline runs it in worker processes (`transform.workers`), or calls it in its own process when that is 0.
+Arguments and answer cross a process boundary, so both stay small to pickle: values in; CSV lines as bytes and
+small ints out, never the decoded records or rows.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Final, Literal, NamedTuple
+
+from bridge import csvbody
+from bridge.avro import DecodeError, Readers, ReasonClass, WriterSchemas
+from bridge.postapi import Violation
+from bridge.rows import RowMaker, Values
+
+Failure = tuple[ReasonClass | Literal["invalid", "expired"], str]
+"""A record's dead-letter reason class and a readable detail."""
+
+FAILED: Final = -1
+"""The group index of a record that made no row."""
+
+_READERS: Final = Readers()
+"""Parsed schemas live as long as the process, so a worker parses each writer schema once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What making rows needs besides the records; picklable, so it travels with every chunk."""
+
+    default_application: int | None
+    keyed: frozenset[int] | None
+    """Applications with a Post API key; None when a default key serves every application."""
+    max_future_s: float
+
+    def has_key(self, application: int) -> bool:
+        return self.keyed is None or application in self.keyed
+
+
+class Transformed(NamedTuple):
+    """A chunk's outcome, record by record in the chunk's order."""
+
+    groups: list[tuple[int, bytes]]
+    """(application_id, CSV header line) of each group: the rows of one application, encoded over the columns any
+    of them uses."""
+    placed: array[int]
+    """Each record's group index, or FAILED."""
+    lines: list[bytes]
+    """Each record's CSV line; empty for a failed record."""
+    failures: dict[int, Failure]
+    """By the record's index in the chunk."""
+
+
+def transform(values: Sequence[bytes | None], now: float, rules: Rules, schemas: WriterSchemas) -> Transformed:
+    """Decode each value, make its row (or name the rule it breaks), and encode the rows to CSV lines."""
+    decode = _READERS.decoder(schemas)
+    make = RowMaker(rules.default_application, rules.has_key, rules.max_future_s).make
+    failures: dict[int, Failure] = {}
+    apps: list[int | None] = []
+    rows: dict[int, list[Values]] = {}
+    for index, value in enumerate(values):
+        if value is None:
+            failures[index] = ("decode", "null value (a tombstone): there is no event to upload")
+            apps.append(None)
+            continue
+        try:
+            row = make(decode(value), now)
+        except DecodeError as failure:
+            failures[index] = (failure.reason, failure.detail)
+            apps.append(None)
+            continue
+        if isinstance(row, Violation):
+            failures[index] = (row.reason, row.detail)
+            apps.append(None)
+            continue
+        apps.append(row.application_id)
+        rows.setdefault(row.application_id, []).append(row.values)
+    groups = []
+    encoded = {}
+    for group, (application, app_rows) in enumerate(rows.items()):
+        columns = csvbody.columns_in_use(app_rows)
+        groups.append((application, csvbody.header(columns)))
+        encoded[application] = (group, iter(csvbody.lines(app_rows, columns)))
+    placed = array("i")
+    lines = []
+    for app in apps:
+        if app is None:
+            placed.append(FAILED)
+            lines.append(b"")
+        else:
+            group, app_lines = encoded[app]
+            placed.append(group)
+            lines.append(next(app_lines))
+    return Transformed(groups, placed, lines, failures)
+
+
+def start_worker() -> None:
+    """A worker's initializer: leave Ctrl-C to the bridge, and end with the bridge even when it is killed.
+
+    SIGINT from a terminal reaches the whole process group; the bridge drains and shuts the pool down itself.
+    SIGTERM stays deadly: a broken pool ends its other workers with it. A pool's workers wait for work forever,
+    so a bridge killed with SIGKILL would leave them behind otherwise.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_after, args=(parent.sentinel,), name="parent-watch", daemon=True).start()
+
+
+def _exit_after(sentinel: int) -> None:
+    wait([sentinel])
+    os._exit(1)
