@@ -12,7 +12,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Protocol
 
 import pytest
@@ -21,7 +21,11 @@ from confluent_kafka import KafkaError, KafkaException
 # NewTopic is documented in confluent_kafka.admin, which re-exports it without listing it as public.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from bridge.sandbox.config import Keys
+from bridge.sandbox.registry import SchemaRegistry
+from bridge.sandbox.server import Sandbox, SandboxOptions
 from devtools.kafka_local import DEFAULT_PORT, HOST, LocalKafka, free_ports, port_open
+from tests.harness import APP, KEY
 
 _STARTED = pytest.StashKey[tuple[str, float]]()
 
@@ -93,6 +97,24 @@ def new_topic(request: pytest.FixtureRequest, kafka_admin: AdminClient) -> Itera
             except KafkaException as error:
                 if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:  # the test deleted it itself
                     raise
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    """The local Post API, accepting the tests' key for their application; seeded, so fault draws replay."""
+    server = Sandbox(SandboxOptions(keys=Keys(post_api_key=KEY, application_id=APP), seed=7))
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def registry() -> AsyncIterator[SchemaRegistry]:
+    """A local Confluent-compatible schema registry."""
+    server = SchemaRegistry()
+    await server.start()
+    yield server
+    await server.stop()
 
 
 def _wait_for_leaders(admin: AdminClient, topic: str, partitions: int) -> None:

@@ -5,23 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
-from bridge.sandbox.config import Keys
-from bridge.sandbox.server import Sandbox, SandboxOptions
+from bridge.sandbox.server import Sandbox
 from tests.conftest import TopicFactory
 from tests.harness import APP, KEY, BridgeProcess, bridge_config, event, produce, raw_avro, wait_for
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
-    server = Sandbox(SandboxOptions(keys=Keys(post_api_key=KEY, application_id=APP)))
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def sample(metrics: str, name: str, **labels: str) -> float:

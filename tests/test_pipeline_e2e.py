@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +31,6 @@ from tests.harness import (
 )
 
 SUBJECT = "appmetrica.events-value"
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
-    server = Sandbox(SandboxOptions(keys=Keys(post_api_key=KEY, application_id=APP), seed=7))
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def registry() -> AsyncIterator[SchemaRegistry]:
-    server = SchemaRegistry()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def expected_row(record: dict[str, Any]) -> dict[str, str]:

@@ -12,7 +12,7 @@ import signal
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,11 @@ from confluent_kafka.admin import AdminClient
 
 from bridge.avro import contract_schema
 from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
-from bridge.sandbox.config import Keys
 from bridge.sandbox.registry import SchemaRegistry
-from bridge.sandbox.server import Sandbox, SandboxOptions
+from bridge.sandbox.server import Sandbox
 from devtools.kafka_local import LocalKafka
 from tests.conftest import TopicFactory
 from tests.harness import (
-    APP,
     KEY,
     BridgeProcess,
     bridge_config,
@@ -44,22 +42,6 @@ from tests.harness import (
 )
 
 SUBJECT = "appmetrica.events-value"
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
-    server = Sandbox(SandboxOptions(keys=Keys(post_api_key=KEY, application_id=APP), seed=11))
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def registry() -> AsyncIterator[SchemaRegistry]:
-    server = SchemaRegistry()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def gauge(metrics_text: str, name: str) -> float:
@@ -84,6 +66,24 @@ def alive(process: psutil.Process) -> bool:
         return bool(process.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
+
+
+def paced_config(
+    bootstrap: str, topic: str, sandbox: Sandbox, group: str, **sections: dict[str, Any]
+) -> dict[str, Any]:
+    """A bridge held to small batches and a small buffer, so a run lasts long enough to be interrupted."""
+    config = bridge_config(
+        bootstrap,
+        topic,
+        sandbox.url,
+        group=group,
+        batch={"max_rows": 200, "linger_ms": 100},
+        buffer={"max_records": 2000},
+        upload={"max_in_flight": 2, "requests_per_second": 100},
+    )
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    return config
 
 
 async def delivered_and_committed(
@@ -379,15 +379,7 @@ async def test_a_broker_restart_mid_run_loses_nothing(
     produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)])
     sandbox.set_faults(latency_ms=100)
     group = f"g-{topic}"
-    config = bridge_config(
-        kafka_bootstrap,
-        topic,
-        sandbox.url,
-        group=group,
-        batch={"max_rows": 200, "linger_ms": 100},
-        buffer={"max_records": 2000},
-        upload={"max_in_flight": 2, "requests_per_second": 100},
-    )
+    config = paced_config(kafka_bootstrap, topic, sandbox, group)
     bridge = BridgeProcess(config, tmp_path).start()
     try:
         await wait_for(lambda: len(sandbox.state.events) >= 2000, 60, "progress before the restart")
@@ -490,16 +482,7 @@ async def test_a_dead_transform_worker_fails_the_bridge_loudly_and_loses_nothing
     produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)])
     sandbox.set_faults(latency_ms=100)
     group = f"g-{topic}"
-    config = bridge_config(
-        kafka_bootstrap,
-        topic,
-        sandbox.url,
-        group=group,
-        batch={"max_rows": 200, "linger_ms": 100},
-        buffer={"max_records": 2000},
-        upload={"max_in_flight": 2, "requests_per_second": 100},
-        transform={"workers": 2},
-    )
+    config = paced_config(kafka_bootstrap, topic, sandbox, group, transform={"workers": 2})
     first = BridgeProcess(config, tmp_path, name="first").start()
     try:
         await wait_for(lambda: len(sandbox.state.events) >= 1000, 60, "progress before the kill")

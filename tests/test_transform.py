@@ -10,7 +10,6 @@ import multiprocessing
 import pickle
 import struct
 import time
-from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -212,14 +211,6 @@ def test_a_worker_process_gives_the_same_answer() -> None:
     # What crosses the process boundary is lines and small ints: a few bytes past the CSV itself.
     csv_bytes = sum(map(len, here.lines)) + sum(len(h) for _, h in here.groups)
     assert len(pickle.dumps(here)) < csv_bytes + 2 * len(values) * 4 + 1000
-
-
-@pytest.fixture
-async def registry() -> AsyncIterator[SchemaRegistry]:
-    server = SchemaRegistry()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_the_confluent_decoder_hands_fetched_and_unknown_ids_to_the_transform(registry: SchemaRegistry) -> None:
