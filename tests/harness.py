@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = parse(contract_schema())
 KEY = "test-post-api-key-0123456789"
 APP = 4242
+SUBJECT = "appmetrica.events-value"
+"""The registry subject of the contract, as a Confluent serializer names it for topic appmetrica.events."""
 
 TRICKY = [
     'quote " and comma, both',

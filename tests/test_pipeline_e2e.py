@@ -18,6 +18,7 @@ from tests.conftest import TopicFactory
 from tests.harness import (
     APP,
     KEY,
+    SUBJECT,
     BridgeProcess,
     bridge_config,
     committed,
@@ -29,8 +30,6 @@ from tests.harness import (
     wait_for,
     wire,
 )
-
-SUBJECT = "appmetrica.events-value"
 
 
 def expected_row(record: dict[str, Any]) -> dict[str, str]:

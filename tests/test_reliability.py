@@ -28,6 +28,7 @@ from devtools.kafka_local import LocalKafka
 from tests.conftest import TopicFactory
 from tests.harness import (
     KEY,
+    SUBJECT,
     BridgeProcess,
     bridge_config,
     committed,
@@ -40,8 +41,6 @@ from tests.harness import (
     wait_for,
     wire,
 )
-
-SUBJECT = "appmetrica.events-value"
 
 
 def gauge(metrics_text: str, name: str) -> float:
