@@ -99,12 +99,7 @@ class Batcher:
         self._open.clear()
         return batches
 
-    def next_deadline(self) -> float | None:
-        """When the oldest open batch's linger ends, on the batcher's clock."""
-        if not self._open:
-            return None
-        return min(batch.opened for batch in self._open.values()) + self._linger_s
-
     @property
     def rows(self) -> int:
+        """Rows in the open batches."""
         return sum(len(batch.lines) for batch in self._open.values())

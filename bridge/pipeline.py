@@ -61,8 +61,6 @@ class Totals:
     uploaded: int = 0
     dead_lettered: int = 0
     requests: int = 0
-    first_upload: float | None = None
-    last_upload: float | None = None
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -364,7 +362,8 @@ class Pipeline:
     def _launch(self, batch: Batch) -> None:
         self._spawn(self._upload(batch))
 
-    async def _upload(self, batch: Batch) -> None:
+    async def _upload(self, batch: Batch, split_budget: list[int] | None = None) -> None:
+        """Send one batch; a refused one is bisected, sharing the split budget of the batch it came from."""
         body = batch.body()
         self._metrics.batch_rows.observe(len(batch.lines))
         self._metrics.batch_bytes.observe(len(body))
@@ -373,16 +372,13 @@ class Pipeline:
         if answer.verdict is Verdict.ACCEPTED:
             self._accepted(batch)
         else:
-            await self._isolate(batch, answer, [self._config.upload.max_split_requests])
+            budget = [self._config.upload.max_split_requests] if split_budget is None else split_budget
+            await self._isolate(batch, answer, budget)
 
     def _count_requests(self, answer: Answer, rows: int) -> None:
-        totals = self.totals
-        totals.requests += answer.attempts
+        self.totals.requests += answer.attempts
         if answer.verdict is Verdict.ACCEPTED:
-            now = time.monotonic()
-            totals.uploaded += rows
-            totals.first_upload = totals.first_upload or now
-            totals.last_upload = now
+            self.totals.uploaded += rows
 
     def _accepted(self, batch: Batch) -> None:
         for item in batch.refs:
@@ -399,12 +395,7 @@ class Pipeline:
             return
         budget[0] -= 2
         for half in batch.split():
-            half_answer = await self._uploader.deliver(half.application_id, half.body(), len(half.lines))
-            self._count_requests(half_answer, len(half.lines))
-            if half_answer.verdict is Verdict.ACCEPTED:
-                self._accepted(half)
-            else:
-                await self._isolate(half, half_answer, budget)
+            await self._upload(half, budget)
 
     async def _reject(self, batch: Batch, detail: str) -> None:
         if self._dead_letters is None:
