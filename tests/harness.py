@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -12,7 +13,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,27 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
     finally:
         consumer.close()
     return records
+
+
+@contextlib.asynccontextmanager
+async def bridge_command(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m bridge ARGS` with its output piped; killed on the way out if the test left it running."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 def free_port() -> int:

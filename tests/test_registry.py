@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import struct
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from bridge.sandbox import SchemaRegistry
+from tests.harness import bridge_command
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = (ROOT / "schemas" / "appmetrica_event.avsc").read_text()
@@ -158,14 +157,7 @@ async def test_raw_http_answers(registry: SchemaRegistry, http: aiohttp.ClientSe
 
 
 async def test_cli_serves_until_sigint(http: aiohttp.ClientSession) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "bridge", "registry", "--port", "0"),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
+    async with bridge_command("registry", "--port", "0") as process:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
         assert line.startswith("Schema Registry listening on http://127.0.0.1:"), line
@@ -175,7 +167,3 @@ async def test_cli_serves_until_sigint(http: aiohttp.ClientSession) -> None:
         process.send_signal(signal.SIGINT)
         _, errors = await asyncio.wait_for(process.communicate(), 20)
         assert process.returncode == 0, errors
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()

@@ -7,10 +7,8 @@ import asyncio
 import csv
 import io
 import json
-import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -25,6 +23,7 @@ from bridge.postapi import EVENT_COLUMNS, EVENTS_CSV_PATH, EVENTS_PATH, MAX_ROWS
 from bridge.sandbox import Faults, Keys, Sandbox, SandboxOptions
 from bridge.sandbox.cli import register
 from bridge.sandbox.faults import FaultInjector
+from tests.harness import bridge_command
 
 KEY = "sandbox-test-key"
 APP = 1111
@@ -645,15 +644,7 @@ def test_cli_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 async def test_cli_serves_until_sigterm(http: aiohttp.ClientSession) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "bridge", "sandbox", "--port", "0"),
-        *("--post-api-key", KEY, "--application-id", str(APP)),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
+    async with bridge_command("sandbox", "--port", "0", "--post-api-key", KEY, "--application-id", str(APP)) as process:
         assert process.stdout is not None
         first = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
         second = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
@@ -668,10 +659,6 @@ async def test_cli_serves_until_sigterm(http: aiohttp.ClientSession) -> None:
         assert process.returncode == 0, errors
         assert b"postapi_request" in rest
         assert KEY.encode() not in rest + errors
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 def test_every_event_column_is_accepted_as_a_csv_header() -> None:
