@@ -16,12 +16,14 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Final, Literal, NamedTuple, cast
 
 import fastavro
 
 Record = dict[str, Any]
 ReasonClass = Literal["decode", "schema"]
+
+_schemaless_reader: Final = fastavro.schemaless_reader
 
 WIRE_HEADER = struct.Struct(">bI")
 """The Confluent wire format's header: magic byte 0, then the writer schema's registry id."""
@@ -57,33 +59,29 @@ def parse(schema: Any) -> Any:
     return fastavro.parse_schema(_plain(schema))
 
 
-class Reader:
-    """A parsed (writer, reader) pair; the reader is skipped when the writer is the contract itself."""
+class Reader(NamedTuple):
+    """A parsed (writer, reader) pair; the reader is None when the writer is the contract itself."""
 
-    __slots__ = ("_reader", "_writer")
+    writer: Any
+    reader: Any
 
-    def __init__(self, writer: Any, reader: Any) -> None:
-        self._writer = parse(writer)
-        same = fastavro.schema.to_parsing_canonical_form(self._writer) == fastavro.schema.to_parsing_canonical_form(
-            reader
-        )
-        self._reader = None if same else reader
-
-    def read(self, payload: io.BytesIO) -> Record:
-        record = fastavro.schemaless_reader(payload, self._writer, self._reader)
-        if not isinstance(record, dict):
-            raise TypeError(f"the schema describes a {type(record).__name__}, not a record")
-        return record
+    @classmethod
+    def of(cls, writer: Any, reader: Any) -> Reader:
+        parsed = parse(writer)
+        same = fastavro.schema.to_parsing_canonical_form(parsed) == fastavro.schema.to_parsing_canonical_form(reader)
+        return cls(parsed, None if same else reader)
 
 
 def _read(reader: Reader, payload: io.BytesIO, size: int) -> Record:
+    # Called once per record, so the fastavro call is made here directly.
     try:
-        record = reader.read(payload)
+        record = _schemaless_reader(payload, reader.writer, reader.reader)
     except Exception as exc:
         raise DecodeError("decode", f"not a valid Avro record for its schema: {type(exc).__name__}: {exc}") from None
     if payload.tell() != size:
         raise DecodeError("decode", f"{size - payload.tell()} bytes left after the record")
-    return record
+    # Always a record: the writer is the contract, or is resolved into it.
+    return cast(Record, record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +118,13 @@ class Readers:
             return decode_raw
         readers = {schema_id: self._reader(schema_id, text) for schema_id, text in schemas.by_id.items()}
         unknown = schemas.unknown
+        unpack = WIRE_HEADER.unpack_from
 
         def decode_wire(value: bytes) -> Record:
             size = len(value)
             if size < 5:
                 raise DecodeError("decode", f"{size} bytes is too short for the Confluent wire format")
-            magic, schema_id = WIRE_HEADER.unpack_from(value)
+            magic, schema_id = unpack(value)
             if magic != 0:
                 raise DecodeError("decode", f"magic byte {magic}: not the Confluent wire format (version 0)")
             reader = readers.get(schema_id)
@@ -143,5 +142,5 @@ class Readers:
         if reader is None:
             if self._contract is None:
                 self._contract = parse(contract_schema())
-            reader = self._parsed[(schema_id, text)] = Reader(json.loads(text), self._contract)
+            reader = self._parsed[(schema_id, text)] = Reader.of(json.loads(text), self._contract)
         return reader

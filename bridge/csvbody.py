@@ -2,29 +2,19 @@
 
 Rows are encoded to lines where they are made (a transform worker), and a request's body is its header line and
 its lines joined: a batch only ever holds lines encoded with one set of columns.
+
+Encoding works column by column, as rows are made: a column with no character that needs quoting (most of them)
+is joined as it is, and only the cells of the other columns are looked at one by one. The `csv` module writes
+row by row and costs about twice as much per row.
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
-from operator import itemgetter
 
 from bridge.postapi import EVENT_COLUMNS
-from bridge.rows import Values
 
 CONTENT_TYPE = "text/csv; charset=UTF-8"
-
-
-class _Lines(list[str]):
-    """A csv.writer target that keeps each row's line apart: the writer makes one write call per row."""
-
-    write = list.append
-
-
-def columns_in_use(rows: Sequence[Values]) -> tuple[int, ...]:
-    """The indexes of the columns some row has a value in: the API reads an absent column as no value."""
-    return tuple(i for i, column in enumerate(zip(*rows, strict=True)) if any(column))
 
 
 def header(columns: Sequence[int]) -> bytes:
@@ -32,9 +22,26 @@ def header(columns: Sequence[int]) -> bytes:
     return (",".join(EVENT_COLUMNS[i] for i in columns) + "\r\n").encode("utf-8")
 
 
-def lines(rows: Sequence[Values], columns: Sequence[int]) -> list[bytes]:
-    """Each row's CSV line over `columns`: UTF-8, CRLF line ends, quoting only the cells that need it."""
-    sink = _Lines()
-    # A row always has application_id, event_name and event_timestamp, so itemgetter picks tuples, never one cell.
-    csv.writer(sink, lineterminator="\r\n").writerows(map(itemgetter(*columns), rows))
-    return [line.encode("utf-8") for line in sink]
+def lines(columns: Sequence[Sequence[str]]) -> tuple[tuple[int, ...], list[bytes]]:
+    """The indexes of the columns some row has a value in, and each row's line over them.
+
+    `columns` holds one sequence of cells per `EVENT_COLUMNS` entry, `""` for no value: the API reads an absent
+    column as no value. Lines are UTF-8 with CRLF ends, quoting only the cells that need it.
+    """
+    used = tuple(i for i, column in enumerate(columns) if any(column))
+    if not used:
+        return used, []
+    cells = [_quoted(columns[i]) for i in used]
+    # The line end rides on the last cell, so each line is one join and one encode.
+    cells[-1] = [cell + "\r\n" for cell in cells[-1]]
+    return used, list(map(str.encode, map(",".join, zip(*cells, strict=True))))
+
+
+def _quoted(column: Sequence[str]) -> Sequence[str]:
+    joined = "".join(column)
+    if '"' in joined or "," in joined or "\n" in joined or "\r" in joined:
+        return [
+            '"' + cell.replace('"', '""') + '"' if '"' in cell or "," in cell or "\n" in cell or "\r" in cell else cell
+            for cell in column
+        ]
+    return column

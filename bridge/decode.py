@@ -39,7 +39,7 @@ class RawDecoder:
     def __init__(self, writer_schema_file: Path, reader_schema: Any) -> None:
         text = writer_schema_file.read_text(encoding="utf-8")
         try:
-            Reader(json.loads(text), reader_schema)
+            Reader.of(json.loads(text), reader_schema)
         except Exception as exc:
             raise ValueError(f"{writer_schema_file} cannot be read into the contract: {exc}") from exc
         self._schemas = WriterSchemas(raw=text)
@@ -64,9 +64,10 @@ class ConfluentDecoder:
 
     async def prepare(self, values: Iterable[bytes | None]) -> None:
         wanted = set()
-        for value in values:
-            if value is not None and len(value) >= 5 and value[0] == 0:
-                schema_id = WIRE_HEADER.unpack_from(value)[1]
+        # A chunk's values share a handful of distinct headers: look at each once, not at every value.
+        for header in {value[:5] for value in values if value}:
+            if len(header) == 5 and header[0] == 0:
+                schema_id = WIRE_HEADER.unpack(header)[1]
                 if schema_id not in self._writers:
                     wanted.add(schema_id)
         now = time.monotonic()
@@ -90,7 +91,7 @@ class ConfluentDecoder:
             return
         try:
             # Parsed here only to refuse an unreadable schema once; the transforms parse their own copies.
-            Reader(json.loads(schema.schema_str), self._reader_schema)
+            Reader.of(json.loads(schema.schema_str), self._reader_schema)
         except Exception as exc:
             self._not_readable(schema_id, float("inf"), f"cannot be read into the contract: {exc}")
             return

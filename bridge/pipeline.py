@@ -51,6 +51,7 @@ LAG_INTERVAL_S = 5.0
 CLOSE_TIMEOUT_S = 10.0
 
 PartitionKey = tuple[str, int]
+_new_held = tuple.__new__
 
 
 @dataclass
@@ -209,7 +210,8 @@ class Pipeline:
             offset = record.offset()
             if state.add(offset):
                 value = record.value()
-                held.append(Held(state, offset, record, value))
+                # tuple.__new__ skips the NamedTuple's Python-level __new__: this runs for every record.
+                held.append(_new_held(Held, (state, offset, record, value)))
                 size += len(value) if value else 0
         if len(held) < len(records):
             log.info("records fetched again were skipped", records=len(records) - len(held))

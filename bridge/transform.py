@@ -19,8 +19,7 @@ from typing import Final, Literal, NamedTuple
 
 from bridge import csvbody
 from bridge.avro import DecodeError, Readers, ReasonClass, WriterSchemas
-from bridge.postapi import Violation
-from bridge.rows import RowMaker, Values
+from bridge.rows import RowMaker
 
 Failure = tuple[ReasonClass | Literal["invalid", "expired"], str]
 """A record's dead-letter reason class and a readable detail."""
@@ -62,44 +61,44 @@ class Transformed(NamedTuple):
 def transform(values: Sequence[bytes | None], now: float, rules: Rules, schemas: WriterSchemas) -> Transformed:
     """Decode each value, make its row (or name the rule it breaks), and encode the rows to CSV lines."""
     decode = _READERS.decoder(schemas)
-    make = RowMaker(rules.default_application, rules.has_key, rules.max_future_s).make
     failures: dict[int, Failure] = {}
-    apps: list[int | None] = []
-    rows: dict[int, list[Values]] = {}
+    records = []
+    indexes = []
+    """The chunk index of each decoded record."""
     for index, value in enumerate(values):
         if value is None:
             failures[index] = ("decode", "null value (a tombstone): there is no event to upload")
-            apps.append(None)
             continue
         try:
-            row = make(decode(value), now)
+            records.append(decode(value))
         except DecodeError as failure:
             failures[index] = (failure.reason, failure.detail)
-            apps.append(None)
             continue
-        if isinstance(row, Violation):
-            failures[index] = (row.reason, row.detail)
-            apps.append(None)
-            continue
-        apps.append(row.application_id)
-        rows.setdefault(row.application_id, []).append(row.values)
+        indexes.append(index)
+    table = RowMaker(rules.default_application, rules.has_key, rules.max_future_s).table(records, now)
+    for position, violation in table.violations.items():
+        failures[indexes[position]] = (violation.reason, violation.detail)
+    by_application: dict[int, list[int]] = {}
+    for position, application in enumerate(table.applications):
+        if application is not None:
+            by_application.setdefault(application, []).append(position)
     groups = []
-    encoded = {}
-    for group, (application, app_rows) in enumerate(rows.items()):
-        columns = csvbody.columns_in_use(app_rows)
-        groups.append((application, csvbody.header(columns)))
-        encoded[application] = (group, iter(csvbody.lines(app_rows, columns)))
-    placed = array("i")
-    lines = []
-    for app in apps:
-        if app is None:
-            placed.append(FAILED)
-            lines.append(b"")
-        else:
-            group, app_lines = encoded[app]
-            placed.append(group)
-            lines.append(next(app_lines))
+    placed = array("i", [FAILED]) * len(values)
+    lines = [b""] * len(values)
+    for group, (application, positions) in enumerate(by_application.items()):
+        columns = table.columns if len(positions) == len(records) else _pick(table.columns, positions)
+        used, group_lines = csvbody.lines(columns)
+        groups.append((application, csvbody.header(used)))
+        for position, line in zip(positions, group_lines, strict=True):
+            index = indexes[position]
+            placed[index] = group
+            lines[index] = line
     return Transformed(groups, placed, lines, failures)
+
+
+def _pick(columns: list[list[str]], positions: list[int]) -> list[list[str]]:
+    """The cells at `positions` of every column."""
+    return [[column[p] for p in positions] for column in columns]
 
 
 def start_worker() -> None:

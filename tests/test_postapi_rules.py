@@ -19,6 +19,8 @@ from bridge.postapi import (
     SESSION_TYPES,
     Violation,
     check_event,
+    json_object_problem,
+    json_objects,
 )
 
 NOW = 1_800_000_000.0
@@ -313,3 +315,19 @@ def test_device_id_is_accepted_exactly_when_it_is_ascii_digits(device_id: str) -
 def test_event_json_is_accepted_exactly_when_it_is_an_object(value: object) -> None:
     verdict = check_event(event(event_json=json.dumps(value)), NOW)
     assert (verdict is None) == isinstance(value, dict)
+
+
+_json_texts = st.one_of(
+    _json_values.map(json.dumps),
+    st.dictionaries(st.text(max_size=4), _json_values, max_size=3).map(json.dumps),
+    st.sampled_from(['{"a": 1} ', ' {"a": 1}', '{"a": 1}{', '{"a": NaN}', "{", '{"a": 1}}', "{}", "{} "]),
+).filter(bool)
+
+
+@given(st.lists(_json_texts, max_size=6))
+def test_the_json_column_test_never_clears_what_the_rule_refuses(texts: list[str]) -> None:
+    problems = [json_object_problem(text) for text in texts]
+    if json_objects(texts):
+        assert problems == [None] * len(texts)
+    elif all(text.startswith("{") and text.endswith("}") for text in texts):
+        assert any(problems), "compact objects alone are always cleared"

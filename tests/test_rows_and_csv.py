@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge import csvbody
@@ -71,15 +71,17 @@ def test_without_a_default_application_a_record_must_carry_one() -> None:
 
 def test_csv_round_trips_quotes_commas_newlines_and_non_ascii() -> None:
     tricky = ['a "quoted", value', "line one\nline two\r\nthree", "Привет, мир 🎮", '{"k": "v, \\"x\\""}']
-    rows = []
-    for i, text in enumerate(tricky):
-        made = maker().make(record(event_name=text, event_json=f'{{"i": {i}, "s": "{text[:1]}"}}'), NOW)
-        assert isinstance(made, Row)
-        rows.append(made.values)
-    used = csvbody.columns_in_use(rows)
-    body = csvbody.header(used) + b"".join(csvbody.lines(rows, used))
+    records = [record(event_name=text, event_json=f'{{"i": {i}, "s": "{text[:1]}"}}') for i, text in enumerate(tricky)]
+    table = maker().table(records, NOW)
+    assert not table.violations
+    used, lines = csvbody.lines(table.columns)
+    body = csvbody.header(used) + b"".join(lines)
     parsed = list(csv.DictReader(io.StringIO(body.decode("utf-8"), newline="")))
     assert [p["event_name"] for p in parsed] == tricky
+    assert [p["event_json"] for p in parsed] == [r["event_json"] for r in records]
+    reference = io.StringIO(newline="")
+    csv.writer(reference, lineterminator="\r\n").writerows(zip(*(table.columns[i] for i in used), strict=True))
+    assert b"".join(lines) == reference.getvalue().encode(), "quoted as the csv module quotes: only where needed"
     header = body.split(b"\r\n", 1)[0].decode()
     assert header == "application_id,profile_id,event_name,event_timestamp,event_json", "only columns in use"
 
@@ -115,45 +117,68 @@ _text = st.one_of(st.none(), st.just(""), st.text(max_size=8), st.sampled_from([
 _json = st.one_of(st.none(), st.just(""), st.sampled_from(['{"a": 1}', "[1]", "{bad", ' {"a": {"b": []}} ', "NaN"]))
 
 
-@given(
-    application=st.one_of(st.none(), st.integers(min_value=-5, max_value=5000)),
+def _mostly(valid: Any, other: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """The valid value half the time, so records break one rule, not all of them, often enough."""
+    return st.one_of(st.just(valid), other)
+
+
+_records: st.SearchStrategy[dict[str, Any]] = st.builds(
+    dict,
+    application=_mostly(None, st.one_of(st.integers(min_value=-5, max_value=5000), st.sampled_from([2222, 1 << 63]))),
     millis=st.integers(min_value=-(10**13), max_value=10**13),
-    age_s=st.one_of(st.none(), st.integers(min_value=-7200, max_value=20 * 86400)),
-    profile=_text,
-    device=st.one_of(_text, st.sampled_from(["00123", "12345678901234567890123"])),
-    name=_text,
-    event_json=_json,
-    session=st.one_of(_text, st.sampled_from(["background", "foreground"])),
-    mcc=st.one_of(st.none(), st.integers(min_value=-3, max_value=999)),
+    age_s=_mostly(60, st.one_of(st.none(), st.integers(min_value=-7200, max_value=20 * 86400))),
+    profile=_mostly("user-1", _text),
+    device=_mostly(None, st.one_of(_text, st.sampled_from(["00123", "12345678901234567890123", "١٢٣"]))),
+    name=_mostly("level_up", _text),
+    event_json=_mostly(None, _json),
+    session=_mostly(None, st.one_of(_text, st.sampled_from(["background", "foreground"]))),
+    mcc=_mostly(None, st.sampled_from([-1, 0, 250])),
+    mnc=_mostly(None, st.just(0)),
 )
-def test_the_typed_shortcut_never_clears_what_the_rules_refuse(
-    application: int | None,
-    millis: int,
-    age_s: int | None,
-    profile: str | None,
-    device: str | None,
-    name: str | None,
-    event_json: str | None,
-    session: str | None,
-    mcc: int | None,
+
+
+@settings(max_examples=400)
+@given(
+    drawn=st.lists(_records, min_size=1, max_size=6),
+    default=st.sampled_from([1111, None]),
+    keyed=st.sampled_from([frozenset({1111, 2222, 7}), None]),
+)
+def test_the_column_tests_never_clear_what_the_rules_refuse(
+    drawn: list[dict[str, Any]], default: int | None, keyed: frozenset[int] | None
 ) -> None:
-    if age_s is not None:
-        millis = int((NOW - age_s) * 1000)
-    rec = record(
-        application_id=application,
-        event_timestamp=millis,
-        profile_id=profile,
-        appmetrica_device_id=device,
-        event_name=name or "",
-        event_json=event_json,
-        session_type=session,
-        mcc=mcc,
-    )
-    made = RowMaker(1111, lambda _: True, 3600).make(rec, NOW)
-    if isinstance(made, Row):
-        assert check_event(dict(zip(EVENT_COLUMNS, made.values, strict=True)), NOW, 3600) is None
-    else:
+    records = []
+    for d in drawn:
+        millis = d["millis"] if d["age_s"] is None else int((NOW - d["age_s"]) * 1000)
+        records.append(
+            record(
+                application_id=d["application"],
+                event_timestamp=millis,
+                profile_id=d["profile"],
+                appmetrica_device_id=d["device"],
+                event_name=d["name"] or "",
+                event_json=d["event_json"],
+                session_type=d["session"],
+                mcc=d["mcc"],
+                mnc=d["mnc"],
+            )
+        )
+    table = RowMaker(default, lambda a: keyed is None or a in keyed, 3600).table(records, NOW)
+    for position, rec in enumerate(records):
+        application = default if rec["application_id"] is None else rec["application_id"]
         cells = {k: "" if v is None else str(v) for k, v in rec.items()}
-        cells["event_timestamp"] = str(millis // 1000)
-        cells["application_id"] = str(1111 if application is None else application)
-        assert check_event(cells, NOW, 3600) == made
+        cells["event_timestamp"] = str(rec["event_timestamp"] // 1000)
+        cells["application_id"] = "" if application is None else str(application)
+        judged = check_event(cells, NOW, 3600)
+        if position in table.violations:
+            assert table.applications[position] is None
+            if application is None:
+                assert "post_api.application_id is not set" in table.violations[position].detail
+            elif judged is None:
+                assert keyed is not None and application not in keyed
+                assert "no Post API key" in table.violations[position].detail
+            else:
+                assert table.violations[position] == judged
+        else:
+            assert judged is None and (keyed is None or application in keyed)
+            assert table.applications[position] == application
+            assert {name: column[position] for name, column in zip(EVENT_COLUMNS, table.columns, strict=True)} == cells

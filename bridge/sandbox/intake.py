@@ -1,22 +1,148 @@
-"""Reading an import request into events, and refusing it with the reason its 400 carries."""
+"""Reading an import request into events, and refusing it with the reason its 400 carries.
+
+A CSV body is judged column by column first (``CsvBatch``): C-level built-ins clear a whole request in a few
+passes over its columns. ``check_event`` stays the one judge: whatever a column test cannot clear is read and
+checked row by row as before, so a refusal names the same row and rule.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Collection, Iterable, Iterator
-from itertools import compress
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from itertools import chain, compress, islice
+from operator import xor
+from typing import Final, Protocol
 
 from multidict import MultiMapping
 
-from bridge.postapi import EVENT_COLUMNS, MAX_ROWS_PER_REQUEST, check_event
+from bridge.postapi import (
+    EVENT_COLUMNS,
+    MAX_EVENT_AGE_S,
+    MAX_ROWS_PER_REQUEST,
+    MILLISECONDS_THRESHOLD,
+    SESSION_TYPES,
+    check_event,
+    json_objects,
+)
 
 _COLUMNS = frozenset(EVENT_COLUMNS)
 _CSV_QUERY_PARAMETERS = frozenset({"post_api_key", "application_id"})
+_SESSION_CELLS: Final = frozenset({"", *SESSION_TYPES})
+_INT64_MAX: Final = (1 << 63) - 1
+_INT64_DIGITS: Final = len(str(_INT64_MAX))
+_SHORT_DECIMAL: Final = _INT64_DIGITS - 1
+"""Decimal digits that fit a signed 64-bit integer whatever they are."""
+_CHUNK_ROWS: Final = 300
+"""Rows read at a time: fewer than the garbage collector's first threshold (700 new containers)."""
 
 
 class BadRequestError(Exception):
     """The request breaks a Post API rule; the message is the 400's text."""
+
+
+class Batch(Protocol):
+    """The events of one import request, judged as a whole."""
+
+    def __len__(self) -> int: ...
+
+    def application_ids(self) -> set[str]:
+        """Each event's application_id as received, ``""`` for none: what the key check looks at."""
+        ...
+
+    def check(self, now: float, max_future_s: float | None, refused_names: Collection[str]) -> None:
+        """Raise BadRequestError naming the first bad row, as ``check_rows`` does; return if every row is fine."""
+        ...
+
+    def events(self) -> list[dict[str, str]]:
+        """The events in order, column -> value, empty cells omitted."""
+        ...
+
+
+class EventBatch:
+    """Events already read into dicts, judged row by row."""
+
+    def __init__(self, events: list[dict[str, str]], numbered: bool) -> None:
+        self._events = events
+        self._numbered = numbered
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def application_ids(self) -> set[str]:
+        """Each event's application_id as received, ``""`` for none."""
+        return {event.get("application_id", "") for event in self._events}
+
+    def check(self, now: float, max_future_s: float | None, refused_names: Collection[str]) -> None:
+        """Refuse the batch at its first bad row; see ``check_rows``."""
+        check_rows(self._events, now, max_future_s, refused_names, self._numbered)
+
+    def events(self) -> list[dict[str, str]]:
+        """The events as read."""
+        return self._events
+
+
+class CsvBatch:
+    """The rows of an events.csv body that ``read_csv_form`` takes, kept as columns.
+
+    Events are built only when asked for, or when a column test cannot clear the batch and each row must be
+    judged by ``check_event``.
+    """
+
+    def __init__(self, header: list[str], columns: dict[str, list[str]], query_app: str) -> None:
+        self._header = header
+        self._columns = columns
+        self._query_app = query_app
+        self._events: list[dict[str, str]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._columns[self._header[0]])
+
+    def application_ids(self) -> set[str]:
+        """Each row's application_id as received, the query's filling rows that have none."""
+        if self._query_app:
+            # Reading made every non-empty cell agree with the query.
+            return {self._query_app}
+        return set(self._columns.get("application_id", [""]))
+
+    def check(self, now: float, max_future_s: float | None, refused_names: Collection[str]) -> None:
+        """Refuse the batch at its first bad row, judged row by row only when the column tests cannot clear it."""
+        if not self.cleared(now, max_future_s, refused_names):
+            check_rows(self.events(), now, max_future_s, refused_names, numbered=True)
+
+    def events(self) -> list[dict[str, str]]:
+        """The events ``read_csv_form`` reads from the same body."""
+        if self._events is None:
+            events = [_event(self._header, row) for row in zip(*self._columns.values(), strict=True)]
+            if self._query_app:
+                for event in events:
+                    event.setdefault("application_id", self._query_app)
+            self._events = events
+        return self._events
+
+    def cleared(self, now: float, max_future_s: float | None, refused_names: Collection[str]) -> bool:
+        """The column tests: True only if ``check_event`` takes every row and no row names a refused event.
+
+        False says nothing about the rows: ``check`` then judges them one by one.
+        """
+        columns = self._columns
+        names = columns.get("event_name")
+        stamps = columns.get("event_timestamp")
+        # An empty timestamp fails _timestamps_fit.
+        if names is None or stamps is None or not all(names):
+            return False
+        if refused_names and not set(names).isdisjoint(refused_names):
+            return False
+        # The few distinct application ids are judged one by one, exactly.
+        return (
+            all(map(_positive_int64, self.application_ids()))
+            and _one_identity(columns.get("profile_id"), columns.get("appmetrica_device_id"))
+            and _timestamps_fit(set(stamps), now, max_future_s)
+            and _short_decimals(set(columns.get("mcc", [])) - {""})
+            and _short_decimals(set(columns.get("mnc", [])) - {""})
+            and _SESSION_CELLS.issuperset(columns.get("session_type", []))
+            and json_objects(list(filter(None, columns.get("event_json", []))))
+        )
 
 
 def read_query_form(query: MultiMapping[str], body: bytes) -> list[dict[str, str]]:
@@ -29,32 +155,26 @@ def read_query_form(query: MultiMapping[str], body: bytes) -> list[dict[str, str
     return [{name: value for name, value in query.items() if value and name != "post_api_key"}]
 
 
+def read_query_batch(query: MultiMapping[str], body: bytes) -> Batch:
+    """``read_query_form``'s event as a batch; its refusals name no row."""
+    return EventBatch(read_query_form(query, body), numbered=False)
+
+
 def read_csv_form(query: MultiMapping[str], body: bytes) -> list[dict[str, str]]:
     """The events of a ``POST events.csv`` body (RFC 4180, UTF-8), empty cells omitted.
 
     A query ``application_id`` fills rows that have none and must agree with rows that have one.
     """
-    unknown = [name for name in query if name not in _CSV_QUERY_PARAMETERS]
-    if unknown:
-        raise BadRequestError(
-            f"query parameter {', '.join(map(repr, unknown))} is not taken with a CSV body; send it as a column"
-        )
-    _refuse_repeated(query)
-    if not body:
-        raise BadRequestError("the body is empty; events.csv takes a header line and one row per event")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRequestError(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = _header(next(reader))
-        events = list(_rows(reader, header, query.get("application_id", "")))
-    except csv.Error as exc:
-        raise BadRequestError(f"line {reader.line_num}: malformed CSV: {exc}") from None
-    if not events:
-        raise BadRequestError("the body has a header line but no rows")
-    return events
+    return _read_events(body, _csv_query_app(query, body))
+
+
+def read_csv_batch(query: MultiMapping[str], body: bytes) -> Batch:
+    """What ``read_csv_form`` reads from the same request, or the same refusal, as a batch to check."""
+    query_app = _csv_query_app(query, body)
+    read = _read_columns(body, query_app)
+    if read is None:
+        return EventBatch(_read_events(body, query_app), numbered=True)
+    return CsvBatch(*read, query_app)
 
 
 def check_rows(
@@ -82,6 +202,69 @@ def _refuse_repeated(query: MultiMapping[str]) -> None:
         raise BadRequestError(f"parameter {', '.join(map(repr, repeated))} is given more than once")
 
 
+def _csv_query_app(query: MultiMapping[str], body: bytes) -> str:
+    """The query's application_id (``""`` for none), once the query and the body's presence pass."""
+    unknown = [name for name in query if name not in _CSV_QUERY_PARAMETERS]
+    if unknown:
+        raise BadRequestError(
+            f"query parameter {', '.join(map(repr, unknown))} is not taken with a CSV body; send it as a column"
+        )
+    _refuse_repeated(query)
+    if not body:
+        raise BadRequestError("the body is empty; events.csv takes a header line and one row per event")
+    return query.get("application_id", "")
+
+
+def _read_events(body: bytes, query_app: str) -> list[dict[str, str]]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequestError(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = _header(next(reader))
+        events = list(_rows(reader, header, query_app))
+    except csv.Error as exc:
+        raise BadRequestError(f"line {reader.line_num}: malformed CSV: {exc}") from None
+    if not events:
+        raise BadRequestError("the body has a header line but no rows")
+    return events
+
+
+def _read_columns(body: bytes, query_app: str) -> tuple[list[str], dict[str, list[str]]] | None:
+    """The header and columns of the rows ``_read_events`` would read from ``body``.
+
+    None wherever it might refuse the body or read it otherwise: the caller then reads it row by row.
+    """
+    # bytes.splitlines() ends lines where io.StringIO(newline="") does (CR, LF, CRLF), and UTF-8 decodes line by
+    # line as it does whole, so the reader gets the very lines _read_events gives it, at a fraction of the cost.
+    reader = csv.reader(map(bytes.decode, body.splitlines(keepends=True)), strict=True)
+    try:
+        header = next(reader, [])
+        width = len(header)
+        if not (width and _COLUMNS.issuperset(header) and len(set(header)) == width):
+            return None
+        cells: list[str] = []
+        widths: set[int] = set()
+        rows = 0
+        # A few hundred rows at a time into one flat list: a list per row kept to the end would cost the garbage
+        # collector and the memory more than the reading.
+        while chunk := list(islice(reader, _CHUNK_ROWS)):
+            rows += len(chunk)
+            if rows > MAX_ROWS_PER_REQUEST:
+                return None
+            widths.update(map(len, chunk))
+            cells.extend(chain.from_iterable(chunk))
+    except (csv.Error, UnicodeDecodeError):
+        return None
+    if widths != {width}:
+        return None
+    columns = {name: cells[index::width] for index, name in enumerate(header)}
+    if query_app and not {"", query_app}.issuperset(columns.get("application_id", [])):
+        return None
+    return header, columns
+
+
 def _header(names: list[str]) -> list[str]:
     if not names:
         raise BadRequestError("the header line is empty")
@@ -103,8 +286,7 @@ def _rows(reader: Iterable[list[str]], header: list[str], query_app: str) -> Ite
             raise BadRequestError(
                 f"more than {MAX_ROWS_PER_REQUEST} rows; the Post API takes at most {MAX_ROWS_PER_REQUEST} per request"
             )
-        # Widths were compared above, so zip need not check them; compress() drops empty cells in C.
-        event = dict(compress(zip(header, row, strict=False), row))
+        event = _event(header, row)
         if query_app:
             row_app = event.setdefault("application_id", query_app)
             if row_app != query_app:
@@ -112,3 +294,49 @@ def _rows(reader: Iterable[list[str]], header: list[str], query_app: str) -> Ite
                     f"row {number}: application_id {row_app!r} disagrees with the query's application_id {query_app!r}"
                 )
         yield event
+
+
+def _event(header: list[str], row: Sequence[str]) -> dict[str, str]:
+    """One row's cells by column, empty ones left out; the row is as wide as the header."""
+    # Widths are equal, so zip need not check them; compress() drops empty cells in C.
+    return dict(compress(zip(header, row, strict=False), row))
+
+
+def _positive_int64(value: str) -> bool:
+    """``check_event``'s test of an application_id: ASCII digits, no longer than 2**63 - 1's, within 1..2**63 - 1."""
+    return value.isascii() and value.isdigit() and len(value) <= _INT64_DIGITS and 0 < int(value) <= _INT64_MAX
+
+
+def _one_identity(profiles: list[str] | None, devices: list[str] | None) -> bool:
+    """Every row has exactly one of profile_id and appmetrica_device_id, and every device id is ASCII digits."""
+    if devices is not None:
+        digits = "".join(devices)
+        if digits and not (digits.isascii() and digits.isdigit()):
+            return False
+        if profiles is None:
+            return all(devices)
+    if profiles is None:
+        return False
+    if devices is None:
+        return all(profiles)
+    return all(map(xor, map(bool, profiles), map(bool, devices)))
+
+
+def _timestamps_fit(stamps: set[str], now: float, max_future_s: float | None) -> bool:
+    """Every distinct timestamp is Unix seconds that ``check_event`` finds neither too late nor expired."""
+    if not _short_decimals(stamps):
+        return False
+    seconds = list(map(int, stamps))
+    newest, oldest = max(seconds), min(seconds)
+    # check_event's own comparisons: each is monotonic in the timestamp, so the extremes decide for all.
+    if newest > MILLISECONDS_THRESHOLD or (max_future_s is not None and newest - now > max_future_s):
+        return False
+    return now - oldest <= MAX_EVENT_AGE_S
+
+
+def _short_decimals(values: set[str]) -> bool:
+    """Every value is one or more ASCII decimal digits, too few to overflow a signed 64-bit integer."""
+    if not values:
+        return True
+    digits = "".join(values)
+    return "" not in values and digits.isascii() and digits.isdigit() and max(map(len, values)) <= _SHORT_DECIMAL

@@ -20,13 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bridge.postapi import EVENTS_CSV_PATH, EVENTS_PATH, MAX_BODY_BYTES
 from bridge.sandbox.config import Faults, Keys, explain
 from bridge.sandbox.faults import FaultInjector
-from bridge.sandbox.intake import BadRequestError, check_rows, read_csv_form, read_query_form
+from bridge.sandbox.intake import BadRequestError, Batch, read_csv_batch, read_query_batch
 from bridge.sandbox.serving import LocalServer
 from bridge.sandbox.state import RequestRecord, SandboxState
 
 _log = structlog.get_logger("bridge.sandbox")
 
-_Reader = Callable[[MultiMapping[str], bytes], list[dict[str, str]]]
+_Reader = Callable[[MultiMapping[str], bytes], Batch]
 _PAGE = 1000
 _Settings = TypeVar("_Settings", Faults, Keys)
 
@@ -101,12 +101,12 @@ class Sandbox(LocalServer):
         self._injector.reset()
 
     async def _import_query_form(self, request: web.Request) -> web.StreamResponse:
-        return await self._import(request, read_query_form, numbered=False)
+        return await self._import(request, read_query_batch)
 
     async def _import_csv_form(self, request: web.Request) -> web.StreamResponse:
-        return await self._import(request, read_csv_form, numbered=True)
+        return await self._import(request, read_csv_batch)
 
-    async def _import(self, request: web.Request, read: _Reader, numbered: bool) -> web.StreamResponse:
+    async def _import(self, request: web.Request, read: _Reader) -> web.StreamResponse:
         arrived = time.monotonic()
         state = self.state
         state.in_flight += 1
@@ -122,7 +122,7 @@ class Sandbox(LocalServer):
             if self.faults.latency_ms:
                 await asyncio.sleep(self.faults.latency_ms / 1000)
             if fault is None:
-                answer = self._accept(request.query, body, read, numbered)
+                answer = self._accept(request.query, body, read)
             else:
                 answer = _Answer(fault.status, detail=fault.detail, retry_after=fault.retry_after)
                 if fault.status is None:
@@ -149,26 +149,26 @@ class Sandbox(LocalServer):
                 ms=round((answered - arrived) * 1000, 1),
             )
 
-    def _accept(self, query: MultiMapping[str], body: bytes, read: _Reader, numbered: bool) -> _Answer:
+    def _accept(self, query: MultiMapping[str], body: bytes, read: _Reader) -> _Answer:
         key = query.get("post_api_key", "")
         refusal = self._keys.refusal(key, ())
         if refusal is not None:
             return _Answer(403, detail=refusal)
         try:
-            events = read(query, body)
+            batch = read(query, body)
         except BadRequestError as exc:
             return _Answer(400, detail=str(exc))
-        refusal = self._keys.refusal(key, {event.get("application_id", "") for event in events})
+        refusal = self._keys.refusal(key, batch.application_ids())
         if refusal is not None:
-            return _Answer(403, len(events), refusal)
+            return _Answer(403, len(batch), refusal)
         try:
-            check_rows(events, time.time(), self.options.max_future_s, self.faults.refuse_event_names, numbered)
+            batch.check(time.time(), self.options.max_future_s, self.faults.refuse_event_names)
         except BadRequestError as exc:
-            return _Answer(400, len(events), str(exc))
+            return _Answer(400, len(batch), str(exc))
         if self.options.keep_events:
-            self.state.events.extend(events)
-        self.state.rows_accepted += len(events)
-        return _Answer(200, len(events))
+            self.state.events.extend(batch.events())
+        self.state.rows_accepted += len(batch)
+        return _Answer(200, len(batch))
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.state.stats())
