@@ -201,7 +201,8 @@ class Children:
         self._running: list[subprocess.Popen[bytes]] = []
 
     def spawn(self, command: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        with log.open("ab") as output:
+        # Truncated: a --workdir used before must not hand wait_for_line the last run's address.
+        with log.open("wb") as output:
             process = subprocess.Popen(
                 list(command),
                 stdin=subprocess.DEVNULL,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 import time
 from collections.abc import Callable
@@ -21,15 +20,13 @@ from bridge.health import make_app
 from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline, Totals
 from bridge.source import Source
-from bridge.transform import Rules
+from bridge.transform import Rules, collect_rarely
 from bridge.upload import Uploader
 
 log = structlog.get_logger("bridge")
 
 EXIT_STARTUP = 1
 EXIT_FAILED = 3
-GC_THRESHOLDS = (20_000, 20, 20)
-"""Young collections every 20,000 allocations instead of 700; older generations as rarely, relative to them."""
 
 
 def run_service(settings: Settings) -> int:
@@ -38,10 +35,8 @@ def run_service(settings: Settings) -> int:
     logs.REDACTOR.add(settings.secrets())
     # This process keeps up to buffer.max_records records alive and allocates several objects for each one it
     # fetches; at the default thresholds a full collection, walking every one of them, came every few thousand
-    # records (a quarter of the process's CPU in the benchmark). What start-up built is never garbage: frozen, no
-    # collection walks it again.
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    # records (a quarter of the process's CPU in the benchmark).
+    collect_rarely()
     return asyncio.run(serve(settings))
 
 

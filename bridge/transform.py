@@ -7,6 +7,7 @@ small ints out, never the decoded records or rows.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -101,14 +102,29 @@ def _pick(columns: list[list[str]], positions: list[int]) -> list[list[str]]:
     return [[column[p] for p in positions] for column in columns]
 
 
+GC_THRESHOLDS: Final = (20_000, 20, 20)
+"""Young collections every 20,000 allocations instead of 700; older generations as rarely, relative to them."""
+
+
+def collect_rarely() -> None:
+    """Freeze what start-up built (never garbage, so no collection walks it again) and collect cycles rarely.
+
+    The hot path allocates several containers per record and makes no cycles: reference counting frees them. At
+    the default thresholds the cycle collector ran every 700 of them, about a tenth of a transform's time.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def start_worker() -> None:
-    """A worker's initializer: leave Ctrl-C to the bridge, and end with the bridge even when it is killed.
+    """A worker's initializer: leave Ctrl-C to the bridge, end with the bridge even when it is killed, collect rarely.
 
     SIGINT from a terminal reaches the whole process group; the bridge drains and shuts the pool down itself.
     SIGTERM stays deadly: a broken pool ends its other workers with it. A pool's workers wait for work forever,
     so a bridge killed with SIGKILL would leave them behind otherwise.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    collect_rarely()
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_after, args=(parent.sentinel,), name="parent-watch", daemon=True).start()
