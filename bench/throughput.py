@@ -18,11 +18,12 @@ Then, on that one topic:
   `consume()` in batches of the bridge's size and decoding each value with `fastavro.schemaless_reader` and a
   schema parsed once by `bridge.avro.parse`, nothing else; events/s from the first batch to the last record.
 - BRIDGE: `python -m bridge run --config FILE` as a child process, once per `--latency-ms` value (0 and 20 by
-  default: the second shows whether concurrent uploads hide the API's latency). Its configuration keeps every
-  default except what points it at the local parts (bootstrap, topic, group, registry URL, sandbox URL, the
-  default application_id the contract events need, the endpoints' port on 127.0.0.1) and
-  `upload.requests_per_second: 1000`, so the rate limit is never what is measured. Its CPU and peak RSS are
-  those of the bridge's process and every process under it (the transform workers), summed.
+  default: the second shows whether uploads, running beside fetching and transforming, hide the API's latency).
+  Its configuration keeps every default except what points it at the local parts (bootstrap, topic, group,
+  registry URL, sandbox URL, the default application_id the contract events need, the endpoints' port on
+  127.0.0.1) and `upload.requests_per_second: 1000`, so the rate limit is never what is measured. Its CPU and
+  peak RSS are those of the bridge's process and every process under it (the transform workers), summed; its
+  CPU is also split between its own process and the workers.
 - `--profile`: one more bridge run at the first latency, under pyinstrument (or py-spy, attached from outside),
   reported apart because a profiler slows what it watches; the top entries of where the time goes are printed.
   pyinstrument (a dev dependency) traces the main thread and inflates call-heavy code; py-spy (`pip install

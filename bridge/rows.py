@@ -104,20 +104,18 @@ class RowMaker:
             applications = [default if a is None else a for a in applications]
         seconds = [millis // 1000 for millis in typed[_TIMESTAMP]]
         doubtful = self._doubtful(typed, applications, seconds, now)
+        typed[_APPLICATION], typed[_TIMESTAMP] = applications, seconds
         columns = [_cells(column, index in _NUMBERS, count) for index, column in enumerate(typed)]
-        columns[_APPLICATION] = _cells(applications, True, count)
-        columns[_TIMESTAMP] = list(map(str, seconds))
         violations: dict[int, Violation] = {}
-        if doubtful:
-            for position in sorted(doubtful):
-                made = self.make(records[position], now)
-                if isinstance(made, Violation):
-                    violations[position] = made
-                    applications[position] = None
-                    continue
-                applications[position] = made.application_id
-                for column, cell in zip(columns, made.values, strict=True):
-                    column[position] = cell
+        for position in sorted(doubtful):
+            made = self.make(records[position], now)
+            if isinstance(made, Violation):
+                violations[position] = made
+                applications[position] = None
+                continue
+            applications[position] = made.application_id
+            for column, cell in zip(columns, made.values, strict=True):
+                column[position] = cell
         return Table(applications, columns, violations)
 
     def _doubtful(
@@ -157,13 +155,12 @@ class RowMaker:
 
 def _cells(column: list[Any], numbers: bool, count: int) -> list[str]:
     """A typed column as cells: `""` for no value, decimal text for numbers."""
-    if column.count(None) == count:
+    nones = column.count(None)
+    if nones == count:
         return [""] * count
     if numbers:
-        return ["" if value is None else str(value) for value in column]
-    if None in column:
-        return ["" if value is None else value for value in column]
-    return column
+        return ["" if value is None else str(value) for value in column] if nones else list(map(str, column))
+    return ["" if value is None else value for value in column] if nones else column
 
 
 def _decimal(text: str) -> bool:
