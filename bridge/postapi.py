@@ -59,8 +59,9 @@ SESSION_TYPES: Final = frozenset({"foreground", "background"})
 REQUIRED_COLUMNS: Final[tuple[str, ...]] = ("application_id", "event_name", "event_timestamp")
 """Required besides post_api_key and exactly one of profile_id / appmetrica_device_id."""
 
-_INT64_MAX: Final = (1 << 63) - 1
-_INT64_DIGITS: Final = len(str(_INT64_MAX))
+INT64_MAX: Final = (1 << 63) - 1
+"""The largest application_id, timestamp, mcc or mnc: the API's integers are signed 64-bit."""
+INT64_DIGITS: Final = len(str(INT64_MAX))
 _COLUMN_SET: Final = frozenset(EVENT_COLUMNS)
 _OPTIONAL_INT_COLUMNS: Final = ("mcc", "mnc")
 
@@ -85,7 +86,7 @@ def _bad_decimal(value: str) -> bool:
     return not (
         value.isascii()
         and value.isdigit()
-        and (len(value) < _INT64_DIGITS or (len(value) == _INT64_DIGITS and int(value) <= _INT64_MAX))
+        and (len(value) < INT64_DIGITS or (len(value) == INT64_DIGITS and int(value) <= INT64_MAX))
     )
 
 

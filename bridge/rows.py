@@ -14,6 +14,7 @@ from typing import Any, Final, NamedTuple, cast
 
 from bridge.postapi import (
     EVENT_COLUMNS,
+    INT64_MAX,
     MAX_EVENT_AGE_S,
     SESSION_TYPES,
     Violation,
@@ -38,7 +39,6 @@ _NUMBERS: Final = frozenset({_APPLICATION, _TIMESTAMP, _MCC, _MNC})
 """Columns the contract types as numbers; every other one is a string."""
 _fields: Final = itemgetter(*EVENT_COLUMNS)
 _getters: Final = tuple(map(itemgetter, EVENT_COLUMNS))
-_INT64_MAX: Final = (1 << 63) - 1
 _SESSION_CELLS: Final = frozenset({None, "", *SESSION_TYPES})
 
 
@@ -124,11 +124,11 @@ class RowMaker:
         """Positions of the records a column test cannot clear; each test looks record by record only on failure."""
         doubtful: set[int] = set()
         if None in applications:
-            doubtful.update(_where(applications, lambda a: a is None or not 0 < a <= _INT64_MAX))
+            doubtful.update(_where(applications, lambda a: a is None or not 0 < a <= INT64_MAX))
         else:
             known = cast(list[int], applications)
-            if min(known) <= 0 or max(known) > _INT64_MAX:
-                doubtful.update(_where(known, lambda a: not 0 < a <= _INT64_MAX))
+            if min(known) <= 0 or max(known) > INT64_MAX:
+                doubtful.update(_where(known, lambda a: not 0 < a <= INT64_MAX))
         if not all(self._has_key(a) for a in set(applications) if a is not None):
             doubtful.update(_where(applications, lambda a: a is not None and not self._has_key(a)))
         oldest, newest = max(0, now - MAX_EVENT_AGE_S), now + self._max_future_s

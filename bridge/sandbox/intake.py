@@ -18,6 +18,8 @@ from multidict import MultiMapping
 
 from bridge.postapi import (
     EVENT_COLUMNS,
+    INT64_DIGITS,
+    INT64_MAX,
     MAX_EVENT_AGE_S,
     MAX_ROWS_PER_REQUEST,
     MILLISECONDS_THRESHOLD,
@@ -29,9 +31,7 @@ from bridge.postapi import (
 _COLUMNS = frozenset(EVENT_COLUMNS)
 _CSV_QUERY_PARAMETERS = frozenset({"post_api_key", "application_id"})
 _SESSION_CELLS: Final = frozenset({"", *SESSION_TYPES})
-_INT64_MAX: Final = (1 << 63) - 1
-_INT64_DIGITS: Final = len(str(_INT64_MAX))
-_SHORT_DECIMAL: Final = _INT64_DIGITS - 1
+_SHORT_DECIMAL: Final = INT64_DIGITS - 1
 """Decimal digits that fit a signed 64-bit integer whatever they are."""
 _CHUNK_ROWS: Final = 300
 """Rows read at a time: fewer than the garbage collector's first threshold (700 new containers)."""
@@ -163,7 +163,8 @@ def read_query_batch(query: MultiMapping[str], body: bytes) -> Batch:
 def read_csv_form(query: MultiMapping[str], body: bytes) -> list[dict[str, str]]:
     """The events of a ``POST events.csv`` body (RFC 4180, UTF-8), empty cells omitted.
 
-    A query ``application_id`` fills rows that have none and must agree with rows that have one.
+    A query ``application_id`` fills rows that have none and must agree with rows that have one. This is the
+    row-by-row reading: the server answers through ``read_csv_batch``, which must read every body the same way.
     """
     return _read_events(body, _csv_query_app(query, body))
 
@@ -304,7 +305,7 @@ def _event(header: list[str], row: Sequence[str]) -> dict[str, str]:
 
 def _positive_int64(value: str) -> bool:
     """``check_event``'s test of an application_id: ASCII digits, no longer than 2**63 - 1's, within 1..2**63 - 1."""
-    return value.isascii() and value.isdigit() and len(value) <= _INT64_DIGITS and 0 < int(value) <= _INT64_MAX
+    return value.isascii() and value.isdigit() and len(value) <= INT64_DIGITS and 0 < int(value) <= INT64_MAX
 
 
 def _one_identity(profiles: list[str] | None, devices: list[str] | None) -> bool:
