@@ -44,6 +44,9 @@ FETCH_TIMEOUT_S = 0.1
 FETCH_MAX = 5000
 CHUNK_RECORDS = 1000
 """Records per transform: enough to make a worker's round trip cheap, few enough to keep every worker busy."""
+QUEUED_PER_WORKER = 3
+"""Chunks sent to the workers and not yet back, per worker, before the owner loop stops fetching: enough that no
+worker waits for work, few enough that records wait in Kafka rather than in this process's memory."""
 RESUME_FRACTION = 0.8
 """Paused partitions resume once held records and bytes fall below this share of their limits."""
 REGISTRY_RETRY_S = 2.0
@@ -100,6 +103,7 @@ class Pipeline:
         self._held_bytes = 0
         self._stopping = asyncio.Event()
         self._task_finished = asyncio.Event()
+        self._transform_finished = asyncio.Event()
         self._draining = False
         self._kafka_up = True
         self.heartbeat = time.monotonic()
@@ -143,7 +147,12 @@ class Pipeline:
                 self.heartbeat = time.monotonic()
                 await self._apply_back_pressure()
                 room = self._config.buffer.max_records - self._held_records
-                records = await self._source.fetch(max(1, min(FETCH_MAX, room)), FETCH_TIMEOUT_S)
+                if self._transforms_full():
+                    # The workers have enough queued: records fetched now would only wait in memory.
+                    await self._next_transform(FETCH_TIMEOUT_S)
+                    records = []
+                else:
+                    records = await self._source.fetch(max(1, min(FETCH_MAX, room)), FETCH_TIMEOUT_S)
                 if records:
                     self._kafka_up = True
                     self._waiting.extend(self._hold(records))
@@ -268,8 +277,17 @@ class Pipeline:
         self._transforming.append((chunk, future))
         future.add_done_callback(self._transformed)
 
+    def _transforms_full(self) -> bool:
+        return self._pool is not None and len(self._transforming) >= self._config.transform.workers * QUEUED_PER_WORKER
+
+    async def _next_transform(self, timeout_s: float) -> None:
+        self._transform_finished.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._transform_finished.wait(), timeout_s)
+
     def _transformed(self, _: asyncio.Future[Transformed]) -> None:
         """Apply the finished chunks at the head of the queue: a chunk waits for those sent before it."""
+        self._transform_finished.set()
         transforming = self._transforming
         while transforming and transforming[0][1].done():
             chunk, future = transforming.popleft()

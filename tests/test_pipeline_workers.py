@@ -1,19 +1,22 @@
-"""The owner loop's side of the transform workers, without Kafka: a worker that dies while chunks are in flight."""
+"""The owner loop's side of the transform workers, without Kafka: a worker that dies while chunks are in flight,
+and fetching that waits while the workers are behind."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, cast
 
 import psutil
+from confluent_kafka import TopicPartition
 
 from bridge.avro import contract_schema, parse
-from bridge.config import AvroConfig, BridgeConfig, KafkaConfig, TransformConfig
+from bridge.config import AvroConfig, BatchConfig, BridgeConfig, KafkaConfig, TransformConfig
 from bridge.decode import RawDecoder
 from bridge.metrics import Metrics
-from bridge.pipeline import Pipeline
+from bridge.pipeline import QUEUED_PER_WORKER, Pipeline
 from bridge.source import Source
 from bridge.transform import Rules
 from bridge.upload import Uploader
@@ -46,16 +49,17 @@ class NoSource:
         pass
 
 
-def pipeline(workers: int) -> Pipeline:
+def pipeline(workers: int, source: type[Any] = NoSource) -> Pipeline:
     config = BridgeConfig(
         kafka=KafkaConfig(bootstrap_servers="127.0.0.1:1", topics=["t"]),
         avro=AvroConfig(format="raw", schema_file=Path(SCHEMA_FILE)),
         transform=TransformConfig(workers=workers),
+        batch=BatchConfig(max_rows=100_000, linger_ms=600_000),
     )
     decoder = RawDecoder(SCHEMA_FILE, parse(contract_schema()))
     rules = Rules(default_application=4242, keyed=None, max_future_s=3600)
-    # Nothing here reaches Kafka or the Post API: batches stay open (10,000 rows, a linger nobody checks).
-    return Pipeline(config, cast(type[Source], NoSource), decoder, rules, cast(Uploader, None), None, Metrics())
+    # Nothing here reaches Kafka or the Post API: batches stay open (100,000 rows, a ten-minute linger).
+    return Pipeline(config, cast(type[Source], source), decoder, rules, cast(Uploader, None), None, Metrics())
 
 
 async def test_a_worker_dying_mid_chunk_fails_the_loop_and_lets_go_of_what_it_never_transformed() -> None:
@@ -98,3 +102,60 @@ async def test_in_process_and_worker_transforms_batch_the_same_lines() -> None:
             bridge._pool.shutdown(wait=True)
     assert bodies[0] == bodies[1]
     assert len(bodies[0]) == 1, "one application, one set of columns: one batch"
+
+
+class Backlog:
+    """A partition with 30,000 records ready at once, fetched as fast as the owner loop asks; it notes how many
+    chunks were in the workers each time the loop fetched."""
+
+    records = 30_000
+
+    def __init__(self, _: Any, owner: Pipeline, __: Any) -> None:
+        self._owner = owner
+        value = raw_avro(event(1, int(time.time() * 1000)))
+        self._messages = [Message(0, offset, value) for offset in range(self.records)]
+        self.fetched = 0
+        self.queued_at_fetch: list[int] = []
+
+    async def start(self) -> None:
+        await self._owner.assigned([TopicPartition("t", 0)])
+
+    async def fetch(self, max_records: int, timeout_s: float) -> list[Message]:
+        self.queued_at_fetch.append(len(self._owner._transforming))
+        batch = self._messages[self.fetched : self.fetched + max_records]
+        self.fetched += len(batch)
+        # As a consumer does: give the event loop a turn, and wait out the timeout when there is nothing.
+        await asyncio.sleep(0 if batch else timeout_s)
+        return batch
+
+    async def commit(self, _: Any) -> bool:
+        return True
+
+    async def reachable(self) -> bool:
+        return True
+
+    async def high_watermarks(self, _: Any) -> dict[tuple[str, int], int]:
+        return {}
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_the_owner_loop_stops_fetching_while_the_workers_have_enough_queued() -> None:
+    bridge = pipeline(workers=1, source=Backlog)
+    source = cast(Backlog, bridge._source)
+    running = asyncio.create_task(bridge.run())
+    try:
+        for _ in range(600):
+            if bridge._batcher.rows == Backlog.records:
+                break
+            await asyncio.sleep(0.05)
+        assert bridge._batcher.rows == Backlog.records, "every record was transformed"
+        # Fetching is five times quicker than one worker: without the wait, all 30 chunks would queue at once,
+        # held in this process's memory rather than in Kafka.
+        assert max(source.queued_at_fetch) < QUEUED_PER_WORKER
+        assert len(source.queued_at_fetch) > Backlog.records // 5000, "it fetched again as the worker caught up"
+    finally:
+        bridge.stop()
+        # The drain launches the open batch at an uploader that is not there; its task fails, the run ends.
+        await asyncio.wait_for(running, 60)
