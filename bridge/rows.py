@@ -16,6 +16,7 @@ from bridge.postapi import (
     EVENT_COLUMNS,
     INT64_MAX,
     MAX_EVENT_AGE_S,
+    MILLISECONDS_THRESHOLD,
     SESSION_TYPES,
     Violation,
     check_event,
@@ -131,7 +132,7 @@ class RowMaker:
                 doubtful.update(_where(known, lambda a: not 0 < a <= INT64_MAX))
         if not all(self._has_key(a) for a in set(applications) if a is not None):
             doubtful.update(_where(applications, lambda a: a is not None and not self._has_key(a)))
-        oldest, newest = max(0, now - MAX_EVENT_AGE_S), now + self._max_future_s
+        oldest, newest = max(0, now - MAX_EVENT_AGE_S), min(now + self._max_future_s, MILLISECONDS_THRESHOLD)
         if min(seconds) < oldest or max(seconds) > newest:
             doubtful.update(_where(seconds, lambda s: not oldest <= s <= newest))
         if not all(typed[_NAME]):

@@ -182,3 +182,11 @@ def test_the_column_tests_never_clear_what_the_rules_refuse(
             assert judged is None and (keyed is None or application in keyed)
             assert table.applications[position] == application
             assert {name: column[position] for name, column in zip(EVENT_COLUMNS, table.columns, strict=True)} == cells
+
+
+def test_a_timestamp_in_milliseconds_is_refused_however_far_ahead_events_may_be() -> None:
+    maker = RowMaker(1111, lambda _: True, max_future_s=1e12)
+    table = maker.table([record(event_timestamp=(10**11 + 5) * 1000), record()], NOW)
+    assert list(table.violations) == [0]
+    assert "looks like milliseconds" in table.violations[0].detail
+    assert table.applications == [None, 1111]
