@@ -64,8 +64,7 @@ def transform(values: Sequence[bytes | None], now: float, rules: Rules, schemas:
     decode = _READERS.decoder(schemas)
     failures: dict[int, Failure] = {}
     records = []
-    indexes = []
-    """The chunk index of each decoded record."""
+    indexes = []  # the chunk index of each decoded record
     for index, value in enumerate(values):
         if value is None:
             failures[index] = ("decode", "null value (a tombstone): there is no event to upload")
