@@ -78,7 +78,7 @@ class Violation:
     detail: str
 
 
-def _bad_decimal(value: str) -> bool:
+def bad_decimal(value: str) -> bool:
     """True unless ``value`` is ASCII decimal digits fitting a signed 64-bit integer.
 
     ``int()`` alone would also take signs, spaces, underscores and non-ASCII digits.
@@ -182,9 +182,9 @@ def check_event(params: Mapping[str, str], now: float, max_future_s: float | Non
     if device_id and not (device_id.isascii() and device_id.isdigit()):
         return Violation("invalid", f"appmetrica_device_id {_shorten(device_id)} is not a non-negative decimal integer")
 
-    if _bad_decimal(application_id) or int(application_id) == 0:
+    if bad_decimal(application_id) or int(application_id) == 0:
         return Violation("invalid", f"application_id {_shorten(application_id)} is not a positive integer")
-    if _bad_decimal(event_timestamp):
+    if bad_decimal(event_timestamp):
         return Violation(
             "invalid",
             f"event_timestamp {_shorten(event_timestamp)} is not a non-negative integer of Unix seconds",
@@ -202,7 +202,7 @@ def check_event(params: Mapping[str, str], now: float, max_future_s: float | Non
     for name in _OPTIONAL_INT_COLUMNS:
         if name in params:
             value = params[name]
-            if value and _bad_decimal(value):
+            if value and bad_decimal(value):
                 return Violation("invalid", f"{name} {_shorten(value)} is not a non-negative integer")
 
     event_json = params.get("event_json")

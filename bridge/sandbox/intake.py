@@ -19,11 +19,11 @@ from multidict import MultiMapping
 from bridge.postapi import (
     EVENT_COLUMNS,
     INT64_DIGITS,
-    INT64_MAX,
     MAX_EVENT_AGE_S,
     MAX_ROWS_PER_REQUEST,
     MILLISECONDS_THRESHOLD,
     SESSION_TYPES,
+    bad_decimal,
     check_event,
     json_objects,
 )
@@ -304,8 +304,8 @@ def _event(header: list[str], row: Sequence[str]) -> dict[str, str]:
 
 
 def _positive_int64(value: str) -> bool:
-    """``check_event``'s test of an application_id: ASCII digits, no longer than 2**63 - 1's, within 1..2**63 - 1."""
-    return value.isascii() and value.isdigit() and len(value) <= INT64_DIGITS and 0 < int(value) <= INT64_MAX
+    """``check_event``'s test of an application_id: ASCII digits of a signed 64-bit integer, not 0."""
+    return not bad_decimal(value) and int(value) != 0
 
 
 def _one_identity(profiles: list[str] | None, devices: list[str] | None) -> bool:
