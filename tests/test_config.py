@@ -146,7 +146,7 @@ def test_routes_alone_need_no_kafka_topics(tmp_path: Path) -> None:
         ('  - topics: ["appmetrica.events"]\n    method: revenue\n', "topic 'appmetrica.events' is named by both"),
         ('  - topics: ["a", "a"]\n    method: revenue\n', "topic 'a' is named by both routes.0 and routes.0"),
         ('  - topics: ["a"]\n    method: refunds\n', "routes.0.method"),
-        ('  - topics: []\n    method: revenue\n', "routes.0.topics"),
+        ("  - topics: []\n    method: revenue\n", "routes.0.topics"),
     ],
 )
 def test_a_bad_route_is_named(tmp_path: Path, routes: str, named: str) -> None:
