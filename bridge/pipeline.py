@@ -269,10 +269,10 @@ class Pipeline:
     def _submit(self, chunk: Sequence[Held], schemas: WriterSchemas) -> None:
         values = [item.value for item in chunk]
         if self._pool is None:
-            self._apply(chunk, transform(values, time.time(), self._rules, schemas))
+            self._apply(chunk, transform(values, time.time(), self._rules, schemas, "events"))
             return
         future = asyncio.get_running_loop().run_in_executor(
-            self._pool, transform, values, time.time(), self._rules, schemas
+            self._pool, transform, values, time.time(), self._rules, schemas, "events"
         )
         self._transforming.append((chunk, future))
         future.add_done_callback(self._transformed)

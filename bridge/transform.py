@@ -20,6 +20,7 @@ from typing import Final, Literal, NamedTuple
 
 from bridge import csvbody
 from bridge.avro import DecodeError, Readers, ReasonClass, WriterSchemas
+from bridge.methods import METHODS, MethodName
 from bridge.rows import RowMaker
 
 Failure = tuple[ReasonClass | Literal["invalid", "expired"], str]
@@ -59,15 +60,19 @@ class Transformed(NamedTuple):
     """By the record's index in the chunk."""
 
 
-def transform(values: Sequence[bytes | None], now: float, rules: Rules, schemas: WriterSchemas) -> Transformed:
-    """Decode each value, make its row (or name the rule it breaks), and encode the rows to CSV lines."""
-    decode = _READERS.decoder(schemas)
+def transform(
+    values: Sequence[bytes | None], now: float, rules: Rules, schemas: WriterSchemas, method_name: MethodName
+) -> Transformed:
+    """Decode each value into `method_name`'s contract, make its row (or name the rule it breaks), and encode the
+    rows to CSV lines."""
+    method = METHODS[method_name]
+    decode = _READERS.decoder(schemas, method_name)
     failures: dict[int, Failure] = {}
     records = []
     indexes = []  # the chunk index of each decoded record
     for index, value in enumerate(values):
         if value is None:
-            failures[index] = ("decode", "null value (a tombstone): there is no event to upload")
+            failures[index] = ("decode", "null value (a tombstone): there is no row to upload")
             continue
         try:
             records.append(decode(value))
@@ -75,7 +80,7 @@ def transform(values: Sequence[bytes | None], now: float, rules: Rules, schemas:
             failures[index] = (failure.reason, failure.detail)
             continue
         indexes.append(index)
-    table = RowMaker(rules.default_application, rules.has_key, rules.max_future_s).table(records, now)
+    table = RowMaker(method, rules.default_application, rules.has_key, rules.max_future_s).table(records, now)
     for position, violation in table.violations.items():
         failures[indexes[position]] = (violation.reason, violation.detail)
     by_application: dict[int, list[int]] = {}
@@ -88,7 +93,7 @@ def transform(values: Sequence[bytes | None], now: float, rules: Rules, schemas:
     for group, (application, positions) in enumerate(by_application.items()):
         columns = table.columns if len(positions) == len(records) else _pick(table.columns, positions)
         used, group_lines = csvbody.lines(columns)
-        groups.append((application, csvbody.header(used)))
+        groups.append((application, csvbody.header(method.names, used)))
         for position, line in zip(positions, group_lines, strict=True):
             index = indexes[position]
             placed[index] = group

@@ -21,8 +21,8 @@ import structlog
 
 from bridge.config import PostApiKeys, UploadConfig
 from bridge.csvbody import CONTENT_TYPE
+from bridge.methods import EVENTS
 from bridge.metrics import Metrics
-from bridge.postapi import EVENTS_CSV_PATH
 
 log = structlog.get_logger("bridge.upload")
 
@@ -140,7 +140,7 @@ class Uploader:
         rng: random.Random | None = None,
     ) -> None:
         self._session = session
-        self._url = base_url + EVENTS_CSV_PATH
+        self._url = base_url + EVENTS.csv_path
         self._keys = keys
         self._config = config
         self._metrics = metrics

@@ -19,7 +19,8 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
-from bridge.postapi import EVENT_COLUMNS, EVENTS_CSV_PATH, EVENTS_PATH, MAX_ROWS_PER_REQUEST
+from bridge.methods import EVENTS
+from bridge.postapi import MAX_ROWS_PER_REQUEST
 from bridge.sandbox import Faults, Keys, Sandbox, SandboxOptions
 from bridge.sandbox.cli import register
 from bridge.sandbox.faults import FaultInjector
@@ -82,11 +83,11 @@ async def post_csv(
     key: str = KEY,
     **query: str | int,
 ) -> Answer:
-    return await post(http, sandbox.url + EVENTS_CSV_PATH, {"post_api_key": key, **query}, body)
+    return await post(http, sandbox.url + EVENTS.csv_path, {"post_api_key": key, **query}, body)
 
 
 async def post_query(http: aiohttp.ClientSession, sandbox: Sandbox, key: str = KEY, **params: str | int) -> Answer:
-    return await post(http, sandbox.url + EVENTS_PATH, {"post_api_key": key, **params})
+    return await post(http, sandbox.url + EVENTS.path, {"post_api_key": key, **params})
 
 
 async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
@@ -114,13 +115,13 @@ async def test_query_form_event_is_stored_as_received(http: aiohttp.ClientSessio
 
 async def test_query_form_refuses_a_body(http: aiohttp.ClientSession, sandbox: Sandbox) -> None:
     query = {"post_api_key": KEY, "application_id": APP, **row()}
-    answer = await post(http, sandbox.url + EVENTS_PATH, query, b"x")
+    answer = await post(http, sandbox.url + EVENTS.path, query, b"x")
     assert answer.status == 400
     assert "empty body" in answer.text
 
 
 async def test_query_form_refuses_a_repeated_parameter(http: aiohttp.ClientSession, sandbox: Sandbox) -> None:
-    url = f"{sandbox.url}{EVENTS_PATH}?post_api_key={KEY}&application_id={APP}&event_name=a&event_name=b"
+    url = f"{sandbox.url}{EVENTS.path}?post_api_key={KEY}&application_id={APP}&event_name=a&event_name=b"
     async with http.post(url) as response:
         assert response.status == 400
         assert await response.text() == "parameter 'event_name' is given more than once"
@@ -212,7 +213,7 @@ async def test_csv_rule_violation_names_row_and_column_and_refuses_the_batch(
 @pytest.mark.parametrize(
     ("body", "detail"),
     [
-        (b"", "the body is empty; events.csv takes a header line and one row per event"),
+        (b"", "the body is empty; events.csv takes a header line and one row per record"),
         (b"event_name,event_timestamp,profile_id\r\n", "the body has a header line but no rows"),
         (b"\r\nx,1,p\r\n", "the header line is empty"),
         (b"event_name,colour,profile_id\r\nx,red,p\r\n", "unknown column 'colour' in the header"),
@@ -285,7 +286,7 @@ async def test_missing_or_wrong_key_is_403_in_both_forms(
         await post_csv(http, sandbox, csv_body([row()]), key=key, application_id=APP),
     ):
         assert (answer.status, answer.text) == (403, detail)
-    async with http.post(sandbox.url + EVENTS_CSV_PATH, data=csv_body([row()])) as response:
+    async with http.post(sandbox.url + EVENTS.csv_path, data=csv_body([row()])) as response:
         assert response.status == 403
     assert sandbox.state.events == []
 
@@ -475,7 +476,9 @@ async def test_stats_and_peak_concurrency(http: aiohttp.ClientSession, sandbox: 
         "by_status": {"200": 5, "403": 1},
         "dropped": 0,
         "rows_accepted": 5,
+        "rows_by_method": {"events": 5, "revenue": 0, "adrevenue": 0, "ecommerce": 0, "profiles": 0},
         "events_kept": 5,
+        "kept_by_method": {"events": 5, "revenue": 0, "adrevenue": 0, "ecommerce": 0, "profiles": 0},
         "in_flight": 0,
         "peak_concurrency": 5,
     }
@@ -501,8 +504,8 @@ async def test_request_log(http: aiohttp.ClientSession, sandbox: Sandbox) -> Non
     await post_csv(http, sandbox, csv_body([row(3)]), application_id=APP)
     log = sandbox.state.requests
     assert [(r.path, r.rows, r.status, r.retry_after) for r in log] == [
-        (EVENTS_CSV_PATH, 2, 200, None),
-        (EVENTS_CSV_PATH, 0, 429, 2),
+        (EVENTS.csv_path, 2, 200, None),
+        (EVENTS.csv_path, 0, 429, 2),
     ]
     assert before <= log[0].arrived <= log[1].arrived <= time.monotonic()
     listed = await get_json(http, sandbox.url + "/sandbox/requests?offset=1")
@@ -548,7 +551,7 @@ async def test_restart_on_the_same_port_keeps_state(http: aiohttp.ClientSession,
     assert (await post_query(http, sandbox, application_id=APP, **row(1))).status == 200
     await sandbox.stop()
     with pytest.raises(aiohttp.ClientConnectionError):
-        await post(http, url + EVENTS_PATH, {"post_api_key": KEY, "application_id": APP, **row(2)})
+        await post(http, url + EVENTS.path, {"post_api_key": KEY, "application_id": APP, **row(2)})
     assert await sandbox.start(port=int(url.rsplit(":", 1)[1])) == url
     assert (await post_query(http, sandbox, application_id=APP, **row(3))).status == 200
     assert [event["profile_id"] for event in sandbox.state.events] == ["user-1", "user-3"]
@@ -652,7 +655,7 @@ async def test_cli_serves_until_sigterm(http: aiohttp.ClientSession) -> None:
         url = first.split()[-1]
         assert second.strip() == f"stats: {url}/sandbox/stats"
         query = {"post_api_key": KEY, "application_id": APP, **row()}
-        assert (await post(http, url + EVENTS_PATH, query)).status == 200
+        assert (await post(http, url + EVENTS.path, query)).status == 200
         assert (await get_json(http, url + "/sandbox/stats"))["rows_accepted"] == 1
         process.send_signal(signal.SIGTERM)
         rest, errors = await asyncio.wait_for(process.communicate(), 20)
@@ -667,6 +670,6 @@ def test_every_event_column_is_accepted_as_a_csv_header() -> None:
 
     from bridge.sandbox.intake import read_csv_form
 
-    values = {name: "" for name in EVENT_COLUMNS} | row() | {"application_id": str(APP)}
-    events = read_csv_form(MultiDict(post_api_key=KEY), csv_body([values], list(EVENT_COLUMNS)))
+    values = {name: "" for name in EVENTS.names} | row() | {"application_id": str(APP)}
+    events = read_csv_form(EVENTS, MultiDict(post_api_key=KEY), csv_body([values], list(EVENTS.names)))
     assert events == [{name: value for name, value in values.items() if value}]
