@@ -19,7 +19,7 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
-from bridge.methods import EVENTS
+from bridge.methods import EVENTS, METHODS, Method
 from bridge.postapi import MAX_ROWS_PER_REQUEST
 from bridge.sandbox import Faults, Keys, Sandbox, SandboxOptions
 from bridge.sandbox.cli import register
@@ -673,3 +673,75 @@ def test_every_event_column_is_accepted_as_a_csv_header() -> None:
     values = {name: "" for name in EVENTS.names} | row() | {"application_id": str(APP)}
     events = read_csv_form(EVENTS, MultiDict(post_api_key=KEY), csv_body([values], list(EVENTS.names)))
     assert events == [{name: value for name, value in values.items() if value}]
+
+
+# Every method ---------------------------------------------------------------------------------------------------
+
+
+def method_row(method: Method, seq: int) -> dict[str, str]:
+    """A valid row of ``method`` (application_id left to the query), labelled by ``seq``."""
+    stamp = {"event_timestamp": str(int(time.time()) - 60)}
+    rows: dict[str, dict[str, str]] = {
+        "events": row(seq),
+        "revenue": {"profile_id": "u", "revenue_event_type": "refund", "price": "-4.99", "currency": "usd"} | stamp,
+        "adrevenue": {"profile_id": "u", "revenue": "0.00012345", "currency": "EUR", "ad_type": "banner"} | stamp,
+        "ecommerce": {
+            "appmetrica_device_id": "18446744073709551617",
+            "ecom_event_type": "PURCHASE",
+            "order_id": "o-1",
+            "product_name": "p",
+            "cart_item_quantity": "2",
+            "original_price_currency": "rub",
+            "original_price_value": "1.05",
+            "product_promo_codes": "[promo_code_1,promo_code_2]",
+        }
+        | stamp,
+        "profiles": {"attributes": json.dumps({"level": seq, "vip": True, "name": "x"})},
+    }
+    return rows[method.name] | {method.label: f"label-{seq}"}
+
+
+@pytest.mark.parametrize("method", METHODS.values(), ids=lambda m: m.name)
+async def test_every_method_takes_both_forms_and_counts_its_rows(
+    http: aiohttp.ClientSession, sandbox: Sandbox, method: Method
+) -> None:
+    url = sandbox.url + method.path
+    rows = [method_row(method, seq) for seq in range(3)]
+    assert (await post(http, url + ".csv", {"post_api_key": KEY, "application_id": APP}, csv_body(rows))).status == 200
+    answer = await post(http, url, {"post_api_key": KEY, "application_id": APP, **method_row(method, 3)})
+    assert answer.status == 200, answer.text
+    stats = await get_json(http, sandbox.url + "/sandbox/stats")
+    assert stats["rows_by_method"] == {name: 4 if name == method.name else 0 for name in METHODS}
+    page = await get_json(http, f"{sandbox.url}/sandbox/rows/{method.name}?offset=1&limit=2")
+    assert page["total"] == 4
+    assert [r[method.label] for r in page["rows"]] == ["label-1", "label-2"]
+    assert all(r["application_id"] == str(APP) for r in page["rows"])
+
+
+@pytest.mark.parametrize("method", METHODS.values(), ids=lambda m: m.name)
+async def test_every_method_refuses_with_the_broken_rule_and_honours_keys_refusals_and_faults(
+    http: aiohttp.ClientSession, sandbox: Sandbox, method: Method
+) -> None:
+    url = sandbox.url + method.csv_path
+    query = {"post_api_key": KEY, "application_id": APP}
+    required = next(c.name for c in method.columns if c.required and not c.filled and c.name != "profile_id")
+    missing = method_row(method, 1) | {required: ""}
+    answer = await post(http, url, query, csv_body([method_row(method, 0), missing]))
+    assert (answer.status, answer.text) == (400, f"row 2: {required} is missing")
+    assert (await post(http, url, {**query, "post_api_key": "wrong"}, csv_body([method_row(method, 0)]))).status == 403
+    wrong_app = await post(http, url, {**query, "application_id": OTHER_APP}, csv_body([method_row(method, 0)]))
+    assert wrong_app.status == 403
+    sandbox.set_faults(refuse_event_names={"label-1"})
+    refused = await post(http, url, query, csv_body([method_row(method, 0), method_row(method, 1)]))
+    assert (refused.status, refused.text) == (400, f"row 2: {method.label} 'label-1' is refused by this sandbox")
+    sandbox.set_faults(refuse_event_names=set(), fault_5xx=1.0)
+    assert (await post(http, url, query, csv_body([method_row(method, 0)]))).status >= 500
+    sandbox.set_faults(fault_5xx=0.0)
+    assert (await post(http, url, query, csv_body([method_row(method, 0)]))).status == 200
+    assert sandbox.state.accepted_by_method[method.name] == 1
+
+
+async def test_an_unknown_method_has_no_rows_page(http: aiohttp.ClientSession, sandbox: Sandbox) -> None:
+    async with http.get(sandbox.url + "/sandbox/rows/purchases") as response:
+        assert response.status == 404
+        assert "the methods are events, revenue, adrevenue, ecommerce, profiles" in await response.text()
