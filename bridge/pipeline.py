@@ -31,6 +31,7 @@ from bridge.batching import Batch, Batcher, Held
 from bridge.config import BridgeConfig
 from bridge.deadletter import DeadLetters, Reason
 from bridge.decode import Decoder, RegistryUnavailableError
+from bridge.methods import MethodName
 from bridge.metrics import Metrics
 from bridge.offsets import PartitionOffsets
 from bridge.source import Partitions, Source
@@ -66,6 +67,8 @@ class Totals:
     dead_lettered: int = 0
     requests: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+    uploaded_by_method: Counter[str] = field(default_factory=Counter)
+    dead_lettered_by_method: Counter[str] = field(default_factory=Counter)
 
 
 class Pipeline:
@@ -82,7 +85,11 @@ class Pipeline:
         metrics: Metrics,
     ) -> None:
         self._config = config
-        self._source = source_factory(config.kafka, self, self._on_kafka_error)
+        self._source = source_factory(config.kafka, config.topics, self, self._on_kafka_error)
+        self._method_of: dict[str, MethodName] = {
+            topic: route.method for route in config.effective_routes for topic in route.topics
+        }
+        """Each topic's method: its route's."""
         self._decoder = decoder
         self._rules = rules
         self._uploader = uploader
@@ -255,24 +262,39 @@ class Pipeline:
             self._registry_retry_at = time.monotonic() + REGISTRY_RETRY_S
             log.warning("schema registry unavailable; records wait", error=str(exc), records=len(self._waiting))
             return
-        schemas = self._decoder.schemas()
-        for start in range(0, len(waiting), CHUNK_RECORDS):
+        chunks = [
+            (method, items[start : start + CHUNK_RECORDS])
+            for method, items in self._by_method(waiting).items()
+            for start in range(0, len(items), CHUNK_RECORDS)
+        ]
+        for index, (method, chunk) in enumerate(chunks):
             try:
-                self._submit(waiting[start : start + CHUNK_RECORDS], schemas)
+                self._submit(chunk, self._decoder.schemas(method), method)
             except BrokenProcessPool:
                 # A worker died while the pool was idle: nothing more is sent, and nothing waits for these.
-                self._let_go(waiting[start:])
+                self._let_go([item for _, rest in chunks[index:] for item in rest])
                 raise
+
+    def _by_method(self, held: list[Held]) -> dict[MethodName, list[Held]]:
+        """The records of each method, each in the order held: a partition is one topic's, so one method's."""
+        methods = set(self._method_of.values())
+        if len(methods) == 1:
+            return {methods.pop(): held}
+        by_method: dict[MethodName, list[Held]] = {}
+        method_of = self._method_of
+        for item in held:
+            by_method.setdefault(method_of[item.state.topic], []).append(item)
+        return by_method
 
     # -- transforms -----------------------------------------------------------------------------------------
 
-    def _submit(self, chunk: Sequence[Held], schemas: WriterSchemas) -> None:
+    def _submit(self, chunk: Sequence[Held], schemas: WriterSchemas, method: MethodName) -> None:
         values = [item.value for item in chunk]
         if self._pool is None:
-            self._apply(chunk, transform(values, time.time(), self._rules, schemas, "events"))
+            self._apply(chunk, transform(values, time.time(), self._rules, schemas, method))
             return
         future = asyncio.get_running_loop().run_in_executor(
-            self._pool, transform, values, time.time(), self._rules, schemas, "events"
+            self._pool, transform, values, time.time(), self._rules, schemas, method
         )
         self._transforming.append((chunk, future))
         future.add_done_callback(self._transformed)
@@ -338,11 +360,14 @@ class Pipeline:
             await self._dead_letters.write(item.record, reason, detail)
         for item in items:
             item.state.done(item.offset)
-        self._metrics.rows_dead_lettered.labels(reason).inc(len(items))
+        method = self._method_of[items[0].state.topic]
+        self._metrics.rows_dead_lettered.labels(method, reason).inc(len(items))
         self.totals.dead_lettered += len(items)
         self.totals.by_reason[reason] = self.totals.by_reason.get(reason, 0) + len(items)
+        self.totals.dead_lettered_by_method[method] += len(items)
         log.warning(
             "dead-lettered",
+            method=method,
             reason=reason,
             detail=detail,
             records=len(items),
@@ -387,18 +412,19 @@ class Pipeline:
         body = batch.body()
         self._metrics.batch_rows.observe(len(batch.lines))
         self._metrics.batch_bytes.observe(len(body))
-        answer = await self._uploader.deliver(batch.application_id, body, len(batch.lines))
-        self._count_requests(answer, len(batch.lines))
+        answer = await self._uploader.deliver(batch.method, batch.application_id, body, len(batch.lines))
+        self._count_requests(batch, answer)
         if answer.verdict is Verdict.ACCEPTED:
             self._accepted(batch)
         else:
             budget = [self._config.upload.max_split_requests] if split_budget is None else split_budget
             await self._isolate(batch, answer, budget)
 
-    def _count_requests(self, answer: Answer, rows: int) -> None:
+    def _count_requests(self, batch: Batch, answer: Answer) -> None:
         self.totals.requests += answer.attempts
         if answer.verdict is Verdict.ACCEPTED:
-            self.totals.uploaded += rows
+            self.totals.uploaded += len(batch.lines)
+            self.totals.uploaded_by_method[batch.method] += len(batch.lines)
 
     def _accepted(self, batch: Batch) -> None:
         for item in batch.refs:

@@ -129,5 +129,7 @@ def _summary(totals: Totals) -> dict[str, object]:
         "uploaded": totals.uploaded,
         "dead_lettered": totals.dead_lettered,
         "dead_lettered_by_reason": totals.by_reason,
+        "uploaded_by_method": dict(totals.uploaded_by_method),
+        "dead_lettered_by_method": dict(totals.dead_lettered_by_method),
         "requests": totals.requests,
     }

@@ -49,9 +49,9 @@ class Rules:
 class Transformed(NamedTuple):
     """A chunk's outcome, record by record in the chunk's order."""
 
-    groups: list[tuple[int, bytes]]
-    """(application_id, CSV header line) of each group: the rows of one application, encoded over the columns any
-    of them uses."""
+    groups: list[tuple[MethodName, int, bytes]]
+    """(method, application_id, CSV header line) of each group: the rows of one application, encoded over the
+    columns any of them uses; the batch key of its lines."""
     placed: array[int]
     """Each record's group index, or FAILED."""
     lines: list[bytes]
@@ -93,7 +93,7 @@ def transform(
     for group, (application, positions) in enumerate(by_application.items()):
         columns = table.columns if len(positions) == len(records) else _pick(table.columns, positions)
         used, group_lines = csvbody.lines(columns)
-        groups.append((application, csvbody.header(method.names, used)))
+        groups.append((method_name, application, csvbody.header(method.names, used)))
         for position, line in zip(positions, group_lines, strict=True):
             index = indexes[position]
             placed[index] = group

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge import csvbody
-from bridge.batching import Batcher, Held
+from bridge.batching import BatchKey, Batcher, Held
 from bridge.methods import EVENTS, Window
 from bridge.offsets import PartitionOffsets
 from bridge.postapi import Violation
@@ -92,8 +92,10 @@ def test_batches_cut_at_max_rows_max_bytes_and_linger() -> None:
     clock = [100.0]
     batcher = Batcher(max_rows=3, max_bytes=10_000, linger_s=1.0, clock=lambda: clock[0])
     state = PartitionOffsets("t", 0)
-    made, other = (1111, b"application_id,event_name\r\n"), (2222, b"application_id,event_name\r\n")
-    narrower = (1111, b"application_id\r\n")
+    made: BatchKey = ("events", 1111, b"application_id,event_name\r\n")
+    other: BatchKey = ("events", 2222, b"application_id,event_name\r\n")
+    narrower: BatchKey = ("events", 1111, b"application_id\r\n")
+    revenue: BatchKey = ("revenue", 1111, b"application_id,event_name\r\n")
     line = b"x" * 48 + b"\r\n"
     cut = [batcher.add(made, line, Held(state, i, None, b"x" * 50)) for i in range(3)]
     assert cut[:2] == [None, None]
@@ -101,11 +103,17 @@ def test_batches_cut_at_max_rows_max_bytes_and_linger() -> None:
     assert batcher.add(other, line, Held(state, 9, None, b"x")) is None, "applications never share a batch"
     assert batcher.add(made, line, Held(state, 10, None, b"x")) is None
     assert batcher.add(narrower, line, Held(state, 11, None, b"x")) is None, "nor do lines of other columns"
+    assert batcher.add(revenue, line, Held(state, 12, None, b"x")) is None, "nor of other methods"
     clock[0] += 0.5
     assert batcher.expired() == []
     clock[0] += 0.6
     expired = batcher.expired()
-    assert sorted(b.application_id for b in expired) == [1111, 1111, 2222]
+    assert sorted((b.method, b.application_id) for b in expired) == [
+        ("events", 1111),
+        ("events", 1111),
+        ("events", 2222),
+        ("revenue", 1111),
+    ]
     assert all(b.body() == b.header + line * len(b.lines) for b in expired)
 
     small = Batcher(max_rows=100, max_bytes=300, linger_s=1.0, clock=lambda: clock[0])

@@ -51,7 +51,7 @@ def parsed(result: Transformed) -> list[dict[str, str]]:
     for group, line in zip(result.placed, result.lines, strict=True):
         if group == FAILED:
             continue
-        (row,) = csv.DictReader(io.StringIO((result.groups[group][1] + line).decode("utf-8"), newline=""))
+        (row,) = csv.DictReader(io.StringIO((result.groups[group][2] + line).decode("utf-8"), newline=""))
         rows.append({k: v for k, v in row.items() if v})
     return rows
 
@@ -124,8 +124,8 @@ def test_rows_are_grouped_per_application_with_the_columns_they_use() -> None:
     ]
     result = transform(values, NOW, RULES, WIRE, "events")
     assert list(result.placed) == [0, 1, FAILED, 0, 1]
-    assert [app for app, _ in result.groups] == [1111, 2222]
-    headers = [header.decode() for _, header in result.groups]
+    assert [(method, app) for method, app, _ in result.groups] == [("events", 1111), ("events", 2222)]
+    headers = [header.decode() for _, _, header in result.groups]
     assert headers == [
         "application_id,profile_id,event_name,event_timestamp,session_type\r\n",
         "application_id,profile_id,event_name,event_timestamp,os_name,mcc\r\n",
@@ -174,7 +174,7 @@ def test_csv_lines_round_trip_quotes_commas_newlines_and_non_ascii() -> None:
         expected.append(row)
     assert parsed(result) == expected
     # A request's body is its header and its lines joined: the lines of one group read back as one CSV.
-    body = result.groups[0][1] + b"".join(line for g, line in zip(result.placed, result.lines, strict=True) if g == 0)
+    body = result.groups[0][2] + b"".join(line for g, line in zip(result.placed, result.lines, strict=True) if g == 0)
     reread = list(csv.DictReader(io.StringIO(body.decode("utf-8"), newline="")))
     assert [r["device_model"] for r in reread] == [r["device_model"] for r in records if r["application_id"] is None]
 
@@ -209,7 +209,7 @@ def test_a_worker_process_gives_the_same_answer() -> None:
         there = pool.submit(transform, values, NOW, RULES, WIRE, "events").result(timeout=60)
     assert there == here
     # What crosses the process boundary is lines and small ints: a few bytes past the CSV itself.
-    csv_bytes = sum(map(len, here.lines)) + sum(len(h) for _, h in here.groups)
+    csv_bytes = sum(map(len, here.lines)) + sum(len(h) for _, _, h in here.groups)
     assert len(pickle.dumps(here)) < csv_bytes + 2 * len(values) * 4 + 1000
 
 
@@ -218,10 +218,10 @@ async def test_the_confluent_decoder_hands_fetched_and_unknown_ids_to_the_transf
     decoder = ConfluentDecoder(AsyncSchemaRegistryClient({"url": registry.url}), parse(contract_schema()))
     values = [wire(schema_id, minimal()), wire(schema_id + 1000, minimal()), b"\x05short", None]
     await decoder.prepare(values)
-    schemas = decoder.schemas()
+    schemas = decoder.schemas("events")
     assert dict(schemas.by_id) == {schema_id: CONTRACT_TEXT}
     assert dict(schemas.unknown) == {schema_id + 1000: "the registry knows no such id"}
-    assert decoder.schemas() is schemas, "rebuilt only when a fetch changed it"
+    assert decoder.schemas("events") is schemas, "rebuilt only when a fetch changed it"
     result = transform(values, NOW, RULES, schemas, "events")
     assert result.placed[0] == 0
     assert failures_of(result)[0] == ("schema", f"schema id {schema_id + 1000}: the registry knows no such id")
@@ -236,5 +236,5 @@ def test_a_raw_schema_file_that_is_not_a_schema_is_refused(tmp_path: Path) -> No
     path.write_text(json.dumps({"type": "record", "name": "Other", "fields": [{"name": "x", "type": "no-such"}]}))
     with pytest.raises(ValueError, match="cannot be read into the contract"):
         RawDecoder(path, parse(contract_schema()))
-    schemas = RawDecoder(ROOT / "schemas" / "appmetrica_event.avsc", parse(contract_schema())).schemas()
+    schemas = RawDecoder(ROOT / "schemas" / "appmetrica_event.avsc", parse(contract_schema())).schemas("events")
     assert schemas.raw is not None and json.loads(schemas.raw) == contract_schema()
