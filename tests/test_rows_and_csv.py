@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge import csvbody
-from bridge.batching import BatchKey, Batcher, Held
+from bridge.batching import Batcher, BatchKey, Held
 from bridge.methods import EVENTS, Window
 from bridge.offsets import PartitionOffsets
 from bridge.postapi import Violation
