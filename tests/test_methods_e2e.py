@@ -81,7 +81,9 @@ PRODUCER_FIELDS: dict[str, list[tuple[str, Any]]] = {
     ],
     "profiles": [("profile_id", "string"), ("attributes", "string")],
 }
-RECORD_NAMES = {"events": "Event", "revenue": "Revenue", "adrevenue": "AdRevenue", "ecommerce": "Ecommerce"}
+RECORD_NAMES = {"events": "Event", "revenue": "Revenue", "adrevenue": "AdRevenue", "profiles": "Profile"}
+"""The contracts' record names, but for e-commerce, whose producer names its record its own way (`shop.Order`):
+the topic, not the name, says which method a record is."""
 AMOUNTS = {"price", "revenue", "original_price_value", "actual_price_value"}
 
 
@@ -91,12 +93,9 @@ def producer_schema(method: str) -> dict[str, Any]:
         for name, kind in PRODUCER_FIELDS[method]
     ]
     fields.append({"name": "producer_only", "type": STRING, "default": None})
-    return {
-        "type": "record",
-        "name": RECORD_NAMES.get(method, "Profile"),
-        "namespace": "appmetrica.postapi",
-        "fields": fields,
-    }
+    if method == "ecommerce":
+        return {"type": "record", "name": "Order", "namespace": "shop", "fields": fields}
+    return {"type": "record", "name": RECORD_NAMES[method], "namespace": "appmetrica.postapi", "fields": fields}
 
 
 def unscaled(amount: Decimal) -> bytes:
