@@ -90,6 +90,10 @@ class Pipeline:
             topic: route.method for route in config.effective_routes for topic in route.topics
         }
         """Each topic's method: its route's."""
+        self._only_method: MethodName | None = (
+            config.effective_routes[0].method if len(set(self._method_of.values())) == 1 else None
+        )
+        """The one method of every topic, when there is one: its records need no sorting by method."""
         self._decoder = decoder
         self._rules = rules
         self._uploader = uploader
@@ -277,9 +281,8 @@ class Pipeline:
 
     def _by_method(self, held: list[Held]) -> dict[MethodName, list[Held]]:
         """The records of each method, each in the order held: a partition is one topic's, so one method's."""
-        methods = set(self._method_of.values())
-        if len(methods) == 1:
-            return {methods.pop(): held}
+        if self._only_method is not None:
+            return {self._only_method: held}
         by_method: dict[MethodName, list[Held]] = {}
         method_of = self._method_of
         for item in held:
@@ -383,6 +386,7 @@ class Pipeline:
                 state.halted = True
                 log.error(
                     "poison record and no dead-letter topic: partition stopped, nothing after it is committed",
+                    method=self._method_of[state.topic],
                     topic=state.topic,
                     partition=state.partition,
                     offset=item.offset,
