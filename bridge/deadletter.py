@@ -12,6 +12,8 @@ from typing import Any, Literal
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from bridge.logs import REDACTOR
+
 log = structlog.get_logger("bridge.deadletter")
 
 Reason = Literal["decode", "schema", "invalid", "expired", "rejected"]
@@ -23,6 +25,8 @@ HEADER_PARTITION = "appmetrica.dlq.source.partition"
 HEADER_OFFSET = "appmetrica.dlq.source.offset"
 
 _RETRY_S = 5.0
+DETAIL_LIMIT = 1000
+"""Characters of a detail the header keeps."""
 
 
 class StartupError(Exception):
@@ -66,6 +70,8 @@ class DeadLetters:
 
     async def write(self, message: Any, reason: Reason, detail: str) -> None:
         """Copy `message` (key, value, headers) to the dead-letter topic with reason headers; retry until acked."""
+        # The detail can quote an answer or a record: never a secret, and never so long that Kafka refuses it.
+        detail = REDACTOR.redact(detail)[:DETAIL_LIMIT]
         headers: list[tuple[str, str | bytes | None]] = list(message.headers() or [])
         headers += [
             (HEADER_REASON, reason.encode()),
