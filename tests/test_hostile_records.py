@@ -135,3 +135,13 @@ def test_the_sandbox_reads_every_cell_the_bridge_encodes_as_it_was(text: str) ->
     used, lines = csvbody.lines([[cells.get(name, "")] for name in EVENT_COLUMNS])
     (read,) = read_csv_batch(MultiDict(application_id="1"), csvbody.header(used) + lines[0]).events()
     assert read == cells
+
+
+def test_the_sandbox_reads_a_cell_as_large_as_the_bridge_sends() -> None:
+    """A 600 KB event_json is a valid event: the Post API documents no cell limit, so the sandbox has none either."""
+    text = json.dumps({"pad": "x" * 600_000})
+    cells = {"application_id": "1", "profile_id": "u", "event_name": "e", "event_timestamp": str(int(NOW))}
+    cells["event_json"] = text
+    used, lines = csvbody.lines([[cells.get(name, "")] for name in EVENT_COLUMNS])
+    (read,) = read_csv_batch(MultiDict(application_id="1"), csvbody.header(used) + lines[0]).events()
+    assert read["event_json"] == text
