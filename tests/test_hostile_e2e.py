@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from bridge.avro import contract_schema, parse
-from bridge.deadletter import HEADER_DETAIL, HEADER_REASON
+from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_VALUE_DROPPED
 from bridge.logs import REDACTED
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
@@ -47,8 +47,12 @@ DRAIN_S = 10
 DEFAULT_BATCH = {"max_rows": 10_000, "linger_ms": 1000}
 
 
+def header(record: Any, name: str) -> bytes:
+    return bytes(dict(record.headers())[name])
+
+
 def reason_of(record: Any) -> str:
-    return bytes(dict(record.headers())[HEADER_REASON]).decode()
+    return header(record, HEADER_REASON).decode()
 
 
 async def stop(bridge: BridgeProcess) -> tuple[int, float]:
@@ -95,6 +99,7 @@ def hostile_values(registry: SchemaRegistry) -> tuple[int, dict[str, tuple[str, 
         "garbage-magic-0": ("schema", struct.pack(">bI", 0, 987_654) + b"\xff" * 40),
         "garbage": ("decode", b"\x00\x00"),
         "tombstone": ("decode", None),
+        "near-the-size-limit": ("decode", b"\x07" * 999_800),
         "required-field-removed": ("schema", wire(unreadable_id, without_name, parse(removed))),
         "union-branch": ("schema", wire(union_id, event(next(seq), mcc="250"), parse(union))),
     }
@@ -109,6 +114,7 @@ async def test_hostile_records_are_judged_alone_and_valid_traffic_flows(
     values: list[bytes | None] = [wire(schema_id, event(seq)) for seq in range(valid)]
     for index, (_, value) in enumerate(hostile.values()):
         values.insert(250 * index + 7, value)
+    where = {name: (values.index(value) % 4, values.index(value) // 4) for name, (_, value) in hostile.items()}
     produce(kafka_bootstrap, topic, values)
     sandbox.set_keys(post_api_key=HOSTILE_KEY)
     group = f"g-{topic}"
@@ -136,14 +142,19 @@ async def test_hostile_records_are_judged_alone_and_valid_traffic_flows(
     delivered = seqs(sandbox.state.events)
     assert sorted(s for s in delivered if s < valid) == list(range(valid)), "every valid event exactly once"
     assert len(delivered) == valid + len(delivered_hostile), "no duplicates"
-    by_value = {record.value(): record for record in dead}
+    by_source = {(int(header(r, HEADER_PARTITION)), int(header(r, HEADER_OFFSET))): r for r in dead}
     assert len(dead) == expected_dead
     for name, (outcome, value) in hostile.items():
         if outcome == "delivered":
-            assert value not in by_value, name
+            assert where[name] not in by_source, name
             continue
-        assert reason_of(by_value[value]) == outcome, name
-        assert dict(by_value[value].headers())[HEADER_DETAIL], f"{name}: a readable detail"
+        copy = by_source[where[name]]
+        assert reason_of(copy) == outcome, name
+        assert header(copy, HEADER_DETAIL), f"{name}: a readable detail"
+        if name == "near-the-size-limit":
+            assert copy.value() is None and b"too large" in header(copy, HEADER_VALUE_DROPPED)
+        else:
+            assert copy.value() == value, f"{name}: the original value"
     assert code == 0 and took < DRAIN_S + 5
     log = bridge.log_path.read_text()
     assert not leaked(HOSTILE_KEY, log)
@@ -203,7 +214,7 @@ async def test_an_echoed_request_never_puts_the_key_in_a_dead_letter_or_the_log(
     finally:
         bridge.kill()
     assert len(dead) == 1 and reason_of(dead[0]) == "rejected"
-    detail = bytes(dict(dead[0].headers())[HEADER_DETAIL]).decode()
+    detail = header(dead[0], HEADER_DETAIL).decode()
     assert "cannot parse" in detail and REDACTED in detail
     assert not leaked(HOSTILE_KEY, detail), detail
     log = bridge.log_path.read_text()
