@@ -124,7 +124,8 @@ def _alone(work: Callable[[Sequence[T]], R], items: Sequence[T]) -> tuple[R, Seq
     """`work` over `items`, or, when that raises, over the items that do not raise when tried one by one.
 
     Returns what `work` gave, the positions of the items it was given, and the exception of each item left out.
-    The try costs nothing while no item raises, so the column-wise path keeps its pace.
+    The try costs nothing while no item raises, so the column-wise path keeps its pace. Items that pass alone but
+    raise together would be a bug of the chunk, not of a record: that raises, and the bridge fails loudly.
     """
     try:
         return work(items), range(len(items)), {}
