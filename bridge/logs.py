@@ -77,10 +77,20 @@ def _spellings(char: str) -> str:
 REDACTOR = Redactor()
 
 
+class _RedactingFormatter(logging.Formatter):
+    """The stdlib loggers' lines, traceback included, through the same redactor as structlog's."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return REDACTOR.redact(super().format(record))
+
+
 def configure(level: str = "info") -> None:
     """Route structlog (and the stdlib loggers of libraries) to JSON lines on stdout."""
     numeric = logging.getLevelNamesMapping()[level.upper()]
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stdout, format="%(message)s", force=True)
+    for handler in logging.getLogger().handlers:
+        # A library's own log line (asyncio's "exception was never retrieved", say) can quote a request URL too.
+        handler.setFormatter(_RedactingFormatter("%(message)s"))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -155,3 +155,24 @@ def test_a_registry_url_that_is_not_one_is_a_configuration_error_naming_the_key(
     assert "avro.schema_registry_url" in result.stderr and result.stderr.strip().count("\n") == 0
     assert url not in result.stderr, "the URL is not quoted: it may hold a password"
     assert "hunter2-pw" not in result.stderr
+
+
+LIBRARY_LOG = """
+import logging, sys
+from urllib.parse import quote
+from bridge import logs
+logs.REDACTOR.add([sys.argv[1]])
+logs.configure("info")
+try:
+    raise RuntimeError(f"request to http://api/x?post_api_key={quote(sys.argv[1], safe='')} failed")
+except RuntimeError:
+    logging.getLogger("asyncio").exception("Task exception was never retrieved")
+"""
+
+
+def test_a_library_log_line_quoting_the_key_is_redacted() -> None:
+    """Libraries log through the standard logging module, not structlog: their lines are redacted too."""
+    secret = "a+b/c=d%-library-echo"
+    result = subprocess.run([sys.executable, "-c", LIBRARY_LOG, secret], capture_output=True, text=True, check=True)
+    assert "Task exception was never retrieved" in result.stdout and REDACTED in result.stdout
+    assert not leaked(secret, result.stdout), result.stdout
