@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bridge import decode
-from bridge.avro import WriterSchemas, contract_schema, parse
+from bridge.avro import WIRE_HEADER, WriterSchemas, contract_schema, parse
 from bridge.decode import ConfluentDecoder, RawDecoder, RegistryUnavailableError
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.transform import FAILED, Rules, transform
@@ -159,3 +159,16 @@ async def test_garbage_minting_schema_ids_is_remembered_boundedly(registry: Sche
     assert 10_000 + minted - 1 in unknown and 10_000 not in unknown, "the oldest are forgotten first"
     result = transform(garbage[:2] + garbage[-2:], NOW, RULES, decoder.schemas("events"), "events")
     assert [reason for reason, _ in result.failures.values()] == ["schema"] * 4, "forgotten or not, still poison"
+
+
+async def test_whether_a_writer_is_readable_is_asked_per_method(registry: SchemaRegistry) -> None:
+    """A revenue writer (under a record name of its own) is readable by revenue's contract and `schema` for events."""
+    writer = contract_schema("revenue") | {"name": "Purchase", "namespace": "shop"}
+    schema_id = registry.register("purchases-value", json.dumps(writer))
+    decoder = decoder_for(registry.url)
+    await decoder.prepare([WIRE_HEADER.pack(0, schema_id) + b"body"])
+    assert decoder.schemas("revenue").by_id == {schema_id: json.dumps(writer)}
+    assert schema_id not in decoder.schemas("revenue").unknown
+    why = decoder.schemas("events").unknown[schema_id]
+    assert why.startswith("cannot be read into the contract: ") and "event_name" in why
+    assert decoder.schemas("revenue") is decoder.schemas("revenue"), "asked once, until a fetch changes what is known"
