@@ -40,6 +40,7 @@ from bridge.methods import (
     amount_bytes,
     amount_text,
 )
+from bridge.postapi import Violation
 from bridge.rows import RowMaker
 from bridge.sandbox.intake import BadRequestError, read_csv_batch, read_query_batch
 from devtools import method_tables
@@ -334,3 +335,34 @@ def test_the_readme_shows_each_method_s_table_as_declared() -> None:
             )
     events = {line.split("`")[1] for line in readme.splitlines() if line.startswith("| `") and "` | `null`" in line}
     assert set(METHODS["events"].names) <= events | {"event_name", "event_timestamp"}
+
+
+def _records(method: Method) -> st.SearchStrategy[list[dict[str, Any]]]:
+    """Records of `method` whose every field is valid, absent or one of its kind's bad values, drawn independently."""
+    fields = {}
+    for column in method.columns:
+        choice = samples(column.kind)
+        options = [choice.valid, None, *(value for value, _ in choice.bad)]
+        fields[column.name] = st.sampled_from(options)
+    return st.lists(st.fixed_dictionaries(fields), min_size=1, max_size=12)
+
+
+@pytest.mark.parametrize("method", METHODS.values(), ids=lambda m: m.name)
+@given(data=st.data())
+def test_the_row_maker_judges_every_record_as_its_verdict_does(method: Method, data: st.DataObject) -> None:
+    """Column tests and verdict agree on every record of every method: cleared ones obey every rule."""
+    records = data.draw(_records(method))
+    table = maker(method).table(records, NOW)
+    for position, record in enumerate(records):
+        lossy = [c.kind.unencodable(record[c.name]) for c in method.columns if c.kind.lossy]
+        if any(lossy):
+            assert position in table.violations
+            continue
+        row = {n: c[position] for n, c in zip(method.names, table.columns, strict=True)}
+        expected = (
+            Violation("invalid", "application_id is missing and post_api.application_id is not set")
+            if record["application_id"] is None
+            else method.verdict(row, WINDOW)
+        )
+        assert table.violations.get(position) == expected, (position, record)
+        assert (table.applications[position] is None) == (expected is not None)
