@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import ConfigError, Settings, load_config
+from bridge.deadletters.progress import ProgressError
 from bridge.deadletters.reading import ReadError, consumer, read, stderr_progress, stretch
 from bridge.deadletters.records import Filters, moment
 from bridge.deadletters.replay import Replay, ReplayError
@@ -181,13 +182,14 @@ def _replay(args: argparse.Namespace) -> int:
     say(f"{what} {topic} ({_filters(args).describe()}); progress group {replay.group}")
     try:
         totals = replay.run(send=args.send)
-    except (ReadError, ReplayError) as exc:
+    except (ReadError, ReplayError, ProgressError) as exc:
         return _failed(exc)
     verb = "sent" if args.send else "would send"
     report: dict[str, Any] = {
         "read": totals.read,
         verb: totals.sent,
         "skipped (replayed before; --force sends them)": totals.skipped_loop,
+        "skipped (sent by an earlier replay)": totals.skipped_sent,
         "skipped (no source topic header)": totals.skipped_unknown_source,
     }
     say("; ".join(f"{name} {count:,}" for name, count in report.items()))

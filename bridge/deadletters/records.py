@@ -116,7 +116,7 @@ class Filters:
         return self.until is None or moment < self.until
 
     def describe(self) -> str:
-        """A stable text of the filters, for naming a replay's progress group."""
+        """The filters as text (`reason=invalid,partition=2`, or `all`); `Filters.parse` reads it back."""
         parts = [
             f"reason={self.reason}" if self.reason is not None else "",
             f"since={self.since.isoformat()}" if self.since else "",
@@ -126,6 +126,24 @@ class Filters:
             f"to_offset={self.to_offset}" if self.to_offset is not None else "",
         ]
         return ",".join(p for p in parts if p) or "all"
+
+    @classmethod
+    def parse(cls, text: str) -> Filters:
+        """The filters `describe` wrote; ValueError for any other text."""
+        if text == "all":
+            return cls()
+        fields: dict[str, Any] = {}
+        for part in text.split(","):
+            name, _, value = part.partition("=")
+            if name == "reason":
+                fields[name] = value
+            elif name in ("since", "until"):
+                fields[name] = moment(value)
+            elif name in ("partition", "from_offset", "to_offset"):
+                fields[name] = int(value)
+            else:
+                raise ValueError(f"not a filter: {part!r}")
+        return cls(**fields)
 
 
 def when(timestamp_ms: int) -> dt.datetime:

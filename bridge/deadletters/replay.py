@@ -3,14 +3,13 @@
 Each chunk of sends and the replay's progress (the dead-letter offsets it got past, committed in a consumer group
 of its own) go into one Kafka transaction, so a replay killed at any point resumes where the last committed chunk
 ended: what an aborted chunk wrote is never read by a read_committed consumer (the bridge's default), and is
-written again by the next run. The group's name comes from the filters, so the same command resumes and another
-choice of records starts afresh.
+written again by the next run. The group's name comes from the filters (bridge/deadletters/progress.py), so the
+same command resumes, and another choice of records skips what earlier replays already sent.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from bridge.config import KafkaConfig
 from bridge.deadletter import _client_properties
+from bridge.deadletters.progress import EarlierReplay, earlier_replays, group_name
 from bridge.deadletters.reading import consumer, read, stretch
 from bridge.deadletters.records import DeadLetter, Filters
 
@@ -38,13 +38,9 @@ class ReplayTotals:
     skipped_loop: int = 0
     """Replayed before and dead-lettered again: left alone without --force."""
     skipped_unknown_source: int = 0
+    skipped_sent: int = 0
+    """Sent by an earlier replay with other filters."""
     by_topic: dict[str, int] = field(default_factory=dict)
-
-
-def progress_group(config: KafkaConfig, topic: str, filters: Filters) -> str:
-    """The consumer group (and transactional id) a replay of these records keeps its progress under."""
-    digest = hashlib.sha256(f"{topic}|{filters.describe()}".encode()).hexdigest()[:12]
-    return f"{config.group_id}.dead-letter-replay.{digest}"
 
 
 class Replay:
@@ -67,13 +63,16 @@ class Replay:
         self._force = force
         self._say = say
         self._progress = progress
-        self.group = progress_group(config, topic, filters)
+        self.group = group_name(config, topic, filters, force)
+        """The consumer group (and transactional id) this replay keeps its progress under."""
+        self._earlier: list[EarlierReplay] = []
 
     def run(self, send: bool) -> ReplayTotals:
         producer = self._producer() if send else None
         client = consumer(self._config, self.group)
         try:
             starts = self._progress_so_far(client)
+            self._earlier = earlier_replays(self._config, self._topic, sorted(starts), self.group)
             span = stretch(client, self._topic, self._filters, starts)
             totals = ReplayTotals()
             chunk: list[DeadLetter] = []
@@ -124,6 +123,9 @@ class Replay:
             return False
         if not letter.source_topic:
             totals.skipped_unknown_source += 1
+            return False
+        if any(earlier.sent(letter) for earlier in self._earlier):
+            totals.skipped_sent += 1
             return False
         return True
 
