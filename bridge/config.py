@@ -121,6 +121,8 @@ class BatchConfig(_Section):
 class UploadConfig(_Section):
     max_in_flight: int = Field(default=4, ge=1, le=256)
     requests_per_second: float = Field(default=10.0, gt=0)
+    rate_scope: Literal["instance", "group"] = "instance"
+    """`group`: requests_per_second caps the whole consumer group, each member taking its share."""
     timeout_s: float = Field(default=30.0, gt=0)
     retry_base_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)

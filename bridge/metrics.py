@@ -57,6 +57,11 @@ class Metrics:
             "Requests allowed at once now (lowered while the API pushes back).",
             registry=r,
         )
+        self.rate_limit = Gauge(
+            f"{PREFIX}_upload_rate_limit",
+            "Requests a second this instance may send now (its share of the group's budget with rate_scope group).",
+            registry=r,
+        )
         self.held_records = Gauge(
             f"{PREFIX}_held_records", "Records buffered or in flight, not yet committed.", registry=r
         )
