@@ -22,7 +22,7 @@ import structlog
 from bridge.config import PostApiKeys, UploadConfig
 from bridge.csvbody import CONTENT_TYPE
 from bridge.metrics import Metrics
-from bridge.postapi import EVENTS_CSV_PATH
+from bridge.postapi import EVENTS_CSV_PATH, METHOD
 
 log = structlog.get_logger("bridge.upload")
 
@@ -189,7 +189,7 @@ class Uploader:
             status = outcome.status
             if status == 200:
                 self._concurrency.succeeded()
-                self._metrics.rows_uploaded.labels(app).inc(rows)
+                self._metrics.rows_uploaded.labels(METHOD, app).inc(rows)
                 self._metrics.last_success.labels(app).set(time.time())
                 return Answer(Verdict.ACCEPTED, 200, "", attempt)
             if status in (400, 413):
@@ -227,11 +227,13 @@ class Uploader:
 
     async def _back_off(self, application_id: int, outcome: _Attempt, attempt: int) -> None:
         self._concurrency.pushed_back()
-        self._metrics.upload_retries.labels(str(application_id), outcome.label).inc()
+        app = str(application_id)
+        self._metrics.upload_retries.labels(METHOD, app, outcome.label).inc()
         ceiling = min(self._config.retry_max_s, self._config.retry_base_s * 2 ** min(attempt - 1, 30))
         delay = self._rng.uniform(0, ceiling)
         if outcome.retry_after is not None:
             self._rate.hold(outcome.retry_after)
+            self._metrics.retry_after_wait.labels(METHOD, app).inc(outcome.retry_after)
             delay = max(delay, outcome.retry_after)
         log.warning(
             "upload failed, retrying",
@@ -273,8 +275,8 @@ class Uploader:
             finally:
                 self._metrics.uploads_in_flight.dec()
         latency = time.monotonic() - started
-        self._metrics.upload_requests.labels(app, outcome.label).inc()
-        self._metrics.upload_latency.labels(app).observe(latency)
+        self._metrics.upload_requests.labels(METHOD, app, outcome.label).inc()
+        self._metrics.upload_latency.labels(METHOD, app).observe(latency)
         log.info(
             "upload",
             application=application_id,
