@@ -230,15 +230,24 @@ def _secret_property(name: str) -> bool:
     )
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read, merge and check the configuration; raise ConfigError with a one-line reason."""
+def load_config(path: Path, environ: Mapping[str, str] | None = None, *, keys_required: bool = True) -> Settings:
+    """Read, merge and check the configuration; raise ConfigError with a one-line reason.
+
+    `keys_required=False` is for tools that never call the Post API (`dead-letters`): keys that cannot be resolved
+    are then left out instead of refused.
+    """
     env = os.environ if environ is None else environ
     raw = _read_yaml(path)
     try:
         config = BridgeConfig.model_validate(_with_environ(env, raw))
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
-    keys = _resolve_keys(config, env)
+    try:
+        keys = _resolve_keys(config, env)
+    except ConfigError:
+        if keys_required:
+            raise
+        keys = PostApiKeys(None, {})
     return Settings(config, keys)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -141,12 +142,15 @@ async def test_dead_letters_are_summarised_shown_and_replayed_exactly_once_after
     second = BridgeProcess(fixed, tmp_path, name="second", key=None).start()
     fixed_path = tmp_path / "second.yaml"
     try:
-        sent_before_kill = await replay_killed_mid_way(fixed_path)
-        assert 0 < sent_before_kill < UNKEYED, "the first replay was interrupted"
+        sent_before_kill, code, _ = await replay_interrupted(fixed_path, signal.SIGKILL)
+        assert code == -signal.SIGKILL and 0 < sent_before_kill < UNKEYED, "the first replay was killed mid-way"
+        _, code, rest = await replay_interrupted(fixed_path, signal.SIGTERM)
+        assert code == 1 and "interrupted" in rest, "SIGTERM stops the replay after its chunk, committed"
+        sent_before_term = sent_count(rest)
         code, out, err = await cli("replay", "--config", str(fixed_path), "--reason", "invalid", "--send")
         assert code == 0, err
         resumed = sent_count(out)
-        assert resumed <= UNKEYED + 1 - sent_before_kill, "the resumed replay did not send again what was committed"
+        assert sent_before_kill + sent_before_term + resumed <= UNKEYED + 1, "nothing committed was sent again"
         code, out, err = await cli("replay", "--config", str(fixed_path), "--reason", "rejected", "--send")
         assert code == 0 and sent_count(out) == REFUSED, out + err
         # Each replayed chunk ends in a transaction marker, which the bridge commits past with the next record.
@@ -182,13 +186,15 @@ async def test_dead_letters_are_summarised_shown_and_replayed_exactly_once_after
     code, out, _ = await cli("summary", "--config", str(fixed_path), "--json")
     assert json.loads(out)["replayed_before"] == 1
     print(
-        f"\nDEAD-LETTERS {total_dead} dead-lettered, replay killed after {sent_before_kill} sent, resumed with "
-        f"{resumed}, {len(expected)} delivered exactly once, 1 re-dead-lettered and held back"
+        f"\nDEAD-LETTERS {total_dead} dead-lettered; replay SIGKILLed after {sent_before_kill} sent, SIGTERMed after "
+        f"{sent_before_term} more, resumed with {resumed}; {len(expected)} delivered exactly once, "
+        "1 re-dead-lettered and held back"
     )
 
 
-async def replay_killed_mid_way(config_path: Path) -> int:
-    """Start a replay, SIGKILL it after its first committed chunk; how many it said it had sent."""
+async def replay_interrupted(config_path: Path, signum: int) -> tuple[int, int, str]:
+    """Start a replay and send it `signum` after its first committed chunk: how many it said it had sent before
+    the signal, its exit code and the rest of its output."""
     args = ("dead-letters", "replay", "--config", str(config_path), "--reason", "invalid", "--send")
     async with bridge_command(*args) as process:
         assert process.stdout is not None
@@ -196,9 +202,9 @@ async def replay_killed_mid_way(config_path: Path) -> int:
             line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
             assert line, "the replay ended before its first chunk"
             if line.startswith("sent "):
-                process.kill()
-                await process.wait()
-                return int(line.split()[1].replace(",", ""))
+                process.send_signal(signum)
+                rest, _ = await asyncio.wait_for(process.communicate(), 30)
+                return int(line.split()[1].replace(",", "")), process.returncode or 0, rest.decode()
 
 
 async def test_without_a_dead_letter_topic_the_commands_name_the_key(tmp_path: Path, keyed_env: None) -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from bridge.config import ConfigError, Settings, load_config
 from bridge.deadletters.progress import ProgressError
@@ -104,7 +105,7 @@ def _filters(args: argparse.Namespace) -> Filters:
 
 def _settings(args: argparse.Namespace) -> tuple[Settings, str, Printer] | int:
     try:
-        settings = load_config(args.config)
+        settings = load_config(args.config, keys_required=False)
     except ConfigError as exc:
         print(f"appmetrica-bridge: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -175,8 +176,18 @@ def _replay(args: argparse.Namespace) -> int:
     if isinstance(loaded, int):
         return loaded
     settings, topic, say = loaded
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # A signal ends the replay after the chunk it is in, committed, so the same command resumes after it.
+        signal.signal(signum, lambda *_: stopping.set())
     replay = Replay(
-        settings.config.kafka, topic, _filters(args), force=args.force, say=say, progress=stderr_progress()
+        settings.config.kafka,
+        topic,
+        _filters(args),
+        force=args.force,
+        say=say,
+        progress=stderr_progress(),
+        stop=stopping.is_set,
     )
     what = "replaying" if args.send else "dry run of"
     say(f"{what} {topic} ({_filters(args).describe()}); progress group {replay.group}")
@@ -185,16 +196,18 @@ def _replay(args: argparse.Namespace) -> int:
     except (ReadError, ReplayError, ProgressError) as exc:
         return _failed(exc)
     verb = "sent" if args.send else "would send"
-    report: dict[str, Any] = {
-        "read": totals.read,
-        verb: totals.sent,
+    skipped = {
         "skipped (replayed before; --force sends them)": totals.skipped_loop,
         "skipped (sent by an earlier replay)": totals.skipped_sent,
         "skipped (no source topic header)": totals.skipped_unknown_source,
     }
+    report = {"read": totals.read, verb: totals.sent, **{name: n for name, n in skipped.items() if n}}
     say("; ".join(f"{name} {count:,}" for name, count in report.items()))
     for target, count in sorted(totals.by_topic.items()):
         say(f"  {verb} to {target}: {count:,}")
+    if totals.interrupted:
+        say("interrupted: what was read is committed; run the same command again to go on")
+        return EXIT_FAILED
     if not args.send and totals.sent:
         say("nothing was sent: add --send to send these")
     return 0

@@ -41,6 +41,8 @@ class ReplayTotals:
     skipped_sent: int = 0
     """Sent by an earlier replay with other filters."""
     by_topic: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+    """Stopped by `stop` before the end: what was read is settled, the same command resumes after it."""
 
 
 class Replay:
@@ -56,6 +58,7 @@ class Replay:
         force: bool,
         say: Callable[[str], None],
         progress: Callable[[int, int], None],
+        stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self._config = config
         self._topic = topic
@@ -63,6 +66,7 @@ class Replay:
         self._force = force
         self._say = say
         self._progress = progress
+        self._stop = stop
         self.group = group_name(config, topic, filters, force)
         """The consumer group (and transactional id) this replay keeps its progress under."""
         self._earlier: list[EarlierReplay] = []
@@ -82,6 +86,9 @@ class Replay:
                 if len(chunk) >= CHUNK:
                     self._settle(chunk, producer, client, totals)
                     chunk = []
+                if self._stop():
+                    totals.interrupted = True
+                    break
             if chunk:
                 self._settle(chunk, producer, client, totals)
             return totals
