@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
 import promql_parser
 import pytest
 import yaml
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.sandbox.server import Sandbox
@@ -86,12 +88,8 @@ def exported(metrics_text: str) -> set[str]:
 @pytest.fixture(scope="module")
 async def live_metrics(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """/metrics of a bridge that ran: started against the broker and a sandbox, moved events, was scraped."""
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-
-    from tests.conftest import _wait_for_leaders
-
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    topic = f"test-dashboard-{tmp_path_factory.mktemp('id').name}"
+    topic = f"test-dashboard-{uuid.uuid4().hex[:8]}"
     admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(timeout=30)
     _wait_for_leaders(admin, topic, 2)
     server = Sandbox()
@@ -109,7 +107,7 @@ async def live_metrics(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFa
             bridge.kill()
     finally:
         await server.stop()
-        admin.delete_topics([topic])
+        admin.delete_topics([topic])[topic].result(timeout=30)
     return text
 
 
