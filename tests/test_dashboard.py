@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.sandbox.server import Sandbox
 from devtools.helm import ensure_helm
+from tests.conftest import _wait_for_leaders
 from tests.harness import BridgeProcess, bridge_config, event, produce, raw_avro, wait_for
 from tests.test_helm_chart import CHART, Rendered, render
 
