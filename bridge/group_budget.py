@@ -31,7 +31,8 @@ log = structlog.get_logger("bridge.group_budget")
 REFRESH_S = 5.0
 SETTLE_S = 1.0
 """After a rebalance, the description is read again this much later: the group may still be settling."""
-_TIMEOUT_S = 10.0
+_TIMEOUT_S = 5.0
+"""Short: a shutdown waits for a description under way."""
 
 
 class GroupBudget:
@@ -43,7 +44,9 @@ class GroupBudget:
         self._rate = rate
         self._metrics = metrics
         self.client_id = str(kafka.properties.get("client.id") or _unique_client_id())
-        """How this member is told apart in the group's description."""
+        """How this member is told apart in the group's description. An operator's `client.id` is kept (quotas may
+        name it); replicas that share one cannot tell whether they are listed yet, and may run one member's share
+        over while joining."""
         self._admin = AdminClient(
             {**_client_properties(kafka.properties), "bootstrap.servers": kafka.bootstrap_servers}
         )
