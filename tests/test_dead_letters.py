@@ -124,9 +124,15 @@ async def test_dead_letters_are_summarised_shown_and_replayed_exactly_once_after
     assert code == 0, err
     assert out.count("  reason rejected\n") == 2 and "400" in out and '"event_name": "refuse-me"' in out
     assert HEADER_REASON in out, "headers are shown"
+    assert out.count("  row now  {") == 2, "the row the bridge would make of it now"
+    code, out, err = await cli(
+        "show", "--config", str(config_path), "--reason", "invalid", "--json", "--limit", "20000"
+    )
+    rows = Counter("row" if s["row"] else s["problem"].split(":")[0] for s in map(json.loads, out.splitlines()))
+    assert rows == {"row": UNKEYED, "breaks a rule now (invalid)": 1}, "the unkeyed ones are fine but for their key"
     code, out, err = await cli("show", "--config", str(config_path), "--reason", "decode", "--json")
     shown = [json.loads(line) for line in out.splitlines()]
-    assert code == 0 and len(shown) == 3 and all(s["record"] is None and s["not_decoded"] for s in shown)
+    assert code == 0 and len(shown) == 3 and all(s["record"] is None and "not decoded" in s["problem"] for s in shown)
     assert KEY not in out + err and "[REDACTED]" in out, "a secret in a header is never printed"
 
     code, out, err = await cli("replay", "--config", str(config_path), "--reason", "invalid")

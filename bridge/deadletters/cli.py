@@ -165,7 +165,7 @@ def _show(args: argparse.Namespace) -> int:
         return _failed(exc)
     finally:
         client.close()
-    decoded = decode_all(settings.config.avro, [letter.value for letter in chosen])
+    decoded = decode_all(settings.config, [letter.value for letter in chosen])
     for letter, record in zip(chosen, decoded, strict=True):
         say(json.dumps(as_json(letter, record), ensure_ascii=False) if args.json else as_text(letter, record))
     if not args.json:

@@ -1,39 +1,62 @@
-"""`dead-letters show`: dead letters one by one, with their headers, their detail and the record where it decodes."""
+"""`dead-letters show`: dead letters one by one, with their headers, their detail, the record where it decodes, and
+the Post API row the bridge would make of it now (or the rule it breaks now)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.avro import DecodeError, Readers
-from bridge.config import AvroConfig
+from bridge.config import BridgeConfig
 from bridge.deadletters.records import DeadLetter, when
 from bridge.decode import RegistryUnavailableError, make_decoder
+from bridge.postapi import EVENT_COLUMNS, Violation
+from bridge.rows import RowMaker
 
 
-def decode_all(avro: AvroConfig, values: Sequence[bytes | None]) -> list[dict[str, Any] | str]:
-    """Each value decoded into the contract as the bridge would, or why it cannot be."""
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    record: dict[str, Any] | None
+    problem: str
+    """Why there is no record, or else why there is no row."""
+    row: dict[str, str] | None
+    """The row's non-empty cells by Post API parameter."""
+
+
+def decode_all(config: BridgeConfig, values: Sequence[bytes | None]) -> list[Decoded]:
+    """Each value decoded into the contract as the bridge would, and made into a row under today's rules."""
+    avro = config.avro
     try:
         decoder = make_decoder(avro.format, avro.schema_registry_url, avro.schema_file)
         asyncio.run(decoder.prepare(values))
     except (ValueError, RegistryUnavailableError) as exc:
-        return [f"not decoded: {exc}"] * len(values)
+        return [Decoded(None, f"not decoded: {exc}", None)] * len(values)
     decode = Readers().decoder(decoder.schemas())
-    results: list[dict[str, Any] | str] = []
+    # Keys are not checked: the tools may run without them, and a missing key is fixed in the configuration.
+    rows = RowMaker(config.post_api.application_id, lambda _: True, config.post_api.max_future_s)
+    results = []
     for value in values:
         if value is None:
-            results.append("not decoded: the value is null (a tombstone)")
+            results.append(Decoded(None, "not decoded: the value is null (a tombstone)", None))
             continue
         try:
-            results.append(dict(decode(value)))
+            record = dict(decode(value))
         except DecodeError as exc:
-            results.append(f"not decoded ({exc.reason}): {exc.detail}")
+            results.append(Decoded(None, f"not decoded ({exc.reason}): {exc.detail}", None))
+            continue
+        made = rows.make(record, time.time())
+        if isinstance(made, Violation):
+            results.append(Decoded(record, f"breaks a rule now ({made.reason}): {made.detail}", None))
+        else:
+            results.append(Decoded(record, "", {c: v for c, v in zip(EVENT_COLUMNS, made.values, strict=True) if v}))
     return results
 
 
-def as_text(letter: DeadLetter, decoded: dict[str, Any] | str) -> str:
+def as_text(letter: DeadLetter, decoded: Decoded) -> str:
     lines = [
         f"{letter.coordinates}  {when(letter.timestamp_ms).isoformat(timespec='seconds')}  reason {letter.reason}",
         f"  source   {letter.source_topic}[{letter.source_partition}] offset {letter.source_offset}",
@@ -42,14 +65,16 @@ def as_text(letter: DeadLetter, decoded: dict[str, Any] | str) -> str:
         "  headers",
         *(f"    {name}: {_text(value)}" for name, value in letter.headers),
     ]
-    if isinstance(decoded, str):
-        lines.append(f"  record   {decoded}")
-    else:
-        lines.append("  record   " + json.dumps(decoded, ensure_ascii=False, sort_keys=True))
+    if decoded.record is not None:
+        lines.append("  record   " + json.dumps(decoded.record, ensure_ascii=False, sort_keys=True))
+    if decoded.row is not None:
+        lines.append("  row now  " + json.dumps(decoded.row, ensure_ascii=False))
+    if decoded.problem:
+        lines.append(f"  {'row now' if decoded.record is not None else 'record '}  {decoded.problem}")
     return "\n".join(lines) + "\n"
 
 
-def as_json(letter: DeadLetter, decoded: dict[str, Any] | str) -> dict[str, Any]:
+def as_json(letter: DeadLetter, decoded: Decoded) -> dict[str, Any]:
     return {
         "topic": letter.topic,
         "partition": letter.partition,
@@ -60,8 +85,9 @@ def as_json(letter: DeadLetter, decoded: dict[str, Any] | str) -> dict[str, Any]
         "source": {"topic": letter.source_topic, "partition": letter.source_partition, "offset": letter.source_offset},
         "key": _text(letter.key),
         "headers": [[name, _text(value)] for name, value in letter.headers],
-        "record": decoded if not isinstance(decoded, str) else None,
-        "not_decoded": decoded if isinstance(decoded, str) else None,
+        "record": decoded.record,
+        "row": decoded.row,
+        "problem": decoded.problem or None,
     }
 
 
