@@ -15,7 +15,8 @@ import yaml
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.sandbox.server import Sandbox
+from bridge.sandbox.config import Faults
+from bridge.sandbox.server import Sandbox, SandboxOptions
 from devtools.helm import ensure_helm
 from tests.conftest import _wait_for_leaders
 from tests.harness import BridgeProcess, bridge_config, event, produce, raw_avro, wait_for
@@ -55,35 +56,60 @@ def rule_expressions(rendered: Rendered) -> dict[str, str]:
     return {r["alert"]: r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]}
 
 
-def metric_names(expr: str) -> set[str]:
-    """Every series name an expression selects, found by walking its parsed tree."""
-    for variable, value in GRAFANA_VARIABLES.items():
-        expr = expr.replace(variable, value)
-    names: set[str] = set()
+TARGET_LABELS = {"job", "instance", "pod", "namespace", "container", "service", "endpoint", "le", "__name__"}
+"""Labels Prometheus adds when it scrapes (and a histogram's bucket label), which no /metrics sample carries."""
 
-    def walk(node: Any) -> None:
+
+class Uses:
+    """What one expression asks of the metrics: the series it selects, and the labels it groups or matches them by."""
+
+    def __init__(self, expr: str) -> None:
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        self.expr = expr
+        self.names: set[str] = set()
+        self.labels: list[tuple[frozenset[str], str]] = []
+        """(the series names in a subtree, a label that subtree is grouped or matched by)."""
+        self._walk(promql_parser.parse(expr))
+
+    def _walk(self, node: Any) -> set[str]:
         if isinstance(node, promql_parser.VectorSelector):
-            assert node.name, f"a selector without a metric name in {expr!r}"
-            names.add(node.name)
-            return
+            assert node.name, f"a selector without a metric name in {self.expr!r}"
+            self.names.add(node.name)
+            self.labels += [(frozenset({node.name}), m.name) for m in node.matchers.matchers]
+            return {node.name}
+        below: set[str] = set()
         for attribute in ("lhs", "rhs", "expr", "param", "vector_selector"):
             child = getattr(node, attribute, None)
             if child is not None:
-                walk(child)
+                below |= self._walk(child)
         for child in getattr(node, "args", None) or []:
-            walk(child)
+            below |= self._walk(child)
+        if isinstance(node, promql_parser.AggregateExpr) and node.modifier is not None:
+            self.labels += [(frozenset(below), label) for label in node.modifier.labels]
+        return below
 
-    walk(promql_parser.parse(expr))
-    return names
 
+class Exported:
+    """What a live /metrics carries: every series name a family can have, and the labels its samples have."""
 
-def exported(metrics_text: str) -> set[str]:
-    """The series names a /metrics text can carry: each family's name with its type's suffixes."""
-    names = set()
-    for family in text_string_to_metric_families(metrics_text):
-        suffixes = SUFFIXES.get(family.type, ("",))
-        names |= {family.name + suffix for suffix in suffixes}
-    return names
+    def __init__(self, metrics_text: str) -> None:
+        self.names: set[str] = set(PROMETHEUS_OWN)
+        self.labels: dict[str, set[str]] = {}
+        for family in text_string_to_metric_families(metrics_text):
+            self.names |= {family.name + suffix for suffix in SUFFIXES.get(family.type, ("",))}
+            for sample in family.samples:
+                self.labels.setdefault(sample.name, set()).update(sample.labels)
+
+    def unknown_labels(self, uses: Uses) -> list[str]:
+        """Labels grouped or matched by that no sample of the selected series has (series without samples in this
+        run are not judged)."""
+        unknown = []
+        for names, label in uses.labels:
+            seen = [self.labels[name] for name in names if name in self.labels]
+            if label not in TARGET_LABELS and seen and not any(label in labels for labels in seen):
+                unknown.append(f"{label} on {sorted(names)}")
+        return unknown
 
 
 @pytest.fixture(scope="module")
@@ -91,24 +117,36 @@ async def live_metrics(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFa
     """/metrics of a bridge that ran: started against the broker and a sandbox, moved events, was scraped."""
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     topic = f"test-dashboard-{uuid.uuid4().hex[:8]}"
-    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(timeout=30)
-    _wait_for_leaders(admin, topic, 2)
-    server = Sandbox()
+    dlq = f"{topic}.dlq"
+    for name in (topic, dlq):
+        admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])[name].result(timeout=30)
+        _wait_for_leaders(admin, name, 2)
+    # 429s with Retry-After and a poison record, so retries, waits and dead letters have samples to judge labels by.
+    server = Sandbox(SandboxOptions(faults=Faults(fault_429=0.3, retry_after=1), seed=3))
     await server.start()
     try:
-        produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(100)], partitions=2)
-        config = bridge_config(kafka_bootstrap, topic, server.url, group=f"g-{topic}")
+        produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(100)] + [b"poison"], partitions=2)
+        config = bridge_config(
+            kafka_bootstrap,
+            topic,
+            server.url,
+            group=f"g-{topic}",
+            kafka={"dead_letter_topic": dlq},
+            batch={"max_rows": 10, "linger_ms": 50},
+        )
         bridge = BridgeProcess(config, tmp_path_factory.mktemp("bridge")).start()
         try:
             await bridge.serving()
-            await wait_for(lambda: len(server.state.events) == 100, 60, "the events")
+            await wait_for(lambda: len({e["event_json"] for e in server.state.events}) == 100, 60, "the events")
+            await wait_for(lambda: server.state.by_status[429] > 0, 10, "a 429")
             status, text = await bridge.get("/metrics")
             assert status == 200
         finally:
             bridge.kill()
     finally:
         await server.stop()
-        admin.delete_topics([topic])[topic].result(timeout=30)
+        for future in admin.delete_topics([topic, dlq]).values():
+            future.result(timeout=30)
     return text
 
 
@@ -145,19 +183,20 @@ def test_without_the_values_neither_is_rendered(tmp_path: Path) -> None:
     assert "PrometheusRule" not in kinds and kinds.count("ConfigMap") == 1
 
 
-def test_every_expression_parses_and_names_only_metrics_the_bridge_exports(
+def test_every_expression_parses_and_names_only_metrics_and_labels_the_bridge_exports(
     rendered: Rendered, live_metrics: str
 ) -> None:
-    available = exported(live_metrics) | PROMETHEUS_OWN
+    live = Exported(live_metrics)
     expressions = {**panel_expressions(dashboard(rendered)), **rule_expressions(rendered)}
     assert len(expressions) > 20
-    unknown = {
-        where: sorted(metric_names(expr) - available)
-        for where, expr in expressions.items()
-        if metric_names(expr) - available
-    }
+    uses = {where: Uses(expr) for where, expr in expressions.items()}
+    unknown = {where: sorted(u.names - live.names) for where, u in uses.items() if u.names - live.names}
     assert unknown == {}, f"names the bridge does not export: {unknown}"
+    unknown_labels = {where: live.unknown_labels(u) for where, u in uses.items() if live.unknown_labels(u)}
+    assert unknown_labels == {}, f"labels the bridge's samples lack: {unknown_labels}"
+    judged = {label for u in uses.values() for names, label in u.labels if any(n in live.labels for n in names)}
+    assert {"method", "application", "status", "reason", "topic"} <= judged, "the live run gave labels to judge"
     variables = [v["definition"] for v in dashboard(rendered)["templating"]["list"] if "definition" in v]
     for definition in variables:
         match = re.fullmatch(r"label_values\((\w+), \w+\)", definition)
-        assert match and match[1] in available, definition
+        assert match and match[1] in live.names, definition
