@@ -226,6 +226,8 @@ async def test_without_a_dead_letter_topic_the_commands_name_the_key(tmp_path: P
     for command in ("summary", "show", "replay"):
         code, _, err = await cli(command, "--config", str(path))
         assert code == 2 and "kafka.dead_letter_topic" in err, command
+        code, _, err = await cli(command, "--config", str(path), "--since", "yesterday")
+        assert code == 2 and "--since: 'yesterday' is not an ISO 8601 date" in err, command
 
 
 def sent_count(out: str) -> int:

@@ -7,6 +7,7 @@ key or headers could hold what a producer or an API answer put there.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import signal
 import sys
@@ -71,8 +72,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, metavar="FILE", help="the bridge's YAML configuration")
-    parser.add_argument("--since", metavar="WHEN", type=moment, help="dead-lettered at or after (ISO 8601, UTC)")
-    parser.add_argument("--until", metavar="WHEN", type=moment, help="dead-lettered before (ISO 8601, UTC)")
+    parser.add_argument("--since", metavar="WHEN", type=_moment, help="dead-lettered at or after (ISO 8601, UTC)")
+    parser.add_argument("--until", metavar="WHEN", type=_moment, help="dead-lettered before (ISO 8601, UTC)")
+
+
+def _moment(text: str) -> dt.datetime:
+    try:
+        return moment(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(text: str) -> int:
