@@ -20,6 +20,7 @@ from bridge.deadletter import (
     HEADER_REASON,
     HEADER_REPLAYED,
     HEADER_TOPIC,
+    HEADER_VALUE_DROPPED,
 )
 from bridge.deadletters.records import DeadLetter, Filters
 from bridge.upload import RateLimit
@@ -145,3 +146,9 @@ async def test_a_rate_limit_takes_a_new_rate_from_the_next_request(monkeypatch: 
     limit.rate = 4.0
     await limit.acquire()
     assert waits == [0.5, 0.5, 0.25], "a group member's share applies from the next request"
+
+
+def test_a_copy_held_without_its_value_is_never_sent_back_as_a_tombstone() -> None:
+    letter = DeadLetter.of(Message([*dead_lettered()[1:], (HEADER_VALUE_DROPPED, b"9000000 bytes, too large")]))
+    assert letter.value_dropped
+    assert not DeadLetter.of(Message(dead_lettered())).value_dropped

@@ -210,6 +210,7 @@ def _replay(args: argparse.Namespace) -> int:
         "skipped (replayed before; --force sends them)": totals.skipped_loop,
         "skipped (sent by an earlier replay)": totals.skipped_sent,
         "skipped (no source topic header)": totals.skipped_unknown_source,
+        "skipped (held without its value; read it at its source offset)": totals.skipped_value_dropped,
     }
     report = {"read": totals.read, verb: totals.sent, **{name: n for name, n in skipped.items() if n}}
     say("; ".join(f"{name} {count:,}" for name, count in report.items()))

@@ -17,6 +17,7 @@ from bridge.deadletter import (
     HEADER_REASON,
     HEADER_REPLAYED,
     HEADER_TOPIC,
+    HEADER_VALUE_DROPPED,
 )
 
 Headers = Sequence[tuple[str, str | bytes | None]]
@@ -70,6 +71,11 @@ class DeadLetter:
     def replayed_before(self) -> bool:
         """Sent back by a replay once and dead-lettered again."""
         return any(name == HEADER_REPLAYED for name, _ in self.headers)
+
+    @property
+    def value_dropped(self) -> bool:
+        """The record was too large for the dead-letter topic, which holds it without its value and headers."""
+        return any(name == HEADER_VALUE_DROPPED for name, _ in self.headers)
 
     @property
     def day(self) -> str:

@@ -38,6 +38,8 @@ class ReplayTotals:
     skipped_loop: int = 0
     """Replayed before and dead-lettered again: left alone without --force."""
     skipped_unknown_source: int = 0
+    skipped_value_dropped: int = 0
+    """Held without their value (too large for the dead-letter topic): nothing to send back."""
     skipped_sent: int = 0
     """Sent by an earlier replay with other filters."""
     by_topic: dict[str, int] = field(default_factory=dict)
@@ -130,6 +132,9 @@ class Replay:
             return False
         if not letter.source_topic:
             totals.skipped_unknown_source += 1
+            return False
+        if letter.value_dropped:
+            totals.skipped_value_dropped += 1
             return False
         if any(earlier.sent(letter) for earlier in self._earlier):
             totals.skipped_sent += 1
