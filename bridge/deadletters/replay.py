@@ -118,11 +118,14 @@ class Replay:
         return producer
 
     def _progress_so_far(self, client: Consumer) -> dict[int, int]:
-        metadata = client.list_topics(self._topic, timeout=_TIMEOUT_S).topics.get(self._topic)
-        if metadata is None or metadata.error is not None:
-            return {}
-        asked = [TopicPartition(self._topic, p) for p in metadata.partitions]
-        return {tp.partition: tp.offset for tp in client.committed(asked, timeout=_TIMEOUT_S)}
+        try:
+            metadata = client.list_topics(self._topic, timeout=_TIMEOUT_S).topics.get(self._topic)
+            if metadata is None or metadata.error is not None:
+                return {}
+            asked = [TopicPartition(self._topic, p) for p in metadata.partitions]
+            return {tp.partition: tp.offset for tp in client.committed(asked, timeout=_TIMEOUT_S)}
+        except KafkaException as exc:
+            raise ReplayError(f"cannot read the progress of {self.group}: {exc}") from None
 
     def _chosen(self, letter: DeadLetter, totals: ReplayTotals) -> bool:
         if not self._filters.matches(letter):
