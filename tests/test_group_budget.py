@@ -92,7 +92,9 @@ async def test_three_instances_joining_and_leaving_share_one_request_budget(
         for bridge in bridges.values():
             bridge.kill()
 
-    assert sorted(set(seqs(sandbox.state.events))) == list(range(total)), "nothing lost"
+    delivered = seqs(sandbox.state.events)
+    assert sorted(set(delivered)) == list(range(total)), "nothing lost"
+    print(f"\nGROUP-BUDGET all {total:,} events delivered, {len(delivered) - total:,} duplicates")
     for phase in phases:
         whole = rate(sandbox, phase.started, phase.ended)
         steady = rate(sandbox, phase.ended - STEADY_S, phase.ended)
