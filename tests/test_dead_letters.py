@@ -9,6 +9,7 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
 import yaml
@@ -18,7 +19,6 @@ from bridge.sandbox.server import Sandbox
 from tests.conftest import TopicFactory
 from tests.harness import (
     APP,
-    KEY,
     BridgeProcess,
     bridge_command,
     bridge_config,
@@ -40,13 +40,22 @@ VALID = 1000
 UNKEYED = 10_000
 """Events of an application the first bridge has no key for: dead-lettered as invalid, replayed once keyed."""
 REFUSED = 3
-SECRET_HEADER = ("authorization", f"Bearer {KEY}".encode())
+APP_KEY = "k3y/with+plus=and%pct-ü"
+"""The application's key in this test: characters that percent-, plus- and JSON-encoding all change."""
+SPELLINGS = [APP_KEY, quote(APP_KEY, safe=""), quote(APP_KEY), quote_plus(APP_KEY), json.dumps(APP_KEY)[1:-1]]
+SECRET_HEADER = (
+    "authorization",
+    f"Bearer {APP_KEY}; {quote_plus(APP_KEY)}; https://api.example/?post_api_key={quote(APP_KEY, safe='')}".encode(),
+)
+PRINTED: list[str] = []
+"""Everything the commands printed in this module, checked for the key in every spelling."""
 
 
 async def cli(*args: str) -> tuple[int, str, str]:
     async with bridge_command("dead-letters", *args) as process:
         out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
+    PRINTED.append(out.decode() + err.decode())
     return process.returncode, out.decode(), err.decode()
 
 
@@ -70,7 +79,7 @@ def values() -> tuple[list[bytes | None], set[int]]:
 def keyed_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # Keys per application and no default key: records of an application without one are dead-lettered.
     monkeypatch.delenv("BRIDGE_POST_API_KEY", raising=False)
-    monkeypatch.setenv(APP_KEY_ENV, KEY)
+    monkeypatch.setenv(APP_KEY_ENV, APP_KEY)
     monkeypatch.setenv(OTHER_KEY_ENV, OTHER_KEY)
 
 
@@ -83,6 +92,8 @@ async def test_dead_letters_are_summarised_shown_and_replayed_exactly_once_after
     produce(kafka_bootstrap, topic, records)
     produce(kafka_bootstrap, topic, [raw_avro(event(50_000))[:3]], headers=[SECRET_HEADER])
     sandbox.set_faults(refuse_event_names=frozenset({"refuse-me"}))
+    sandbox.set_keys(post_api_key=APP_KEY)
+    PRINTED.clear()
     group = f"g-{topic}"
     keys = {APP: {"api_key_env": APP_KEY_ENV}}
     config = bridge_config(
@@ -133,7 +144,7 @@ async def test_dead_letters_are_summarised_shown_and_replayed_exactly_once_after
     code, out, err = await cli("show", "--config", str(config_path), "--reason", "decode", "--json")
     shown = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(shown) == 3 and all(s["record"] is None and "not decoded" in s["problem"] for s in shown)
-    assert KEY not in out + err and "[REDACTED]" in out, "a secret in a header is never printed"
+    assert "[REDACTED]" in out, "a secret in a header is redacted"
 
     code, out, err = await cli("replay", "--config", str(config_path), "--reason", "invalid")
     assert code == 0, err
@@ -191,6 +202,8 @@ async def test_dead_letters_are_summarised_shown_and_replayed_exactly_once_after
     assert offered(out) == 1, "--force offers the re-dead-lettered record again"
     code, out, _ = await cli("summary", "--config", str(fixed_path), "--json")
     assert json.loads(out)["replayed_before"] == 1
+    leaked = [spelling for spelling in SPELLINGS for text in PRINTED if spelling in text]
+    assert len(PRINTED) > 10 and leaked == [], "the key is never printed, in any spelling"
     print(
         f"\nDEAD-LETTERS {total_dead} dead-lettered; replay SIGKILLed after {sent_before_kill} sent, SIGTERMed after "
         f"{sent_before_term} more, resumed with {resumed}; {len(expected)} delivered exactly once, "
