@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +22,9 @@ from hypothesis import strategies as st
 from multidict import MultiDict
 
 from bridge import csvbody
+from bridge.avro import contract_schema, parse
+from bridge.config import BridgeConfig
+from bridge.deadletters.show import decode_all
 from bridge.methods import (
     EXCLUDED_CURRENCIES,
     METHODS,
@@ -44,6 +48,7 @@ from bridge.postapi import Violation
 from bridge.rows import RowMaker
 from bridge.sandbox.intake import BadRequestError, read_csv_batch, read_query_batch
 from devtools import method_tables
+from tests.harness import raw_avro
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_800_000_000.0
@@ -373,3 +378,23 @@ def test_the_row_maker_judges_every_record_as_its_verdict_does(method: Method, d
         )
         assert table.violations.get(position) == expected, (position, record)
         assert (table.applications[position] is None) == (expected is not None)
+
+
+def test_dead_letters_show_reads_each_letter_into_its_source_topic_s_method() -> None:
+    config = BridgeConfig.model_validate(
+        {
+            "kafka": {"bootstrap_servers": "127.0.0.1:1", "topics": ["app.events"]},
+            "routes": [{"topics": ["shop.purchases"], "method": "revenue"}],
+            "avro": {"format": "raw", "schema_file": str(ROOT / "schemas" / "appmetrica_event.avsc")},
+            "post_api": {"application_id": APP},
+        }
+    )
+    revenue = {**valid_record(METHODS["revenue"]), "event_timestamp": int(time.time() * 1000)}
+    value = raw_avro(revenue, parse(contract_schema("revenue")))
+    (shown, foreign) = decode_all(config, [("shop.purchases", value), ("app.events", value)])
+    assert (
+        shown.row is not None
+        and shown.row["price"] == "-4.99"
+        and shown.row["revenue_event_type"] == revenue["revenue_event_type"]
+    )
+    assert foreign.row is None and foreign.problem.startswith("not decoded")
