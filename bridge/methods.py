@@ -269,12 +269,8 @@ class Amount(Kind):
 
 def amount_text(unscaled: bytes) -> str:
     """An Avro decimal's bytes at scale 8 as plain decimal text, without exponent or trailing zeros: ``-0.5``."""
-    value = int.from_bytes(unscaled, "big", signed=True)
-    whole, fraction = divmod(abs(value), 10**DECIMAL_SCALE)
-    sign = "-" if value < 0 else ""
-    if not fraction:
-        return f"{sign}{whole}"
-    return f"{sign}{whole}.{fraction:08d}".rstrip("0")
+    amount = Decimal(int.from_bytes(unscaled, "big", signed=True)).scaleb(-DECIMAL_SCALE)
+    return format(amount.normalize(), "f")
 
 
 def amount_bytes(text: str) -> bytes:
