@@ -1,0 +1,87 @@
+"""Whether Kafka lets the bridge in, asked once at start-up so a refusal is one line naming its cause.
+
+Left to the consumer, a wrong password or an untrusted CA is a stream of librdkafka retries and log lines while
+the bridge looks alive. This asks the cluster first, with librdkafka's own logging off, what the bridge will
+need: a connection (authentication, TLS), Describe on every topic it reads or dead-letters to (Read and Write
+imply it) and Describe on its consumer group (Read implies it). A refusal raises StartupError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+
+from bridge.config import KafkaConfig
+from bridge.deadletter import StartupError, _client_properties
+
+_REFUSALS = {KafkaError._AUTHENTICATION: "Kafka refused the credentials", KafkaError._SSL: "TLS with Kafka failed"}
+_BROKER_PREFIX = re.compile(r"^\S+://\S+?/(?:bootstrap|\d+): ")
+_STATE_SUFFIX = re.compile(r" \(after \d+ms in state \w+\)$")
+
+
+async def check_kafka_access(config: KafkaConfig, timeout_s: float = 15.0) -> None:
+    """Raise StartupError naming the cause when the cluster cannot be reached or refuses what the bridge needs."""
+    await asyncio.to_thread(_check, config, timeout_s)
+
+
+def _check(config: KafkaConfig, timeout_s: float) -> None:
+    errors: list[KafkaError] = []
+    conf: dict[str, Any] = {
+        **_client_properties(config.properties),
+        "bootstrap.servers": config.bootstrap_servers,
+        "error_cb": errors.append,
+        # The errors come to error_cb and become one line; librdkafka's own log would repeat each per retry.
+        "log_level": 0,
+    }
+    admin = AdminClient(conf)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin.list_topics(timeout=1.0)
+            break
+        except KafkaException as exc:
+            admin.poll(0)
+            refusal = _refusal(errors)
+            if refusal is not None:
+                raise StartupError(refusal) from None
+            if time.monotonic() > deadline:
+                last = _plain(errors[-1]) if errors else str(exc.args[0].str())
+                raise StartupError(f"cannot reach Kafka at {config.bootstrap_servers}: {last}") from None
+    topics = [*config.topics, *([config.dead_letter_topic] if config.dead_letter_topic else [])]
+    for topic in topics:
+        metadata = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        error = metadata.error if metadata is not None else None
+        if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            need = "Write" if topic == config.dead_letter_topic else "Read"
+            raise StartupError(f"Kafka denies access to topic {topic!r}: grant the bridge's principal {need} on it")
+    group = ConsumerGroupTopicPartitions(config.group_id)
+    try:
+        admin.list_consumer_group_offsets([group], request_timeout=timeout_s)[config.group_id].result()
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            raise StartupError(
+                f"Kafka denies access to consumer group {config.group_id!r}: grant the bridge's principal Read on it"
+            ) from None
+        raise StartupError(f"cannot read consumer group {config.group_id!r}: {exc.args[0].str()}") from None
+
+
+def _refusal(errors: list[KafkaError]) -> str | None:
+    for error in errors:
+        what = _REFUSALS.get(error.code())
+        if what is not None:
+            return f"{what}: {_plain(error)}"
+    # An untrusted CA can surface as a transport error before the handshake error itself.
+    for error in errors:
+        if "certificate verify failed" in error.str():
+            return f"{_REFUSALS[KafkaError._SSL]}: {_plain(error)}"
+    return None
+
+
+def _plain(error: KafkaError) -> str:
+    """The error without the broker address prefix and timing suffix librdkafka adds."""
+    return _STATE_SUFFIX.sub("", _BROKER_PREFIX.sub("", error.str()))
