@@ -20,6 +20,11 @@ from bridge.config import KafkaConfig
 from bridge.deadletter import StartupError, _client_properties
 
 _REFUSALS = {KafkaError._AUTHENTICATION: "Kafka refused the credentials", KafkaError._SSL: "TLS with Kafka failed"}
+_LOADING = {
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+}
 _BROKER_PREFIX = re.compile(r"^\S+://\S+?/(?:bootstrap|\d+): ")
 _STATE_SUFFIX = re.compile(r" \(after \d+ms in state \w+\)$")
 
@@ -59,15 +64,25 @@ def _check(config: KafkaConfig, timeout_s: float) -> None:
         if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
             need = "Write" if topic == config.dead_letter_topic else "Read"
             raise StartupError(f"Kafka denies access to topic {topic!r}: grant the bridge's principal {need} on it")
-    group = ConsumerGroupTopicPartitions(config.group_id)
-    try:
-        admin.list_consumer_group_offsets([group], request_timeout=timeout_s)[config.group_id].result()
-    except KafkaException as exc:
-        if exc.args[0].code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
-            raise StartupError(
-                f"Kafka denies access to consumer group {config.group_id!r}: grant the bridge's principal Read on it"
-            ) from None
-        raise StartupError(f"cannot read consumer group {config.group_id!r}: {exc.args[0].str()}") from None
+    _check_group(admin, config.group_id, deadline)
+
+
+def _check_group(admin: AdminClient, group_id: str, deadline: float) -> None:
+    while True:
+        try:
+            offsets = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group_id)], request_timeout=5)
+            offsets[group_id].result()
+            return
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+                raise StartupError(
+                    f"Kafka denies access to consumer group {group_id!r}: grant the bridge's principal Read on it"
+                ) from None
+            # A coordinator still loading (a broker just started) answers again a moment later.
+            if (error.code() not in _LOADING and not error.retriable()) or time.monotonic() > deadline:
+                raise StartupError(f"cannot read consumer group {group_id!r}: {error.str()}") from None
+        time.sleep(0.5)
 
 
 def _refusal(errors: list[KafkaError]) -> str | None:

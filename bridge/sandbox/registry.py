@@ -315,12 +315,14 @@ class SchemaRegistry(LocalServer):
     def _authorized(self, header: str) -> bool:
         assert self._basic_auth is not None
         try:
-            given = BasicAuth.decode(header)
+            given = BasicAuth.decode(header, encoding="utf-8")
         except ValueError:
             return False
         user, password = self._basic_auth
         # Both compared whatever the first gives, so the timing tells nothing.
-        return hmac.compare_digest(given.login, user) & hmac.compare_digest(given.password, password)
+        return hmac.compare_digest(given.login.encode(), user.encode()) & hmac.compare_digest(
+            given.password.encode(), password.encode()
+        )
 
     @web.middleware
     async def _errors_as_json(
