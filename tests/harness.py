@@ -22,7 +22,8 @@ import aiohttp
 import fastavro
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import (
+# The ACL types are documented in confluent_kafka.admin, which re-exports them without listing them as public.
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclBinding,
     AclOperation,
     AclPermissionType,
@@ -151,7 +152,7 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
 
 
 @contextlib.asynccontextmanager
-async def bridge_command(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+async def bridge_command(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[asyncio.subprocess.Process]:
     """`python -m bridge ARGS` with its output piped; killed on the way out if the test left it running."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -161,7 +162,7 @@ async def bridge_command(*args: str) -> AsyncIterator[asyncio.subprocess.Process
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     try:
         yield process
