@@ -22,6 +22,7 @@ import aiohttp
 import fastavro
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
+
 # The ACL types are documented in confluent_kafka.admin, which re-exports them without listing them as public.
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclBinding,
