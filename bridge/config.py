@@ -11,9 +11,11 @@ either: `BRIDGE_SCHEMA_REGISTRY_USER_INFO` (or `avro.schema_registry_user_info_f
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -26,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from bridge.logs import REDACTED
+from bridge.logs import REDACTED, Redactor
 from bridge.postapi import MAX_ROWS_PER_REQUEST
 
 DEFAULT_KEY_ENV = "BRIDGE_POST_API_KEY"
@@ -51,7 +53,8 @@ class _Section(BaseModel):
 class KafkaConfig(_Section):
     bootstrap_servers: str = Field(min_length=1)
     group_id: str = Field(default="appmetrica-bridge", min_length=1)
-    topics: list[str] = Field(min_length=1)
+    topics: list[str] = Field(default_factory=list)
+    """Topics routed to the `events` method; `routes` may name more (at least one topic in all)."""
     dead_letter_topic: str | None = None
     properties: dict[str, str | int | float | bool] = Field(default_factory=dict)
     revoke_timeout_s: float = Field(default=10.0, gt=0, le=300)
@@ -61,9 +64,7 @@ class KafkaConfig(_Section):
     @field_validator("topics")
     @classmethod
     def _topics_named(cls, topics: list[str]) -> list[str]:
-        if any(not t.strip() for t in topics):
-            raise ValueError("topic names must not be empty")
-        return topics
+        return _named_topics(topics)
 
     @field_validator("properties")
     @classmethod
@@ -74,9 +75,36 @@ class KafkaConfig(_Section):
         return props
 
 
+MethodName = Literal["events", "revenue", "adrevenue", "ecommerce", "profiles"]
+"""The Post API's upload methods."""
+
+
+class RouteConfig(_Section):
+    """Topics whose records go to one Post API method."""
+
+    topics: list[str] = Field(min_length=1)
+    method: MethodName
+    format: Literal["avro", "json"] = "avro"
+    """How the record values are encoded: Avro (as `avro.format` says) or one UTF-8 JSON object per value."""
+    mapping: dict[str, Any] | None = None
+    """Where each Post API parameter comes from in the record; None reads the method's own contract."""
+
+    @field_validator("topics")
+    @classmethod
+    def _topics_named(cls, topics: list[str]) -> list[str]:
+        return _named_topics(topics)
+
+
+def _named_topics(topics: list[str]) -> list[str]:
+    if any(not t.strip() for t in topics):
+        raise ValueError("topic names must not be empty")
+    return topics
+
+
 class AvroConfig(_Section):
     format: Literal["confluent", "raw"] = "confluent"
     schema_registry_url: str | None = None
+    """One URL, or several separated by commas (tried in turn)."""
     schema_file: Path | None = None
     schema_registry_properties: dict[str, str | int | float | bool] = Field(default_factory=dict)
     """Passed to confluent-kafka's registry client as they are (ssl.ca.location, ssl.certificate.location, ...)."""
@@ -92,6 +120,13 @@ class AvroConfig(_Section):
             if name in props:
                 raise ValueError(f"{name} is not set here: use {instead}")
         return props
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry_urls(cls, urls: str | None) -> str | None:
+        if urls:
+            check_registry_urls(urls)
+        return urls
 
     @model_validator(mode="after")
     def _source_of_schemas(self) -> AvroConfig:
@@ -195,6 +230,8 @@ class BridgeConfig(_Section):
 
     kafka: KafkaConfig
     avro: AvroConfig
+    routes: list[RouteConfig] = Field(default_factory=list)
+    """Topics of the other methods (and events topics with their own format or mapping), beside kafka.topics."""
     post_api: PostApiConfig = PostApiConfig()
     batch: BatchConfig = BatchConfig()
     upload: UploadConfig = UploadConfig()
@@ -204,6 +241,34 @@ class BridgeConfig(_Section):
     shutdown: ShutdownConfig = ShutdownConfig()
     log: LogConfig = LogConfig()
 
+    @model_validator(mode="after")
+    def _each_topic_routed_once(self) -> BridgeConfig:
+        seen: dict[str, str] = {}
+        for where, route in self._placed_routes():
+            for topic in route.topics:
+                if topic in seen:
+                    raise ValueError(f"topic {topic!r} is named by both {seen[topic]} and {where}")
+                seen[topic] = where
+        if not seen:
+            raise ValueError("no topics: set kafka.topics or routes")
+        return self
+
+    def _placed_routes(self) -> list[tuple[str, RouteConfig]]:
+        placed = [(f"routes.{index}", route) for index, route in enumerate(self.routes)]
+        if self.kafka.topics:
+            placed.insert(0, ("kafka.topics", RouteConfig(topics=self.kafka.topics, method="events")))
+        return placed
+
+    @property
+    def effective_routes(self) -> list[RouteConfig]:
+        """Every route, `kafka.topics` first as a route to `events`; no topic is in two."""
+        return [route for _, route in self._placed_routes()]
+
+    @property
+    def topics(self) -> list[str]:
+        """Every topic the bridge consumes, in one consumer group."""
+        return [topic for route in self.effective_routes for topic in route.topics]
+
 
 class PostApiKeys:
     """Post API keys by application; `for_application` falls back to the default key."""
@@ -211,6 +276,7 @@ class PostApiKeys:
     def __init__(self, default: SecretStr | None, by_application: Mapping[int, SecretStr]) -> None:
         self._default = default
         self._by_application = dict(by_application)
+        self._redactor: Redactor | None = None
 
     def for_application(self, application_id: int) -> SecretStr | None:
         return self._by_application.get(application_id, self._default)
@@ -223,6 +289,12 @@ class PostApiKeys:
         """Every key as plain text, for the log redactor."""
         keys = [*self._by_application.values(), *([self._default] if self._default else [])]
         return [k.get_secret_value() for k in keys]
+
+    def redact(self, text: str) -> str:
+        """`text` with every key masked in any spelling (an answer that echoes the request URL, say)."""
+        if self._redactor is None:
+            self._redactor = Redactor(self.secrets())
+        return self._redactor.redact(text)
 
     def describe(self) -> dict[str, str]:
         described = {"default": "set" if self._default else "not set"}
@@ -277,6 +349,8 @@ class Settings:
         """The effective configuration as plain data, keys shown only as set or not, Kafka secrets masked."""
         data = self.config.model_dump(mode="json")
         data["post_api"]["keys"] = self.keys.describe()
+        if urls := self.config.avro.schema_registry_url:
+            data["avro"]["schema_registry_url"] = mask_registry_urls(urls)
         data["kafka"]["properties"] = {
             name: REDACTED if _secret_property(name) else value for name, value in data["kafka"]["properties"].items()
         }
@@ -289,19 +363,81 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value the configuration holds, for the log redactor."""
-        kafka = [str(v) for k, v in self.config.kafka.properties.items() if _secret_property(k) and str(v)]
-        registry = [
-            str(v) for k, v in self.config.avro.schema_registry_properties.items() if _secret_property(k) and str(v)
+        properties = self.config.kafka.properties.items()
+        kafka = [secret for k, v in properties if _secret_property(k) for secret in _property_secrets(str(v))]
+        registry = registry_url_secrets(self.config.avro.schema_registry_url or "")
+        registry_properties = [
+            secret
+            for k, v in self.config.avro.schema_registry_properties.items()
+            if _secret_property(k)
+            for secret in _property_secrets(str(v))
         ]
-        return [*self.keys.secrets(), *kafka, *registry, *self.registry.secrets()]
+        return [*self.keys.secrets(), *kafka, *registry, *registry_properties, *self.registry.secrets()]
+
+
+_SECRET_WORDS = ("password", "secret", "credential", "token", "jaas", "oauthbearer.config")
+_EMBEDDED_SECRET = re.compile(
+    r"""[\w.-]*(?:password|secret|token|credential)[\w.-]*\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s;,"']+))""",
+    re.IGNORECASE,
+)
+"""A `name=value` pair whose name says it is a secret, inside a property such as sasl.oauthbearer.config
+("clientId=bridge clientSecret=…") or sasl.jaas.config ('… password="…";')."""
 
 
 def _secret_property(name: str) -> bool:
-    """librdkafka properties that carry credentials (sasl.password, ssl.key.password, *.client.secret, ...)."""
+    """librdkafka properties that carry credentials (sasl.password, ssl.key.password, *.client.secret, the OAuth
+    and JAAS configs, ...)."""
     lowered = name.lower()
-    return any(word in lowered for word in ("password", "secret", "credential", "token")) or lowered.endswith(
-        ".key.pem"
-    )
+    return any(word in lowered for word in _SECRET_WORDS) or lowered.endswith(".key.pem")
+
+
+def _property_secrets(value: str) -> list[str]:
+    """What the log must never show of a secret property: its whole value and each secret embedded in it."""
+    embedded = ["".join(match.groups(default="")) for match in _EMBEDDED_SECRET.finditer(value)]
+    return [value, *embedded]
+
+
+def _registry_url_parts(urls: str) -> list[SplitResult]:
+    return [urlsplit(url.strip()) for url in urls.split(",")]
+
+
+def check_registry_urls(urls: str) -> None:
+    """Raise ValueError unless every comma-separated URL is http(s) with a host and a valid port.
+
+    The message counts the URLs instead of quoting them: a URL can carry a password.
+    """
+    parts = _registry_url_parts(urls)
+    for number, url in enumerate(parts, 1):
+        try:
+            port_ok = url.port is None or url.port > 0
+        except ValueError:
+            port_ok = False
+        if url.scheme not in ("http", "https") or not url.hostname or not port_ok:
+            which = f"URL {number} of {len(parts)}" if len(parts) > 1 else "the URL"
+            raise ValueError(
+                f"{which} is not an http:// or https:// URL with a host and a valid port "
+                "(for example https://registry.example.com:8081)"
+            )
+
+
+def mask_registry_urls(urls: str) -> str:
+    """The registry URLs with any `user:password@` masked, for check-config and the log."""
+    masked = []
+    for url in _registry_url_parts(urls):
+        if url.username is not None or url.password is not None:
+            url = url._replace(netloc=f"{REDACTED}@{url.netloc.rpartition('@')[2]}")
+        masked.append(urlunsplit(url))
+    return ",".join(masked)
+
+
+def registry_url_secrets(urls: str) -> list[str]:
+    """The user info of each registry URL, as written and decoded, for the log redactor."""
+    secrets = []
+    for url in _registry_url_parts(urls):
+        userinfo = url.netloc.rpartition("@")[0]
+        if userinfo:
+            secrets += [userinfo, unquote(userinfo), *(unquote(p) for p in (url.password,) if p)]
+    return secrets
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Settings:

@@ -29,6 +29,8 @@ log = structlog.get_logger("bridge.upload")
 
 _RETRY_AFTER_CAP_S = 3600.0
 _DETAIL_LIMIT = 500
+_REDACT_LIMIT = 65_536
+"""Characters of an answer searched for keys: enough for any key past the detail's cut, bounded for a huge body."""
 
 
 class Verdict(Enum):
@@ -254,7 +256,8 @@ class Uploader:
                     outcome = _Attempt(
                         response.status,
                         str(response.status),
-                        text[:_DETAIL_LIMIT].strip(),
+                        # Redacted whole before it is cut, so no part of a key survives at the cut.
+                        self._keys.redact(text[:_REDACT_LIMIT])[:_DETAIL_LIMIT].strip(),
                         retry_after_s(response.headers.get("Retry-After")),
                     )
             except TimeoutError:

@@ -230,11 +230,6 @@ async def test_wrong_user_info_delivers_nothing_dead_letters_nothing_and_names_t
         assert form not in text
 
 
-@pytest.mark.xfail(
-    reason="needs i10b (registry 401/403 classified in ConfluentDecoder._fetch and shown as not-ready); "
-    "not on main when this was written",
-    strict=False,
-)
 async def test_wrong_user_info_makes_the_bridge_not_ready(
     kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, auth_registry: SchemaRegistry, tmp_path: Path
 ) -> None:

@@ -73,6 +73,8 @@ class SchemaRegistry(LocalServer):
         self._basic_auth = basic_auth
         self.refused_logins = 0
         """Requests answered 401, for tests that check a client sent (wrong) credentials."""
+        self.refuse_with: int | None = None
+        """401 or 403 to have schema fetches refused as a registry refuses bad credentials; None answers them."""
         app = web.Application(middlewares=[self._errors_as_json, self._authenticated])
         routes: list[tuple[str, str, Callable[[web.Request], Awaitable[Any]]]] = [
             ("POST", "/subjects/{subject}/versions", self._register),
@@ -170,6 +172,8 @@ class SchemaRegistry(LocalServer):
 
     async def _schema_by_id(self, request: web.Request) -> Any:
         text = request.match_info["id"]
+        if self.refuse_with is not None:
+            raise RegistryError(self.refuse_with, self.refuse_with * 100 + 1, "Unauthorized")
         if not text.isdecimal() or not 1 <= int(text) <= len(self._schemas):
             raise RegistryError(404, 40403, f"Schema {text} not found")
         return _described(self._schemas[int(text) - 1], {})
