@@ -543,6 +543,13 @@ def _resolve_registry_credentials(avro: AvroConfig, env: Mapping[str, str]) -> R
         raise ConfigError(f"avro.schema_registry_user_info_file / {REGISTRY_USER_INFO_ENV}: must be user:password")
     if user_info is not None and token is not None:
         raise ConfigError("avro: give the schema registry basic-auth user info or a bearer token, not both")
+    urls = _registry_url_parts(avro.schema_registry_url or "")
+    if user_info is not None and any(url.username for url in urls):
+        # confluent-kafka refuses both at once; say so here, exit 2, rather than at start-up.
+        raise ConfigError(
+            f"avro.schema_registry_url: holds user info as well as {REGISTRY_USER_INFO_ENV} "
+            "(or avro.schema_registry_user_info_file): give one"
+        )
     return RegistryCredentials(user_info, token)
 
 

@@ -29,6 +29,7 @@ from devtools.kafka_local import DEFAULT_PORT, HOST, LocalKafka, Secured, free_p
 from tests.harness import APP, KEY, SecuredKafka
 
 _STARTED = pytest.StashKey[tuple[str, float]]()
+_SECURED_STARTED = pytest.StashKey[tuple[str, float]]()
 
 
 class TopicFactory(Protocol):
@@ -51,7 +52,7 @@ def kafka_broker(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture(scope="session")
-def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKafka]:
+def secured_kafka(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKafka]:
     """A broker of the session's own with SASL_SSL and mutual-TLS listeners and the authorizer on.
 
     Started only by the tests that ask for it, once a session: a shared plain broker cannot have them.
@@ -64,7 +65,7 @@ def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredK
         data_dir=tmp_path_factory.mktemp("secured-kafka"),
         secured=Secured(sasl_port=sasl_port, ssl_port=ssl_port, scram_users={"bridge": password}),
     )
-    broker.start()
+    pytestconfig.stash[_SECURED_STARTED] = (broker.sasl_bootstrap, broker.start())
     try:
         yield SecuredKafka(broker, "bridge", password)
     finally:
@@ -156,3 +157,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     if _STARTED in config.stash:
         bootstrap, seconds = config.stash[_STARTED]
         terminalreporter.write_line(f"the session's Kafka at {bootstrap} started in {seconds:.1f}s")
+    if _SECURED_STARTED in config.stash:
+        bootstrap, seconds = config.stash[_SECURED_STARTED]
+        terminalreporter.write_line(f"the session's secured Kafka (SASL_SSL at {bootstrap}) started in {seconds:.1f}s")

@@ -3,7 +3,9 @@ from PyPI) named by HTTPS_PROXY, around it for hosts in NO_PROXY, and the key in
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -11,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
+import aiohttp
 import pytest
 
 from bridge.sandbox.config import Keys
@@ -23,6 +26,7 @@ from tests.harness import (
     APP,
     KEY,
     BridgeProcess,
+    bridge_command,
     bridge_config,
     committed,
     end_offsets,
@@ -156,3 +160,26 @@ async def test_a_post_api_certificate_from_an_unknown_ca_is_never_trusted(
         bridge.kill()
     assert https_sandbox.state.events == []
     assert KEY not in bridge.log_path.read_text()
+
+
+async def test_sandbox_cli_serves_https_with_tls_flags(tls_files: TlsFiles) -> None:
+    args = ("sandbox", "--port", "0", "--post-api-key", KEY)
+    tls_args = ("--tls-cert", str(tls_files.server_cert), "--tls-key", str(tls_files.server_key))
+    async with bridge_command(*args, *tls_args) as process:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+        assert line.startswith("Post API sandbox listening on https://127.0.0.1:"), line
+        url = line.split()[-1]
+        trusted = ssl.create_default_context(cafile=str(tls_files.ca))
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/sandbox/stats", ssl=trusted) as response:
+                assert response.status == 200
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await http.get(f"{url}/sandbox/stats")
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.communicate(), 20)
+        assert process.returncode == 0
+    async with bridge_command("sandbox", "--port", "0", "--tls-cert", str(tls_files.server_cert)) as half:
+        _, errors = await asyncio.wait_for(half.communicate(), 20)
+    assert half.returncode == 2
+    assert errors.decode() == "appmetrica-bridge: error: give --tls-cert and --tls-key together\n"

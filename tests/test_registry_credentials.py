@@ -14,9 +14,12 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.avro import contract_schema
 from bridge.config import ConfigError, load_config
+from bridge.logs import REDACTED
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
 from tests.conftest import TopicFactory
@@ -121,6 +124,11 @@ def leaves(data: Any) -> list[Any]:
             "avro.schema_registry_user_info_file / BRIDGE_SCHEMA_REGISTRY_USER_INFO: must be user:password",
         ),
         (
+            {"schema_registry_url": f"https://{USER}:{quote(PASSWORD, safe='')}@sr:8081"},
+            {"BRIDGE_SCHEMA_REGISTRY_USER_INFO": f"{USER}:{PASSWORD}"},
+            "avro.schema_registry_url: holds user info as well as BRIDGE_SCHEMA_REGISTRY_USER_INFO",
+        ),
+        (
             {"schema_registry_user_info_file": "/nonexistent/user-info"},
             {},
             "avro.schema_registry_user_info_file / BRIDGE_SCHEMA_REGISTRY_USER_INFO: cannot read",
@@ -155,6 +163,27 @@ def test_secret_properties_from_the_environment_stay_text_as_given(tmp_path: Pat
     assert {"0123", f"{USER}:{PASSWORD}", PASSWORD} <= set(settings.secrets())
     with pytest.raises(ConfigError, match="not both"):
         load_config(config, {**env, "BRIDGE_SCHEMA_REGISTRY_BEARER_TOKEN": TOKEN})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    password=st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1),
+    user=st.text(st.characters(whitelist_categories=("L", "N")), min_size=1),
+)
+def test_any_password_reaches_the_clients_exactly_as_given(tmp_path_factory: Any, password: str, user: str) -> None:
+    config = write_config(tmp_path_factory.mktemp("hyp") / "h.yaml")
+    env = {
+        "BRIDGE_POST_API_KEY": KEY,
+        "BRIDGE_KAFKA__PROPERTIES__SASL.PASSWORD": password,
+        "BRIDGE_SCHEMA_REGISTRY_USER_INFO": f"{user}:{password}",
+    }
+    loaded = load_config(config, env)
+    assert loaded.config.kafka.properties["sasl.password"] == password
+    assert loaded.registry.client_properties() == {"basic.auth.user.info": f"{user}:{password}"}
+    assert password in loaded.secrets()
+    shown = loaded.redacted()
+    assert shown["kafka"]["properties"]["sasl.password"] == REDACTED
+    assert shown["avro"]["schema_registry_credentials"]["user_info"] == "set"
 
 
 @pytest.fixture
