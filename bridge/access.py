@@ -2,8 +2,10 @@
 
 Left to the consumer, a wrong password or an untrusted CA is a stream of librdkafka retries and log lines while
 the bridge looks alive. This asks the cluster first, with librdkafka's own logging off, what the bridge will
-need: a connection (authentication, TLS), Describe on every topic it reads or dead-letters to (Read and Write
-imply it) and Describe on its consumer group (Read implies it). A refusal raises StartupError.
+need: a connection (authentication, TLS), Read on every topic it reads and Write on its dead-letter topic (the
+operations the broker's authorizer says the principal may do there), and Describe on its consumer group, which
+Read implies (a group's authorized operations are not asked: the group may not exist yet). A refusal raises
+StartupError.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import re
 import time
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicCollection
+from confluent_kafka.admin import AclOperation, AdminClient  # type: ignore[attr-defined]
 
 from bridge.config import KafkaConfig
 from bridge.deadletter import StartupError, _client_properties
@@ -57,14 +59,29 @@ def _check(config: KafkaConfig, timeout_s: float) -> None:
             if time.monotonic() > deadline:
                 last = _plain(errors[-1]) if errors else str(exc.args[0].str())
                 raise StartupError(f"cannot reach Kafka at {config.bootstrap_servers}: {last}") from None
-    topics = [*config.topics, *([config.dead_letter_topic] if config.dead_letter_topic else [])]
-    for topic in topics:
-        metadata = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        error = metadata.error if metadata is not None else None
-        if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-            need = "Write" if topic == config.dead_letter_topic else "Read"
-            raise StartupError(f"Kafka denies access to topic {topic!r}: grant the bridge's principal {need} on it")
+    _check_topics(admin, config, timeout_s)
     _check_group(admin, config.group_id, deadline)
+
+
+def _check_topics(admin: AdminClient, config: KafkaConfig, timeout_s: float) -> None:
+    """Read on every topic read, Write on the dead-letter topic, as the broker's authorizer reports them."""
+    needs: dict[str, set[AclOperation]] = {topic: {AclOperation.READ} for topic in config.topics}
+    if config.dead_letter_topic:
+        needs.setdefault(config.dead_letter_topic, set()).add(AclOperation.WRITE)
+    described = admin.describe_topics(
+        TopicCollection(list(needs)), include_authorized_operations=True, request_timeout=timeout_s
+    )
+    for topic, future in described.items():
+        try:
+            allowed = future.result().authorized_operations
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                continue  # a missing topic: the dead-letter check names it, a source topic may come later
+            allowed = []
+        missing = needs[topic] - set(allowed if allowed is not None else needs[topic])
+        if missing:
+            grant = " and ".join(sorted(op.name.capitalize() for op in missing))
+            raise StartupError(f"Kafka denies access to topic {topic!r}: grant the bridge's principal {grant} on it")
 
 
 def _check_group(admin: AdminClient, group_id: str, deadline: float) -> None:

@@ -365,6 +365,14 @@ class SecuredKafka:
             bindings.append(
                 AclBinding(ResourceType.TOPIC, dead_letter_topic, literal, principal, "*", AclOperation.WRITE, allow)
             )
+        self._create(bindings)
+
+    def grant_describe(self, principal: str, topic: str) -> None:
+        """Describe alone on a topic: metadata, but no records."""
+        literal, allow = ResourcePatternType.LITERAL, AclPermissionType.ALLOW
+        self._create([AclBinding(ResourceType.TOPIC, topic, literal, principal, "*", AclOperation.DESCRIBE, allow)])
+
+    def _create(self, bindings: list[AclBinding]) -> None:
         admin = AdminClient({"bootstrap.servers": self.plain})
         for future in admin.create_acls(bindings).values():
             future.result(timeout=30)

@@ -238,7 +238,7 @@ async def test_an_untrusted_ca_fails_start_up_with_one_line(
     assert "certificate verify failed" in error
 
 
-@pytest.mark.parametrize("missing", ["group", "topic", "dead-letter topic"])
+@pytest.mark.parametrize("missing", ["group", "topic", "dead-letter topic", "read, given only describe"])
 async def test_a_missing_acl_is_named_at_start_up(
     missing: str, secured_kafka: SecuredKafka, secured_topic: TopicMaker, sandbox: Sandbox, tmp_path: Path
 ) -> None:
@@ -246,10 +246,12 @@ async def test_a_missing_acl_is_named_at_start_up(
     group = f"g-{topic}"
     secured_kafka.grant(
         f"User:{secured_kafka.user}",
-        [] if missing == "topic" else [topic],
+        [] if missing in ("topic", "read, given only describe") else [topic],
         "someone-else" if missing == "group" else group,
         None if missing == "dead-letter topic" else dlq,
     )
+    if missing == "read, given only describe":
+        secured_kafka.grant_describe(f"User:{secured_kafka.user}", topic)
     config = bridge_config(
         secured_kafka.broker.sasl_bootstrap,
         topic,
@@ -262,5 +264,6 @@ async def test_a_missing_acl_is_named_at_start_up(
         "group": f"Kafka denies access to consumer group {group!r}: grant the bridge's principal Read on it",
         "topic": f"Kafka denies access to topic {topic!r}: grant the bridge's principal Read on it",
         "dead-letter topic": f"Kafka denies access to topic {dlq!r}: grant the bridge's principal Write on it",
+        "read, given only describe": f"Kafka denies access to topic {topic!r}: grant the bridge's principal Read on it",
     }
     assert error == expected[missing]
