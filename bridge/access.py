@@ -15,11 +15,14 @@ import re
 import time
 from typing import Any
 
+import structlog
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AclOperation, AdminClient  # type: ignore[attr-defined]
 
 from bridge.config import KafkaConfig
 from bridge.deadletter import StartupError, _client_properties
+
+log = structlog.get_logger("bridge.access")
 
 _REFUSALS = {KafkaError._AUTHENTICATION: "Kafka refused the credentials", KafkaError._SSL: "TLS with Kafka failed"}
 _LOADING = {
@@ -32,7 +35,10 @@ _STATE_SUFFIX = re.compile(r" \(after \d+ms in state \w+\)$")
 
 
 async def check_kafka_access(config: KafkaConfig, timeout_s: float = 15.0) -> None:
-    """Raise StartupError naming the cause when the cluster cannot be reached or refuses what the bridge needs."""
+    """Raise StartupError naming the cause when the cluster refuses what the bridge needs.
+
+    A cluster that does not answer within `timeout_s` is only logged: an outage is the pipeline's to wait out.
+    """
     await asyncio.to_thread(_check, config, timeout_s)
 
 
@@ -57,8 +63,10 @@ def _check(config: KafkaConfig, timeout_s: float) -> None:
             if refusal is not None:
                 raise StartupError(refusal) from None
             if time.monotonic() > deadline:
+                # Down is not refused: the bridge starts, not ready, and consumes once Kafka is back.
                 last = _plain(errors[-1]) if errors else str(exc.args[0].str())
-                raise StartupError(f"cannot reach Kafka at {config.bootstrap_servers}: {last}") from None
+                log.warning("Kafka unreachable at start-up; access not checked", error=last)
+                return
     _check_topics(admin, config, timeout_s)
     _check_group(admin, config.group_id, deadline)
 

@@ -6,6 +6,7 @@ Kafka security, registry credentials from the environment and the registry's own
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import uuid
@@ -24,6 +25,7 @@ from bridge.deadletter import HEADER_REASON
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
 from bridge.sandbox.serving import server_tls
+from devtools.kafka_local import free_ports
 from tests.harness import (
     KEY,
     SUBJECT,
@@ -267,3 +269,26 @@ async def test_a_missing_acl_is_named_at_start_up(
         "read, given only describe": f"Kafka denies access to topic {topic!r}: grant the bridge's principal Read on it",
     }
     assert error == expected[missing]
+
+
+async def test_kafka_down_at_start_up_is_waited_out_not_refused(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Only a refusal ends start-up: a cluster that does not answer leaves the bridge up and not ready."""
+    (port,) = free_ports(1)
+    config = bridge_config(f"127.0.0.1:{port}", "nowhere", sandbox.url, group="g-down")
+    during_check = BridgeProcess(config, tmp_path, name="during-check").start()
+    try:
+        await asyncio.sleep(3)
+        during_check.signal(signal.SIGTERM)
+        await during_check.wait(5)  # SIGTERM while it still asks Kafka: gone at once
+    finally:
+        during_check.kill()
+    bridge = BridgeProcess(config, tmp_path).start()
+    try:
+        await wait_for(lambda: "Kafka unreachable at start-up" in bridge.log_path.read_text(), 40, "the warning")
+        await bridge.serving()
+        status, body = await bridge.get("/readyz")
+        assert status == 503, body
+        bridge.signal(signal.SIGTERM)
+        assert await bridge.wait(30) == 0, bridge.tail()
+    finally:
+        bridge.kill()
