@@ -22,6 +22,7 @@ from bridge.config import ConfigError, load_config
 from bridge.logs import REDACTED
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
+from devtools.kafka_local import free_ports
 from tests.conftest import TopicFactory
 from tests.harness import (
     KEY,
@@ -205,10 +206,13 @@ async def test_user_info_from_the_environment_alone_delivers_every_event(
     topic = new_topic(4)
     total = 3000
     produce_events(kafka_bootstrap, topic, auth_registry, total)
-    config = bridge_config(kafka_bootstrap, topic, sandbox.url, group=f"g-{topic}", registry_url=auth_registry.url)
+    (dead_port,) = free_ports(1)
+    urls = f"http://127.0.0.1:{dead_port},{auth_registry.url}"  # the first is down: the second is asked
+    config = bridge_config(kafka_bootstrap, topic, sandbox.url, group=f"g-{topic}", registry_url=urls)
     bridge = BridgeProcess(config, tmp_path, env={"BRIDGE_SCHEMA_REGISTRY_USER_INFO": f"{USER}:{PASSWORD}"}).start()
     try:
         await wait_for(lambda: len(sandbox.state.events) >= total, 90, "all events accepted")
+        _, metrics = await bridge.get("/metrics")
         ends = end_offsets(kafka_bootstrap, topic)
         await wait_for(lambda: committed(kafka_bootstrap, f"g-{topic}", topic) == ends, 20, "offsets at the end")
         bridge.signal(signal.SIGTERM)
@@ -220,6 +224,7 @@ async def test_user_info_from_the_environment_alone_delivers_every_event(
     text = bridge.log_path.read_text()
     for form in every_form(PASSWORD):
         assert form not in text
+        assert form not in metrics
 
 
 async def test_wrong_user_info_delivers_nothing_dead_letters_nothing_and_names_the_cause(
