@@ -12,17 +12,19 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from bridge.avro import Readers, contract_schema, parse
-from bridge.decode import ConfluentDecoder, make_decoder
+from bridge.config import load_config
+from bridge.decode import ConfluentDecoder, RegistryUnavailableError, make_decoder, registry_client_conf
 from bridge.sandbox import SchemaRegistry
 from bridge.sandbox.serving import server_tls
 from devtools.tls_local import TlsFiles, make_tls_files
-from tests.harness import bridge_command, event
+from tests.harness import bridge_command, event, wire
 
 SUBJECT = "appmetrica.events-value"
 USER, PASSWORD = "producer", "p@ss:wörd"
@@ -226,3 +228,39 @@ async def test_cli_basic_auth_and_tls_flags(tls_files: TlsFiles, tmp_path: Path)
         _, errors = await asyncio.wait_for(process.communicate(), 20)
         assert process.returncode == 0, errors
         assert PASSWORD.encode() not in errors
+
+
+async def test_a_bearer_token_from_the_environment_reaches_the_registry(tmp_path: Path) -> None:
+    token = "tok+en/=="
+    registry = SchemaRegistry(bearer_token=token)
+    await registry.start()
+    try:
+        schema_id = registry.register(SUBJECT, json.dumps(contract_schema()))
+        config = tmp_path / "bridge.yaml"
+        avro_section = {
+            "format": "confluent",
+            "schema_registry_url": registry.url,
+            "schema_registry_properties": {
+                "bearer.auth.logical.cluster": "lsrc-1",
+                "bearer.auth.identity.pool.id": "p",
+            },
+        }
+        config.write_text(
+            yaml.safe_dump({"kafka": {"bootstrap_servers": "x:1", "topics": ["t"]}, "avro": avro_section})
+        )
+        for given, fetched in [(token, True), ("wrong", False)]:
+            settings = load_config(
+                config, {"BRIDGE_POST_API_KEY": "k" * 16, "BRIDGE_SCHEMA_REGISTRY_BEARER_TOKEN": given}
+            )
+            conf = registry_client_conf(settings.config.avro, settings.registry)
+            decoder = make_decoder("confluent", registry.url, None, conf)
+            payload = wire(schema_id, event(1))
+            if fetched:
+                await decoder.prepare([payload])
+                assert schema_id in decoder.schemas().by_id
+            else:
+                with pytest.raises(RegistryUnavailableError, match="401"):
+                    await decoder.prepare([payload])
+        assert registry.refused_logins == 1
+    finally:
+        await registry.stop()

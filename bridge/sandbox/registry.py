@@ -4,7 +4,7 @@ Enough of the REST API for confluent-kafka's SchemaRegistryClient, AvroSerialize
 what producers rely on: register (refusing, with 409, a schema the subject's compatibility rule forbids), lookup,
 fetch by id and by subject version, list subjects, compatibility checks, `/config` globally and per subject,
 deletes of subjects and versions, schema references, and JSON error bodies `{"error_code", "message"}` for every
-error. Optionally it demands HTTP basic auth (401 otherwise) and is served over TLS.
+error. Optionally it demands HTTP basic auth or a bearer token (401 otherwise) and is served over TLS.
 
 Deleting is simplified: a deleted version is gone at once (no soft-deleted state to restore).
 """
@@ -65,12 +65,13 @@ class _Subject:
 class SchemaRegistry(LocalServer):
     """In process: ``url = await SchemaRegistry().start()``; ids are global, versions per subject."""
 
-    def __init__(self, basic_auth: tuple[str, str] | None = None) -> None:
+    def __init__(self, basic_auth: tuple[str, str] | None = None, bearer_token: str | None = None) -> None:
         self._schemas: list[_Schema] = []
         self._ids_by_canonical: dict[str, int] = {}
         self._subjects: dict[str, _Subject] = {}
         self._compatibility = DEFAULT_LEVEL
         self._basic_auth = basic_auth
+        self._bearer_token = bearer_token
         self.refused_logins = 0
         """Requests answered 401, for tests that check a client sent (wrong) credentials."""
         self.refuse_with: int | None = None
@@ -311,13 +312,18 @@ class SchemaRegistry(LocalServer):
     async def _authenticated(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if self._basic_auth is not None and not self._authorized(request.headers.get("Authorization", "")):
+        demands = self._basic_auth is not None or self._bearer_token is not None
+        if demands and not self._authorized(request.headers.get("Authorization", "")):
             self.refused_logins += 1
             raise RegistryError(401, 401, "Unauthorized")
         return await handler(request)
 
     def _authorized(self, header: str) -> bool:
-        assert self._basic_auth is not None
+        scheme, _, token = header.partition(" ")
+        if scheme == "Bearer" and self._bearer_token is not None:
+            return hmac.compare_digest(token.encode(), self._bearer_token.encode())
+        if self._basic_auth is None:
+            return False
         try:
             given = BasicAuth.decode(header, encoding="utf-8")
         except ValueError:
