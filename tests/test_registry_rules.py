@@ -264,3 +264,26 @@ async def test_a_bearer_token_from_the_environment_reaches_the_registry(tmp_path
         assert registry.refused_logins == 1
     finally:
         await registry.stop()
+
+
+async def test_registry_client_certificates_from_the_properties(tls_files: TlsFiles, tmp_path: Path) -> None:
+    """The operator contract's example: CA, client certificate and key in avro.schema_registry_properties."""
+    registry = SchemaRegistry()
+    await registry.start(tls=server_tls(tls_files.server_cert, tls_files.server_key, client_ca=tls_files.ca))
+    try:
+        schema_id = registry.register(SUBJECT, json.dumps(contract_schema()))
+        payload = wire(schema_id, event(1))
+        trusted = {"ssl.ca.location": str(tls_files.ca)}
+        client_cert = {
+            "ssl.certificate.location": str(tls_files.client_cert),
+            "ssl.key.location": str(tls_files.client_key),
+        }
+        decoder = make_decoder("confluent", registry.url, None, {**trusted, **client_cert})
+        await decoder.prepare([payload])
+        assert schema_id in decoder.schemas().by_id
+        without_certificate = make_decoder("confluent", registry.url, None, trusted)
+        with pytest.raises(RegistryUnavailableError) as refused:
+            await without_certificate.prepare([payload])
+        assert "schema registry" in str(refused.value)
+    finally:
+        await registry.stop()

@@ -105,6 +105,7 @@ def _add_listen_flags(parser: argparse.ArgumentParser, default_port: int) -> Non
     )
     parser.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate chain")
     parser.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    parser.add_argument("--tls-client-ca", type=Path, metavar="PEM", help="demand client certificates from this CA")
 
 
 def _run_sandbox(args: argparse.Namespace) -> int:
@@ -143,12 +144,12 @@ def _serve(server: LocalServer, args: argparse.Namespace, banner: Callable[[str]
     """Run ``server`` until SIGINT or SIGTERM; 0 after a clean stop, 1 if it cannot listen, 2 for bad TLS files."""
     host, port = args.host, args.port
     tls = None
-    if (args.tls_cert is None) != (args.tls_key is None):
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
         print("appmetrica-bridge: error: give --tls-cert and --tls-key together", file=sys.stderr)
         return 2
     if args.tls_cert is not None:
         try:
-            tls = server_tls(args.tls_cert, args.tls_key)
+            tls = server_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
         except (OSError, ssl.SSLError) as exc:
             print(f"appmetrica-bridge: error: cannot use --tls-cert/--tls-key: {exc}", file=sys.stderr)
             return 2

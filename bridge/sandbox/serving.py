@@ -58,8 +58,12 @@ class LocalServer:
         await self.stop()
 
 
-def server_tls(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    """A TLS server context from a PEM certificate chain and its key."""
+def server_tls(cert_file: Path, key_file: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+    """A TLS server context from a PEM certificate chain and its key; with `client_ca`, clients must present a
+    certificate that CA issued (mutual TLS)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
+    if client_ca is not None:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
     return context
