@@ -237,9 +237,10 @@ class BridgeProcess:
         config: dict[str, Any],
         workdir: Path,
         name: str = "bridge",
-        key: str = KEY,
+        key: str | None = KEY,
         env: dict[str, str] | None = None,
     ) -> None:
+        """`key` is the default Post API key (BRIDGE_POST_API_KEY); None leaves it unset. `env` adds variables."""
         self.config = config
         self._env = env or {}
         self.port: int = config["server"]["port"]
@@ -251,7 +252,11 @@ class BridgeProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> BridgeProcess:
-        env = {**os.environ, "BRIDGE_POST_API_KEY": self._key, "PYTHONUNBUFFERED": "1", **self._env}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("BRIDGE_POST_API_KEY", None)
+        if self._key is not None:
+            env["BRIDGE_POST_API_KEY"] = self._key
+        env.update(self._env)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "bridge", "run", "--config", str(self.config_path)],
