@@ -16,9 +16,10 @@ from bridge import logs
 from bridge.config import Settings
 from bridge.deadletter import DeadLetters, StartupError
 from bridge.decode import make_decoder
+from bridge.delivery import Totals
 from bridge.health import make_app
 from bridge.metrics import Metrics
-from bridge.pipeline import Pipeline, Totals
+from bridge.pipeline import Pipeline
 from bridge.source import Source
 from bridge.transform import Rules, collect_rarely
 from bridge.upload import Uploader
