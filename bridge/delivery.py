@@ -28,14 +28,15 @@ from bridge.batching import Batch, Held
 from bridge.config import UploadConfig
 from bridge.deadletter import DeadLetters, Reason
 from bridge.metrics import Metrics
-from bridge.postapi import check_event
+from bridge.postapi import MAX_EVENT_AGE_S, check_event
 from bridge.upload import Answer, Payload, Uploader, Verdict
 
 log = structlog.get_logger("bridge.delivery")
 
-REJUDGE_AFTER_S = 1.0
-"""A batch's rows are checked for expiry again before an attempt once this long passed since the last check:
-a first attempt goes out right after the rows were made, a retry or an isolation request may go out much later."""
+REJUDGE_AFTER_S = 5.0
+"""A batch's rows are checked for expiry again before an attempt once this long passed since the last check: a
+first attempt goes out right after the rows were made, a retry (a long 403) much later. An event that expires
+within this window of its last check is sent, refused and dead-lettered as `rejected`."""
 
 
 @dataclass
@@ -176,7 +177,11 @@ class Delivery:
 def _expired(batch: Batch, now: float) -> dict[int, str]:
     """The rows of `batch` that `check_event` finds expired at `now`, by position, with the rule's detail."""
     names = batch.header.decode().rstrip("\r\n").split(",")
-    rows = csv.reader(io.StringIO(b"".join(batch.lines).decode(), newline=""))
+    rows = list(csv.reader(io.StringIO(b"".join(batch.lines).decode(), newline="")))
+    column = names.index("event_timestamp")
+    # check_event judges; the oldest timestamp only spares it the batches with no row past the age limit.
+    if now - min(int(cells[column]) for cells in rows) <= MAX_EVENT_AGE_S:
+        return {}
     expired = {}
     for position, cells in enumerate(rows):
         violation = check_event(dict(zip(names, cells, strict=True)), now)
