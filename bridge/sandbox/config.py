@@ -27,7 +27,7 @@ class Faults(BaseModel):
     """Requests admitted per second; those above it get 429 with Retry-After."""
     refuse_event_names: frozenset[str] = frozenset()
     """Batches holding these event names get 400, like rows the real API refuses for its own reasons."""
-    answer_charset: str | None = Field(None, min_length=1, pattern=r"^[!#-+.-~]+$")
+    answer_charset: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9._:+-]+$")
     """Every answer's Content-Type names this charset (text/plain), even one no client can decode."""
 
     @model_validator(mode="after")
