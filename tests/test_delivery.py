@@ -296,7 +296,8 @@ async def test_sigterm_during_an_outage_exits_zero_within_the_drain_deadline(
     if outage == "key-refused":
         sandbox.set_keys(post_api_key="the-right-key-is-elsewhere")
     if outage == "slow":
-        sandbox.set_faults(latency_ms=5000)
+        # Answers inside upload.timeout_s (30 s), but too slow for the batches to finish within the drain.
+        sandbox.set_faults(latency_ms=15_000)
     group = f"g-{topic}"
     config = bridge_config(
         kafka_bootstrap,
@@ -314,6 +315,7 @@ async def test_sigterm_during_an_outage_exits_zero_within_the_drain_deadline(
         await wait_for(lambda: bool(logged(bridge, "upload")), 60, "an upload attempt")
         if outage == "slow":
             await wait_for(lambda: len(sandbox.state.events) >= 1000, 60, "a slow answer")
+            assert len(sandbox.state.events) < total / 2
         await asyncio.sleep(2)
         bridge.signal(signal.SIGTERM)
         stopped = time.monotonic()

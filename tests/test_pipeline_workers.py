@@ -160,6 +160,17 @@ async def test_the_owner_loop_stops_fetching_while_the_workers_have_enough_queue
         assert len(source.queued_at_fetch) > Backlog.records // 5000, "it fetched again as the worker caught up"
     finally:
         bridge.stop()
-        # The drain launches the open batch at an uploader that is not there; its task fails, and so does the run.
+        # The drain launches the open batch at an uploader that is not there: its task fails, and so does the run.
         with pytest.raises(AttributeError):
             await asyncio.wait_for(running, 60)
+        assert isinstance(bridge._task_failed, AttributeError), "the failed task is what fails the run"
+
+
+async def test_records_of_a_partition_never_assigned_are_not_held() -> None:
+    bridge = pipeline(workers=0)
+    await bridge.assigned([TopicPartition("t", 0)])
+    value = raw_avro(event(1, int(time.time() * 1000)))
+    held = bridge._hold([Message(p, o, value) for o in range(100) for p in range(2)])
+    assert {item.state.partition for item in held} == {0}
+    assert bridge.held == (100, 100 * len(value))
+    assert list(bridge._partitions) == [("t", 0)], "nothing tracks partition 1, so nothing can commit it"
