@@ -14,15 +14,23 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import psutil
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bridge.deadletter import HEADER_DETAIL, HEADER_REASON
+from bridge.batching import Batch, Held
+from bridge.config import UploadConfig
+from bridge.deadletter import HEADER_DETAIL, HEADER_REASON, DeadLetters
+from bridge.delivery import Delivery
+from bridge.metrics import Metrics
+from bridge.offsets import PartitionOffsets
 from bridge.postapi import MAX_EVENT_AGE_S
 from bridge.sandbox.server import Sandbox
+from bridge.upload import Answer, Payload, Uploader, Verdict
 from tests.conftest import TopicFactory
 from tests.harness import (
     KEY,
@@ -42,6 +50,70 @@ from tests.test_reliability import alive, delivered_and_committed, headers_of, t
 
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_DRAIN_S = 20.0
+HEADER = b"application_id,profile_id,event_name,event_timestamp\r\n"
+
+
+class RefusingApi:
+    """Answers a body 400 when it holds a refused row, 200 otherwise, and keeps the rows it accepted."""
+
+    def __init__(self, refused: set[bytes]) -> None:
+        self.refused = refused
+        self.accepted: list[bytes] = []
+        self.requests = 0
+
+    async def deliver(self, application_id: int, payload: Payload) -> Answer:
+        current = await payload()
+        if current is None:
+            return Answer(Verdict.WITHDRAWN, 0, "", 0)
+        self.requests += 1
+        lines = current[0].removeprefix(HEADER).splitlines(keepends=True)
+        if self.refused.intersection(lines):
+            return Answer(Verdict.REFUSED, 400, "a row is refused", 1)
+        self.accepted.extend(lines)
+        return Answer(Verdict.ACCEPTED, 200, "", 1)
+
+
+class DeadLetterTopic:
+    def __init__(self) -> None:
+        self.written: list[tuple[Any, str]] = []
+
+    async def write(self, message: Any, reason: str, detail: str) -> None:
+        self.written.append((message, reason))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 3000),
+    refused_at=st.sets(st.integers(0, 2999), max_size=40),
+    max_split_requests=st.sampled_from([0, 64, 100_000]),
+)
+async def test_isolation_dead_letters_exactly_the_refused_rows_within_its_request_bound(
+    rows: int, refused_at: set[int], max_split_requests: int
+) -> None:
+    now_s = int(time.time())
+    lines = [f"4242,user-{i},e,{now_s}\r\n".encode() for i in range(rows)]
+    refused = {lines[i] for i in refused_at if i < rows}
+    api, topic = RefusingApi(refused), DeadLetterTopic()
+    state = PartitionOffsets("t", 0)
+    batch = Batch(4242, HEADER, time.monotonic())
+    for offset, line in enumerate(lines):
+        state.add(offset)
+        batch.lines.append(line)
+        batch.refs.append(Held(state, offset, line, line))
+    delivery = Delivery(
+        cast(Uploader, api),
+        cast(DeadLetters, topic),
+        UploadConfig(max_split_requests=max_split_requests),
+        Metrics(),
+        lambda _: None,
+    )
+    await delivery.deliver(batch)
+    assert sorted(api.accepted) == sorted(set(lines) - refused), "every accepted row once"
+    assert sorted(message for message, _ in topic.written) == sorted(refused), "exactly the refused rows"
+    assert {reason for _, reason in topic.written} <= {"rejected"}
+    assert state.commit_position() == rows, "every row is done"
+    bound = 1 + 2 * len(refused) * math.ceil(math.log2(rows)) if rows > 1 else 1
+    assert api.requests <= bound
 
 
 def logged(bridge: BridgeProcess, name: str) -> list[dict[str, Any]]:
