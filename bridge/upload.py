@@ -262,12 +262,10 @@ class Uploader:
                 async with self._session.post(
                     self._url, params=params, data=body, headers={"Content-Type": CONTENT_TYPE}, timeout=self._timeout
                 ) as response:
-                    # Bytes, not text(): a charset Python does not know would raise and end the delivery.
-                    answer = await response.read()
                     outcome = _Attempt(
                         response.status,
                         str(response.status),
-                        _detail(answer),
+                        _detail(await _body(response)),
                         retry_after_s(response.headers.get("Retry-After")),
                     )
             except TimeoutError:
@@ -290,6 +288,16 @@ class Uploader:
             attempt=attempt,
         )
         return outcome
+
+
+async def _body(response: aiohttp.ClientResponse) -> bytes:
+    """The answer's body as bytes, not text(): a charset that decodes no text would raise. A body that cannot be
+    read at all (a broken Content-Encoding, a connection cut or stalled mid-body) changes nothing: the status line
+    already said what the API did with the request, and a 200 sent again would count its events twice."""
+    try:
+        return await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return f"(the answer's body could not be read: {type(exc).__name__})".encode()
 
 
 def _detail(answer: bytes) -> str:

@@ -162,17 +162,22 @@ async def test_refused_rows_inside_full_batches_are_isolated_without_losing_a_go
     )
 
 
-@pytest.mark.parametrize("charset", ["base64", "x-no-such-charset"])
-async def test_answers_in_a_charset_that_decodes_no_text_neither_stall_nor_lose(
-    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path, charset: str
+@pytest.mark.parametrize(
+    "unreadable",
+    [{"answer_charset": "base64"}, {"answer_charset": "x-no-such-charset"}, {"answer_encoding": "gzip"}],
+    ids=["charset-no-text", "charset-unknown", "gzip-that-is-not"],
+)
+async def test_answers_a_client_cannot_read_neither_stall_nor_lose(
+    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path, unreadable: dict[str, str]
 ) -> None:
     topic, dlq = new_topic(4), new_topic(1)
     total, refused_seq = 3000, 1234
     values = [raw_avro(event(seq)) for seq in range(total)]
     values[refused_seq] = raw_avro(event(refused_seq, event_name="refuse-me"))
     produce(kafka_bootstrap, topic, values)
-    # base64 is a codec Python knows but cannot decode text with (LookupError); the other, one it does not know.
-    sandbox.set_faults(answer_charset=charset, refuse_event_names=frozenset({"refuse-me"}))
+    # base64 is a codec Python knows but cannot decode text with (LookupError); a plain body claiming gzip cannot be
+    # decompressed (ClientPayloadError), and a 200 retried for it would arrive twice.
+    sandbox.set_faults(**unreadable, refuse_event_names=frozenset({"refuse-me"}))
     group = f"g-{topic}"
     config = bridge_config(kafka_bootstrap, topic, sandbox.url, group=group, kafka={"dead_letter_topic": dlq})
     bridge = BridgeProcess(config, tmp_path).start()
@@ -188,7 +193,7 @@ async def test_answers_in_a_charset_that_decodes_no_text_neither_stall_nor_lose(
     assert b"400" in headers_of(dead[0])[HEADER_DETAIL]
     assert not logged(bridge, "a delivery task failed; the bridge stops")
     print(
-        f"\nRELIABILITY unreadable-answer: 200s and 400s naming charset {charset}: {total - 1} delivered, "
+        f"\nRELIABILITY unreadable-answer: 200s and 400s with {unreadable}: {total - 1} delivered, "
         "1 rejected, offsets at the end, ready throughout"
     )
 

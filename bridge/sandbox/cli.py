@@ -72,6 +72,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="name this charset in every answer's Content-Type, even one no client can decode",
     )
     sandbox.add_argument(
+        "--answer-encoding",
+        metavar="NAME",
+        help="claim this Content-Encoding (gzip, say) in every answer while sending it plain",
+    )
+    sandbox.add_argument(
         "--max-future-s",
         metavar="S",
         type=_non_negative_float,
@@ -115,6 +120,7 @@ def _run_sandbox(args: argparse.Namespace) -> int:
                 max_rps=args.max_rps,
                 refuse_event_names=frozenset(args.refuse_event_name),
                 answer_charset=args.answer_charset,
+                answer_encoding=args.answer_encoding,
             ),
             seed=args.seed,
             max_future_s=args.max_future_s,
