@@ -42,7 +42,8 @@ class _Section(BaseModel):
 class KafkaConfig(_Section):
     bootstrap_servers: str = Field(min_length=1)
     group_id: str = Field(default="appmetrica-bridge", min_length=1)
-    topics: list[str] = Field(min_length=1)
+    topics: list[str] = Field(default_factory=list)
+    """Topics routed to the `events` method; `routes` may name more (at least one topic in all)."""
     dead_letter_topic: str | None = None
     properties: dict[str, str | int | float | bool] = Field(default_factory=dict)
     revoke_timeout_s: float = Field(default=10.0, gt=0, le=300)
@@ -52,9 +53,7 @@ class KafkaConfig(_Section):
     @field_validator("topics")
     @classmethod
     def _topics_named(cls, topics: list[str]) -> list[str]:
-        if any(not t.strip() for t in topics):
-            raise ValueError("topic names must not be empty")
-        return topics
+        return _named_topics(topics)
 
     @field_validator("properties")
     @classmethod
@@ -63,6 +62,32 @@ class KafkaConfig(_Section):
         if managed:
             raise ValueError(f"{', '.join(sorted(managed))} is set by the bridge itself")
         return props
+
+
+MethodName = Literal["events", "revenue", "adrevenue", "ecommerce", "profiles"]
+"""The Post API's upload methods."""
+
+
+class RouteConfig(_Section):
+    """Topics whose records go to one Post API method."""
+
+    topics: list[str] = Field(min_length=1)
+    method: MethodName
+    format: Literal["avro", "json"] = "avro"
+    """How the record values are encoded: Avro (as `avro.format` says) or one UTF-8 JSON object per value."""
+    mapping: dict[str, Any] | None = None
+    """Where each Post API parameter comes from in the record; None reads the method's own contract."""
+
+    @field_validator("topics")
+    @classmethod
+    def _topics_named(cls, topics: list[str]) -> list[str]:
+        return _named_topics(topics)
+
+
+def _named_topics(topics: list[str]) -> list[str]:
+    if any(not t.strip() for t in topics):
+        raise ValueError("topic names must not be empty")
+    return topics
 
 
 class AvroConfig(_Section):
@@ -167,6 +192,8 @@ class BridgeConfig(_Section):
 
     kafka: KafkaConfig
     avro: AvroConfig
+    routes: list[RouteConfig] = Field(default_factory=list)
+    """Topics of the other methods (and events topics with their own format or mapping), beside kafka.topics."""
     post_api: PostApiConfig = PostApiConfig()
     batch: BatchConfig = BatchConfig()
     upload: UploadConfig = UploadConfig()
@@ -175,6 +202,34 @@ class BridgeConfig(_Section):
     server: ServerConfig = ServerConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
     log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _each_topic_routed_once(self) -> BridgeConfig:
+        seen: dict[str, str] = {}
+        for where, route in self._placed_routes():
+            for topic in route.topics:
+                if topic in seen:
+                    raise ValueError(f"topic {topic!r} is named by both {seen[topic]} and {where}")
+                seen[topic] = where
+        if not seen:
+            raise ValueError("no topics: set kafka.topics or routes")
+        return self
+
+    def _placed_routes(self) -> list[tuple[str, RouteConfig]]:
+        placed = [(f"routes.{index}", route) for index, route in enumerate(self.routes)]
+        if self.kafka.topics:
+            placed.insert(0, ("kafka.topics", RouteConfig(topics=self.kafka.topics, method="events")))
+        return placed
+
+    @property
+    def effective_routes(self) -> list[RouteConfig]:
+        """Every route, `kafka.topics` first as a route to `events`; no topic is in two."""
+        return [route for _, route in self._placed_routes()]
+
+    @property
+    def topics(self) -> list[str]:
+        """Every topic the bridge consumes, in one consumer group."""
+        return [topic for route in self.effective_routes for topic in route.topics]
 
 
 class PostApiKeys:

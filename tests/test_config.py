@@ -113,3 +113,48 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("run", "check-config", "sandbox"):
         assert command in result.stdout
+
+
+ROUTES = """
+routes:
+  - topics: ["shop.purchases"]
+    method: revenue
+  - topics: ["crm.profiles", "crm.profiles.eu"]
+    method: profiles
+"""
+
+
+def test_routes_beside_kafka_topics(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD + ROUTES), {"BRIDGE_POST_API_KEY": KEY}).config
+    assert [(r.topics, r.method) for r in config.effective_routes] == [
+        (["appmetrica.events"], "events"),
+        (["shop.purchases"], "revenue"),
+        (["crm.profiles", "crm.profiles.eu"], "profiles"),
+    ]
+    assert config.topics == ["appmetrica.events", "shop.purchases", "crm.profiles", "crm.profiles.eu"]
+
+
+def test_routes_alone_need_no_kafka_topics(tmp_path: Path) -> None:
+    text = GOOD.replace('  topics: ["appmetrica.events"]\n', "") + ROUTES
+    config = load_config(write(tmp_path, text), {"BRIDGE_POST_API_KEY": KEY}).config
+    assert config.topics == ["shop.purchases", "crm.profiles", "crm.profiles.eu"]
+
+
+@pytest.mark.parametrize(
+    ("routes", "named"),
+    [
+        ('  - topics: ["appmetrica.events"]\n    method: revenue\n', "topic 'appmetrica.events' is named by both"),
+        ('  - topics: ["a", "a"]\n    method: revenue\n', "topic 'a' is named by both routes.0 and routes.0"),
+        ('  - topics: ["a"]\n    method: refunds\n', "routes.0.method"),
+        ("  - topics: []\n    method: revenue\n", "routes.0.topics"),
+    ],
+)
+def test_a_bad_route_is_named(tmp_path: Path, routes: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_config(write(tmp_path, GOOD + "routes:\n" + routes), {"BRIDGE_POST_API_KEY": KEY})
+
+
+def test_no_topics_at_all_is_an_error(tmp_path: Path) -> None:
+    text = GOOD.replace('  topics: ["appmetrica.events"]\n', "")
+    with pytest.raises(ConfigError, match="no topics"):
+        load_config(write(tmp_path, text), {"BRIDGE_POST_API_KEY": KEY})
