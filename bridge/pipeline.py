@@ -23,7 +23,9 @@ from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from typing import Any, cast
 
 import structlog
 from confluent_kafka import KafkaError, TopicPartition
@@ -54,8 +56,11 @@ RESUME_FRACTION = 0.8
 """Paused partitions resume once held records and bytes fall below this share of their limits."""
 REGISTRY_RETRY_S = 2.0
 LAG_INTERVAL_S = 5.0
-CLOSE_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 4.0
 """Leaving the group after the drain: its revoke waits for nothing, the drain already did."""
+WORKERS_EXIT_S = 1.0
+"""Transform workers still running this long after the drain are killed: a busy one's chunk is not wanted any
+more, and a hung one would never end, while the interpreter's exit waits for every worker of the pool."""
 
 PartitionKey = tuple[str, int]
 _new_held = tuple.__new__
@@ -222,12 +227,9 @@ class Pipeline:
                 await asyncio.gather(*pending, return_exceptions=True)
         await self._commit()
         if self._pool is not None:
-            # Not waited for: a worker still busy past the deadline ends when its chunk does.
+            workers = multiprocessing.active_children()
             self._pool.shutdown(wait=False, cancel_futures=True)
-            if isinstance(self._transform_failed, TransformStalledError):
-                # A hung worker never ends by itself, and the interpreter's exit would wait for it.
-                for worker in multiprocessing.active_children():
-                    worker.kill()
+            await asyncio.to_thread(_end_workers, workers, WORKERS_EXIT_S)
         try:
             await asyncio.wait_for(self._source.close(), CLOSE_TIMEOUT_S)
         except TimeoutError:
@@ -494,6 +496,17 @@ class Pipeline:
             if state is not None:
                 state.retired = True
             self._paused.discard(key)
+
+
+def _end_workers(workers: Sequence[BaseProcess], timeout_s: float) -> None:
+    """Wait up to `timeout_s` for `workers` to end, then kill the ones still running."""
+    running = {worker.sentinel: worker for worker in workers}
+    deadline = time.monotonic() + timeout_s
+    while running and (remaining := deadline - time.monotonic()) > 0:
+        for sentinel in wait(list(running), remaining):
+            running.pop(cast(int, sentinel))
+    for worker in running.values():
+        worker.kill()
 
 
 def _names(partitions: Partitions) -> list[str]:

@@ -19,7 +19,7 @@ from bridge.decode import make_decoder
 from bridge.delivery import Totals
 from bridge.health import make_app
 from bridge.metrics import Metrics
-from bridge.pipeline import CLOSE_TIMEOUT_S, Pipeline
+from bridge.pipeline import CLOSE_TIMEOUT_S, WORKERS_EXIT_S, Pipeline
 from bridge.source import Source
 from bridge.transform import Rules, collect_rarely
 from bridge.upload import Uploader
@@ -30,9 +30,10 @@ EXIT_STARTUP = 1
 EXIT_FAILED = 3
 DEAD_LETTER_FLUSH_S = 4.0
 ENDPOINTS_SHUTDOWN_S = 1.0
-CLOSE_BUDGET_S = CLOSE_TIMEOUT_S + DEAD_LETTER_FLUSH_S + ENDPOINTS_SHUTDOWN_S
-"""The most the bridge spends after `shutdown.drain_timeout_s` on closing: the consumer, the dead-letter producer,
-the endpoints. A pod's grace period must cover the drain plus this (the chart's terminationGraceMarginSeconds)."""
+CLOSE_BUDGET_S = WORKERS_EXIT_S + CLOSE_TIMEOUT_S + DEAD_LETTER_FLUSH_S + ENDPOINTS_SHUTDOWN_S
+"""The most the bridge spends after `shutdown.drain_timeout_s` on closing: the transform workers, the consumer, the
+dead-letter producer, the endpoints. A pod's grace period must cover the drain plus this (the chart's
+terminationGraceMarginSeconds)."""
 
 
 def run_service(settings: Settings) -> int:

@@ -282,8 +282,9 @@ async def test_a_revoked_partition_is_never_sent_again_by_its_old_owner(
     )
 
 
+@pytest.mark.parametrize("stopped", [False, True], ids=["left-alone", "sigterm"])
 async def test_a_hung_transform_worker_fails_the_bridge_loudly(
-    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path
+    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path, stopped: bool
 ) -> None:
     topic = new_topic(4)
     total = 40_000
@@ -310,6 +311,9 @@ async def test_a_hung_transform_worker_fails_the_bridge_loudly(
         workers = transform_workers(bridge)
         workers[0].suspend()
         hung = time.monotonic()
+        if stopped:
+            await asyncio.sleep(1)
+            bridge.signal(signal.SIGTERM)
         deadline = hung + chunk_timeout_s + drain_s + 10
         while bridge.process.poll() is None and time.monotonic() < deadline:
             try:
@@ -326,9 +330,12 @@ async def test_a_hung_transform_worker_fails_the_bridge_loudly(
         bridge.kill()
         for worker in filter(alive, workers):
             worker.kill()
-    assert code == 3, "a hung worker fails the bridge"
-    failed = logged(bridge, "the bridge failed")
-    assert failed and "TransformStalledError" in failed[0]["exception"]
+    if stopped:
+        assert code == 0 and took < drain_s + 5, f"exit {code} {took:.1f} s after SIGTERM with a {drain_s} s drain"
+    else:
+        assert code == 3, "a hung worker fails the bridge"
+        failed = logged(bridge, "the bridge failed")
+        assert failed and "TransformStalledError" in failed[0]["exception"]
     assert not_ready, "it said it was not ready before it exited"
     assert not ended[1], "no worker outlives the bridge, the hung one included"
     delivered = set(seqs(sandbox.state.events))
@@ -336,8 +343,9 @@ async def test_a_hung_transform_worker_fails_the_bridge_loudly(
         missing = [4 * o + partition for o in range(max(offset, 0)) if 4 * o + partition not in delivered]
         assert not missing, f"partition {partition} committed {offset} past undelivered records {missing[:5]}"
     print(
-        f"\nRELIABILITY hung-worker: a suspended transform worker: not ready, then exit 3 {took:.1f} s later "
-        f"(chunk_timeout_s {chunk_timeout_s}, drain {drain_s}); nothing committed past an undelivered record"
+        f"\nRELIABILITY hung-worker{'-sigterm' if stopped else ''}: a suspended transform worker: not ready, then "
+        f"exit {code} {took:.1f} s later (chunk_timeout_s {chunk_timeout_s}, drain {drain_s}); no worker left, "
+        "nothing committed past an undelivered record"
     )
 
 
@@ -359,7 +367,7 @@ async def hanging_server() -> AsyncIterator[str]:
     server.close()
 
 
-@pytest.mark.parametrize("outage", ["key-refused", "connection-refused", "hanging", "slow"])
+@pytest.mark.parametrize("outage", ["key-refused", "connection-refused", "hanging", "slow", "isolating"])
 async def test_sigterm_during_an_outage_exits_zero_within_the_drain_deadline(
     kafka_bootstrap: str,
     new_topic: TopicFactory,
@@ -370,7 +378,14 @@ async def test_sigterm_during_an_outage_exits_zero_within_the_drain_deadline(
 ) -> None:
     topic, dlq = new_topic(4), new_topic(1)
     total = 20_000
-    produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)])
+    refused = "refuse-me" if outage == "isolating" else None
+    # One refused row in a hundred: at 10 requests a second, isolating them takes minutes.
+    values = [
+        raw_avro(event(seq, event_name=refused) if refused and seq % 100 == 50 else event(seq)) for seq in range(total)
+    ]
+    produce(kafka_bootstrap, topic, values)
+    if refused:
+        sandbox.set_faults(refuse_event_names=frozenset({refused}))
     url = {"hanging": hanging_server, "connection-refused": f"http://127.0.0.1:{free_port()}"}.get(outage, sandbox.url)
     if outage == "key-refused":
         sandbox.set_keys(post_api_key="the-right-key-is-elsewhere")
@@ -392,6 +407,8 @@ async def test_sigterm_during_an_outage_exits_zero_within_the_drain_deadline(
     try:
         await wait_for(lambda: bool(logged(bridge, "partitions assigned")), 60, "the bridge to join its group")
         await wait_for(lambda: bool(logged(bridge, "upload")), 60, "an upload attempt")
+        if outage == "isolating":
+            await wait_for(lambda: any(r.status == 400 for r in sandbox.state.requests), 60, "a refused batch")
         if outage == "slow":
             await wait_for(lambda: len(sandbox.state.events) >= 1000, 60, "a slow answer")
             assert len(sandbox.state.events) < total / 2
@@ -405,10 +422,11 @@ async def test_sigterm_during_an_outage_exits_zero_within_the_drain_deadline(
     assert code == 0
     assert took < DEFAULT_DRAIN_S + 5, f"SIGTERM took {took:.1f} s with a {DEFAULT_DRAIN_S:g} s drain"
     accepted = set(seqs(sandbox.state.events))
+    dead = {values.index(record.value()) for record in consume_all(kafka_bootstrap, dlq, total, timeout_s=5)}
     for partition, position in committed(kafka_bootstrap, group, topic).items():
-        missing = [4 * o + partition for o in range(max(position, 0)) if 4 * o + partition not in accepted]
+        missing = [4 * o + partition for o in range(max(position, 0)) if 4 * o + partition not in accepted | dead]
         assert not missing, f"partition {partition} committed {position} past undelivered records {missing[:5]}"
     print(
         f"\nRELIABILITY sigterm-{outage}: exit 0 {took:.1f} s after SIGTERM (drain_timeout_s {DEFAULT_DRAIN_S:g}), "
-        f"{len(accepted)} accepted, nothing committed past them"
+        f"{len(accepted)} accepted, {len(dead)} dead-lettered, nothing committed past them"
     )
