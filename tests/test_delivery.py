@@ -287,9 +287,8 @@ async def test_a_hung_transform_worker_fails_the_bridge_loudly(
     kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path, stopped: bool
 ) -> None:
     topic = new_topic(4)
-    total = 40_000
-    produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)])
-    sandbox.set_faults(latency_ms=50)
+    before, after = 2000, 8000
+    produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(before)])
     group = f"g-{topic}"
     # 5 s, not the default 60, so the test does not wait a minute for the stall to be called one.
     chunk_timeout_s, drain_s = 5, 10
@@ -307,9 +306,12 @@ async def test_a_hung_transform_worker_fails_the_bridge_loudly(
     not_ready = []
     workers: list[psutil.Process] = []
     try:
-        await wait_for(lambda: len(sandbox.state.events) >= 1000, 60, "progress before the hang")
+        await wait_for(lambda: len(sandbox.state.events) >= before, 60, "the first records delivered")
         workers = transform_workers(bridge)
-        workers[0].suspend()
+        # Every worker, so that the next chunk lands on a hung one whichever takes it.
+        for worker in workers:
+            worker.suspend()
+        produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(before, before + after)])
         hung = time.monotonic()
         if stopped:
             await asyncio.sleep(1)
@@ -343,7 +345,7 @@ async def test_a_hung_transform_worker_fails_the_bridge_loudly(
         missing = [4 * o + partition for o in range(max(offset, 0)) if 4 * o + partition not in delivered]
         assert not missing, f"partition {partition} committed {offset} past undelivered records {missing[:5]}"
     print(
-        f"\nRELIABILITY hung-worker{'-sigterm' if stopped else ''}: a suspended transform worker: not ready, then "
+        f"\nRELIABILITY hung-worker{'-sigterm' if stopped else ''}: workers suspended mid-run: not ready, then "
         f"exit {code} {took:.1f} s later (chunk_timeout_s {chunk_timeout_s}, drain {drain_s}); no worker left, "
         "nothing committed past an undelivered record"
     )
