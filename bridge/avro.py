@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any, Final, Literal, NamedTuple, cast
 
 import fastavro
+from fastavro.read import SchemaResolutionError
 
 Record = dict[str, Any]
 ReasonClass = Literal["decode", "schema"]
@@ -76,6 +77,9 @@ def _read(reader: Reader, payload: io.BytesIO, size: int) -> Record:
     # Called once per record, so the fastavro call is made here directly.
     try:
         record = _schemaless_reader(payload, reader.writer, reader.reader)
+    except SchemaResolutionError as exc:
+        # A writer union branch the contract lacks, met only by the records that use it.
+        raise DecodeError("schema", f"cannot be read into the contract: {exc}") from None
     except Exception as exc:
         raise DecodeError("decode", f"not a valid Avro record for its schema: {type(exc).__name__}: {exc}") from None
     if payload.tell() != size:

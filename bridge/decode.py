@@ -8,6 +8,7 @@ trouble (the records wait) from ids that can never be read (their records are po
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,8 +18,13 @@ from confluent_kafka.schema_registry import AsyncSchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from bridge.avro import WIRE_HEADER, Reader, WriterSchemas, contract_schema, parse
+from bridge.resolution import resolution_problem
 
 _UNKNOWN_ID_TTL_S = 60.0
+
+
+_UNKNOWN_IDS_KEPT = 1024
+"""Unreadable ids remembered, at most: garbage whose first byte is 0 names a new id with every record."""
 
 
 class RegistryUnavailableError(Exception):
@@ -32,16 +38,18 @@ class Decoder(Protocol):
     def schemas(self) -> WriterSchemas:
         """What decoding the prepared values needs, for the process that decodes them."""
 
+    def problem(self) -> str | None:
+        """Why the registry refuses the bridge (credentials, TLS) while records wait for it; None otherwise."""
+
 
 class RawDecoder:
     """Plain Avro binary written with one known schema file."""
 
     def __init__(self, writer_schema_file: Path, reader_schema: Any) -> None:
         text = writer_schema_file.read_text(encoding="utf-8")
-        try:
-            Reader.of(json.loads(text), reader_schema)
-        except Exception as exc:
-            raise ValueError(f"{writer_schema_file} cannot be read into the contract: {exc}") from exc
+        problem = _unreadable(text, reader_schema)
+        if problem is not None:
+            raise ValueError(f"{writer_schema_file} {problem}")
         self._schemas = WriterSchemas(raw=text)
 
     async def prepare(self, values: Iterable[bytes | None]) -> None:
@@ -49,6 +57,9 @@ class RawDecoder:
 
     def schemas(self) -> WriterSchemas:
         return self._schemas
+
+    def problem(self) -> str | None:
+        return None
 
 
 class ConfluentDecoder:
@@ -59,8 +70,10 @@ class ConfluentDecoder:
         self._reader_schema = reader_schema
         self._writers: dict[int, str] = {}
         self._unknown: dict[int, tuple[float, str]] = {}
+        """Oldest first, at most _UNKNOWN_IDS_KEPT."""
         self._schemas: WriterSchemas | None = None
         """Rebuilt only after a fetch changed what is known: every chunk carries it."""
+        self._problem: str | None = None
 
     async def prepare(self, values: Iterable[bytes | None]) -> None:
         wanted = set()
@@ -75,6 +88,7 @@ class ConfluentDecoder:
             unknown = self._unknown.get(schema_id)
             if unknown is None or unknown[0] < now:
                 await self._fetch(schema_id)
+        self._problem = None
 
     async def _fetch(self, schema_id: int) -> None:
         try:
@@ -83,25 +97,41 @@ class ConfluentDecoder:
             if exc.http_status_code == 404:
                 self._not_readable(schema_id, time.monotonic() + _UNKNOWN_ID_TTL_S, "the registry knows no such id")
                 return
+            if exc.http_status_code in (401, 403):
+                self._problem = (
+                    f"the schema registry refuses the bridge's credentials (HTTP {exc.http_status_code}); "
+                    "records wait until it accepts them"
+                )
+                raise RegistryUnavailableError(self._problem) from None
             raise RegistryUnavailableError(f"schema registry answered {exc.http_status_code}") from None
         except Exception as exc:
+            tls = _tls_failure(exc)
+            if tls is not None:
+                self._problem = f"TLS with the schema registry failed: {tls}; records wait until it succeeds"
+                raise RegistryUnavailableError(self._problem) from None
             raise RegistryUnavailableError(f"schema registry unreachable: {type(exc).__name__}") from None
         if (schema.schema_type or "AVRO") != "AVRO" or schema.schema_str is None:
             self._not_readable(schema_id, float("inf"), f"the schema is {schema.schema_type}, not AVRO")
             return
-        try:
-            # Parsed here only to refuse an unreadable schema once; the transforms parse their own copies.
-            Reader.of(json.loads(schema.schema_str), self._reader_schema)
-        except Exception as exc:
-            self._not_readable(schema_id, float("inf"), f"cannot be read into the contract: {exc}")
+        problem = _unreadable(schema.schema_str, self._reader_schema)
+        if problem is not None:
+            self._not_readable(schema_id, float("inf"), problem)
             return
         self._writers[schema_id] = schema.schema_str
         self._unknown.pop(schema_id, None)
         self._schemas = None
 
     def _not_readable(self, schema_id: int, until: float, why: str) -> None:
-        self._unknown[schema_id] = (until, why)
+        unknown = self._unknown
+        unknown.pop(schema_id, None)
+        while len(unknown) >= _UNKNOWN_IDS_KEPT:
+            # Forgotten ids are asked again when met again; their records are "schema" failures meanwhile.
+            del unknown[next(iter(unknown))]
+        unknown[schema_id] = (until, why)
         self._schemas = None
+
+    def problem(self) -> str | None:
+        return self._problem
 
     def schemas(self) -> WriterSchemas:
         if self._schemas is None:
@@ -109,6 +139,32 @@ class ConfluentDecoder:
                 by_id=dict(self._writers), unknown={schema_id: why for schema_id, (_, why) in self._unknown.items()}
             )
         return self._schemas
+
+
+def _unreadable(writer_text: str, reader_schema: Any) -> str | None:
+    """Why a writer schema's records can never be read into the contract, or None.
+
+    Parsed here only to refuse an unreadable schema once; the transforms parse their own copies.
+    """
+    try:
+        writer = json.loads(writer_text)
+        Reader.of(writer, reader_schema)
+    except Exception as exc:
+        return f"cannot be read into the contract: {exc}"
+    problem = resolution_problem(writer, contract_schema())
+    return None if problem is None else f"cannot be read into the contract: {problem}"
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """The TLS reason somewhere in an exception's chain (the registry's HTTP client wraps it twice), or None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"certificate verification failed: {seen.verify_message}"
+        if isinstance(seen, ssl.SSLError):
+            return seen.reason or type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def make_decoder(fmt: str, schema_registry_url: str | None, schema_file: Path | None) -> Decoder:

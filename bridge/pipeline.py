@@ -129,6 +129,8 @@ class Pipeline:
             reasons.append("Kafka is unreachable")
         if not self._partitions:
             reasons.append("no partitions assigned")
+        if (registry := self._decoder.problem()) is not None:
+            reasons.append(registry)
         refused = sorted(self._uploader.refused_applications)
         if refused:
             reasons.append(f"the Post API refuses the key of application(s) {', '.join(map(str, refused))}")

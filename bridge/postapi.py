@@ -124,11 +124,12 @@ def json_objects(texts: Sequence[str]) -> bool:
 
 
 def json_object_problem(value: str) -> str | None:
+    """Why `value` (non-empty) is not a JSON object, or None when it is."""
     # raw_decode skips decode()'s whitespace scans; the common unpadded object never needs decode().
     if value[0] == "{" and value[-1] == "}":
         try:
             _, end = _JSON_DECODER.raw_decode(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
         else:
             if end == len(value):
@@ -137,6 +138,9 @@ def json_object_problem(value: str) -> str | None:
         parsed = _JSON_DECODER.decode(value)
     except ValueError as exc:  # JSONDecodeError and the NaN/Infinity refusal
         return f"event_json is not valid JSON: {exc}"
+    except RecursionError:
+        # The scanner recurses once per level and stops at the interpreter's recursion limit.
+        return "event_json is nested too deeply to be read (more levels than the recursion limit allows)"
     if not isinstance(parsed, dict):
         return f"event_json must be a JSON object, got {type(parsed).__name__}"
     return None

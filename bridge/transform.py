@@ -13,10 +13,10 @@ import os
 import signal
 import threading
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Final, Literal, NamedTuple
+from typing import Final, Literal, NamedTuple, TypeVar
 
 from bridge import csvbody
 from bridge.avro import DecodeError, Readers, ReasonClass, WriterSchemas
@@ -27,6 +27,12 @@ Failure = tuple[ReasonClass | Literal["invalid", "expired"], str]
 
 FAILED: Final = -1
 """The group index of a record that made no row."""
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_DETAIL_TEXT: Final = 200
+"""Characters of an unexpected exception's text a detail keeps: some exceptions quote the whole value."""
 
 _READERS: Final = Readers()
 """Parsed schemas live as long as the process, so a worker parses each writer schema once."""
@@ -60,43 +66,87 @@ class Transformed(NamedTuple):
 
 
 def transform(values: Sequence[bytes | None], now: float, rules: Rules, schemas: WriterSchemas) -> Transformed:
-    """Decode each value, make its row (or name the rule it breaks), and encode the rows to CSV lines."""
+    """Decode each value, make its row (or name the rule it breaks), and encode the rows to CSV lines.
+
+    A record is judged alone: whatever one record makes the reader, the row maker or the encoder raise fails that
+    record, with the exception named, and never its neighbours or the chunk.
+    """
     decode = _READERS.decoder(schemas)
     failures: dict[int, Failure] = {}
-    records = []
+    decoded = []
     indexes = []  # the chunk index of each decoded record
     for index, value in enumerate(values):
         if value is None:
             failures[index] = ("decode", "null value (a tombstone): there is no event to upload")
             continue
         try:
-            records.append(decode(value))
+            decoded.append(decode(value))
         except DecodeError as failure:
             failures[index] = (failure.reason, failure.detail)
             continue
+        except Exception as exc:
+            failures[index] = ("decode", _unexpected("decoding it", exc))
+            continue
         indexes.append(index)
-    table = RowMaker(rules.default_application, rules.has_key, rules.max_future_s).table(records, now)
+    maker = RowMaker(rules.default_application, rules.has_key, rules.max_future_s)
+    table, kept, unmade = _alone(lambda records: maker.table(records, now), decoded)
+    for position, why in unmade.items():
+        failures[indexes[position]] = ("invalid", _unexpected("making its row", why))
+    indexes = [indexes[position] for position in kept]
+    records = len(kept)
     for position, violation in table.violations.items():
         failures[indexes[position]] = (violation.reason, violation.detail)
     by_application: dict[int, list[int]] = {}
     for position, application in enumerate(table.applications):
         if application is not None:
             by_application.setdefault(application, []).append(position)
-    groups = []
+    groups: list[tuple[int, bytes]] = []
     placed = array("i", [FAILED]) * len(values)
     lines = [b""] * len(values)
-    for group, (application, positions) in enumerate(by_application.items()):
-        columns = table.columns if len(positions) == len(records) else _pick(table.columns, positions)
-        used, group_lines = csvbody.lines(columns)
+    columns = table.columns
+    for application, positions in by_application.items():
+        encoded, kept, unencoded = _alone(
+            lambda some: csvbody.lines(columns if len(some) == records else _pick(columns, some)), positions
+        )
+        for at, why in unencoded.items():
+            failures[indexes[positions[at]]] = ("invalid", _unexpected("encoding it as CSV", why))
+        used, group_lines = encoded
+        group = len(groups)
         groups.append((application, csvbody.header(used)))
-        for position, line in zip(positions, group_lines, strict=True):
-            index = indexes[position]
+        for at, line in zip(kept, group_lines, strict=True):
+            index = indexes[positions[at]]
             placed[index] = group
             lines[index] = line
     return Transformed(groups, placed, lines, failures)
 
 
-def _pick(columns: list[list[str]], positions: list[int]) -> list[list[str]]:
+def _alone(work: Callable[[Sequence[T]], R], items: Sequence[T]) -> tuple[R, Sequence[int], dict[int, Exception]]:
+    """`work` over `items`, or, when that raises, over the items that do not raise when tried one by one.
+
+    Returns what `work` gave, the positions of the items it was given, and the exception of each item left out.
+    The try costs nothing while no item raises, so the column-wise path keeps its pace. Items that pass alone but
+    raise together would be a bug of the chunk, not of a record: that raises, and the bridge fails loudly.
+    """
+    try:
+        return work(items), range(len(items)), {}
+    except Exception:
+        failed: dict[int, Exception] = {}
+    for position, item in enumerate(items):
+        try:
+            work([item])
+        except Exception as exc:
+            failed[position] = exc
+    kept = [position for position in range(len(items)) if position not in failed]
+    return work([items[position] for position in kept]), kept, failed
+
+
+def _unexpected(doing: str, exc: Exception) -> str:
+    """A failure no rule names, as a dead-letter detail: the exception's type and the start of its text."""
+    text = str(exc)
+    return f"{type(exc).__name__} while {doing}" + (f": {text[:_DETAIL_TEXT]}" if text else "")
+
+
+def _pick(columns: list[list[str]], positions: Sequence[int]) -> list[list[str]]:
     """The cells at `positions` of every column."""
     return [[column[p] for p in positions] for column in columns]
 

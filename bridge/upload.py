@@ -32,6 +32,8 @@ log = structlog.get_logger("bridge.upload")
 
 _RETRY_AFTER_CAP_S = 3600.0
 _DETAIL_LIMIT = 500
+_REDACT_LIMIT = 65_536
+"""Characters of an answer searched for keys: enough for any key past the detail's cut, bounded for a huge body."""
 
 
 class Verdict(Enum):
@@ -248,6 +250,14 @@ class Uploader:
         )
         await asyncio.sleep(delay)
 
+    def _detail(self, answer: bytes) -> str:
+        """The readable start of an answer's body, whatever its bytes; the one place an answer becomes text.
+
+        Redacted whole before it is cut, so no part of a key survives at the cut.
+        """
+        text = answer[: _REDACT_LIMIT * 4].decode("utf-8", "replace")
+        return self._keys.redact(text[:_REDACT_LIMIT])[:_DETAIL_LIMIT].strip()
+
     async def _send(self, application_id: int, body: bytes, rows: int, attempt: int) -> _Attempt:
         key = self._keys.for_application(application_id)
         if key is None:
@@ -265,7 +275,7 @@ class Uploader:
                     outcome = _Attempt(
                         response.status,
                         str(response.status),
-                        _detail(await _body(response)),
+                        self._detail(await _body(response)),
                         retry_after_s(response.headers.get("Retry-After")),
                     )
             except TimeoutError:
@@ -298,8 +308,3 @@ async def _body(response: aiohttp.ClientResponse) -> bytes:
         return await response.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
         return f"(the answer's body could not be read: {type(exc).__name__})".encode()
-
-
-def _detail(answer: bytes) -> str:
-    """The readable start of an answer's body, whatever its bytes; the one place an answer becomes text."""
-    return answer[: _DETAIL_LIMIT * 4].decode("utf-8", "replace")[:_DETAIL_LIMIT].strip()

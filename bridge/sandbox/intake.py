@@ -19,6 +19,7 @@ from multidict import MultiMapping
 from bridge.postapi import (
     EVENT_COLUMNS,
     INT64_DIGITS,
+    MAX_BODY_BYTES,
     MAX_EVENT_AGE_S,
     MAX_ROWS_PER_REQUEST,
     MILLISECONDS_THRESHOLD,
@@ -35,6 +36,9 @@ _SHORT_DECIMAL: Final = INT64_DIGITS - 1
 """Decimal digits that fit a signed 64-bit integer whatever they are."""
 _CHUNK_ROWS: Final = 300
 """Rows read at a time: fewer than the garbage collector's first threshold (700 new containers)."""
+
+# The csv module refuses a cell over 128 KiB by default; the Post API documents no limit below a body's own.
+csv.field_size_limit(MAX_BODY_BYTES)
 
 
 class BadRequestError(Exception):
