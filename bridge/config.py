@@ -156,6 +156,8 @@ class BatchConfig(_Section):
 class UploadConfig(_Section):
     max_in_flight: int = Field(default=4, ge=1, le=256)
     requests_per_second: float = Field(default=10.0, gt=0)
+    rate_scope: Literal["instance", "group"] = "instance"
+    """`group`: requests_per_second caps the whole consumer group, each member taking its share."""
     timeout_s: float = Field(default=30.0, gt=0)
     retry_base_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)
@@ -365,15 +367,24 @@ def registry_url_secrets(urls: str) -> list[str]:
     return secrets
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read, merge and check the configuration; raise ConfigError with a one-line reason."""
+def load_config(path: Path, environ: Mapping[str, str] | None = None, *, keys_required: bool = True) -> Settings:
+    """Read, merge and check the configuration; raise ConfigError with a one-line reason.
+
+    `keys_required=False` is for tools that never call the Post API (`dead-letters`): keys that cannot be resolved
+    are then left out instead of refused.
+    """
     env = os.environ if environ is None else environ
     raw = _read_yaml(path)
     try:
         config = BridgeConfig.model_validate(_with_environ(env, raw))
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
-    keys = _resolve_keys(config, env)
+    try:
+        keys = _resolve_keys(config, env)
+    except ConfigError:
+        if keys_required:
+            raise
+        keys = PostApiKeys(None, {})
     return Settings(config, keys)
 
 

@@ -23,6 +23,12 @@ HEADER_DETAIL = "appmetrica.dlq.detail"
 HEADER_TOPIC = "appmetrica.dlq.source.topic"
 HEADER_PARTITION = "appmetrica.dlq.source.partition"
 HEADER_OFFSET = "appmetrica.dlq.source.offset"
+HEADER_REPLAYED = "appmetrica.dlq.replayed"
+"""Set by `dead-letters replay` on what it sends back: the dead letter's own coordinates (topic:partition:offset)."""
+HEADER_ORIGINAL_TOPIC = "appmetrica.dlq.original.topic"
+HEADER_ORIGINAL_PARTITION = "appmetrica.dlq.original.partition"
+HEADER_ORIGINAL_OFFSET = "appmetrica.dlq.original.offset"
+"""Where a replayed record was first read from; kept through every later replay."""
 HEADER_VALUE_DROPPED = "appmetrica.dlq.value.dropped"
 
 _RETRY_S = 5.0

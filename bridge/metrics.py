@@ -21,7 +21,7 @@ class Metrics:
             f"{PREFIX}_records_consumed", "Records fetched from Kafka.", ["topic"], registry=r
         )
         self.rows_uploaded = Counter(
-            f"{PREFIX}_rows_uploaded", "Rows the Post API accepted with a 200.", ["application"], registry=r
+            f"{PREFIX}_rows_uploaded", "Rows the Post API accepted with a 200.", ["method", "application"], registry=r
         )
         self.rows_dead_lettered = Counter(
             f"{PREFIX}_rows_dead_lettered", "Records written to the dead-letter topic.", ["reason"], registry=r
@@ -29,19 +29,25 @@ class Metrics:
         self.upload_requests = Counter(
             f"{PREFIX}_upload_requests",
             "Post API requests by answer (an HTTP status, timeout or connection_error).",
-            ["application", "status"],
+            ["method", "application", "status"],
             registry=r,
         )
         self.upload_retries = Counter(
             f"{PREFIX}_upload_retries",
             "Post API requests sent again after a transient failure.",
-            ["application", "reason"],
+            ["method", "application", "reason"],
+            registry=r,
+        )
+        self.retry_after_wait = Counter(
+            f"{PREFIX}_upload_retry_after_seconds",
+            "Seconds the Post API asked the bridge to wait with Retry-After.",
+            ["method", "application"],
             registry=r,
         )
         self.upload_latency = Histogram(
             f"{PREFIX}_upload_latency_seconds",
             "Time from sending a request to its answer.",
-            ["application"],
+            ["method", "application"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -55,6 +61,11 @@ class Metrics:
         self.concurrency_limit = Gauge(
             f"{PREFIX}_upload_concurrency_limit",
             "Requests allowed at once now (lowered while the API pushes back).",
+            registry=r,
+        )
+        self.rate_limit = Gauge(
+            f"{PREFIX}_upload_rate_limit",
+            "Requests a second this instance may send now (its share of the group's budget with rate_scope group).",
             registry=r,
         )
         self.held_records = Gauge(

@@ -17,6 +17,8 @@ EVENTS_PATH: Final = "/logs/v1/import/events"
 """One event in query parameters, empty body."""
 EVENTS_CSV_PATH: Final = "/logs/v1/import/events.csv"
 """A CSV body: a header line of parameter names, then one row per event."""
+METHOD: Final = "events"
+"""The Post API method the bridge uploads to; the `method` label of the upload metrics."""
 
 EVENT_COLUMNS: Final[tuple[str, ...]] = (
     "application_id",

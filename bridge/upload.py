@@ -26,7 +26,7 @@ import structlog
 from bridge.config import PostApiKeys, UploadConfig
 from bridge.csvbody import CONTENT_TYPE
 from bridge.metrics import Metrics
-from bridge.postapi import EVENTS_CSV_PATH
+from bridge.postapi import EVENTS_CSV_PATH, METHOD
 
 log = structlog.get_logger("bridge.upload")
 
@@ -64,6 +64,16 @@ class RateLimit:
         self._clock = clock
         self._next = 0.0
         self._held_until = 0.0
+
+    @property
+    def rate(self) -> float:
+        return 1.0 / self._interval
+
+    @rate.setter
+    def rate(self, rate: float) -> None:
+        """A new rate applies from the next request on (a group member's share changed)."""
+        self._next += 1.0 / rate - self._interval
+        self._interval = 1.0 / rate
 
     def hold(self, seconds: float) -> None:
         """No request leaves before `seconds` from now (a Retry-After)."""
@@ -158,10 +168,16 @@ class Uploader:
         self._metrics = metrics
         self._rng = rng or random.Random()
         self._rate = RateLimit(config.requests_per_second)
+        metrics.rate_limit.set(config.requests_per_second)
         self._concurrency = ConcurrencyLimit(config.max_in_flight, metrics.concurrency_limit.set)
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         self._refused_keys: set[int] = set()
         self._probes: dict[int, asyncio.Lock] = {}
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        """The requests-a-second limit, which a group budget adjusts to this member's share."""
+        return self._rate
 
     @property
     def refused_applications(self) -> frozenset[int]:
@@ -209,7 +225,7 @@ class Uploader:
         if status == 200:
             app = str(application_id)
             self._concurrency.succeeded()
-            self._metrics.rows_uploaded.labels(app).inc(rows)
+            self._metrics.rows_uploaded.labels(METHOD, app).inc(rows)
             self._metrics.last_success.labels(app).set(time.time())
             return Answer(Verdict.ACCEPTED, 200, "", attempt)
         if status in (400, 413):
@@ -233,11 +249,13 @@ class Uploader:
 
     async def _back_off(self, application_id: int, outcome: _Attempt, attempt: int) -> None:
         self._concurrency.pushed_back()
-        self._metrics.upload_retries.labels(str(application_id), outcome.label).inc()
+        app = str(application_id)
+        self._metrics.upload_retries.labels(METHOD, app, outcome.label).inc()
         ceiling = min(self._config.retry_max_s, self._config.retry_base_s * 2 ** min(attempt - 1, 30))
         delay = self._rng.uniform(0, ceiling)
         if outcome.retry_after is not None:
             self._rate.hold(outcome.retry_after)
+            self._metrics.retry_after_wait.labels(METHOD, app).inc(outcome.retry_after)
             delay = max(delay, outcome.retry_after)
         log.warning(
             "upload failed, retrying",
@@ -286,8 +304,8 @@ class Uploader:
             finally:
                 self._metrics.uploads_in_flight.dec()
         latency = time.monotonic() - started
-        self._metrics.upload_requests.labels(app, outcome.label).inc()
-        self._metrics.upload_latency.labels(app).observe(latency)
+        self._metrics.upload_requests.labels(METHOD, app, outcome.label).inc()
+        self._metrics.upload_latency.labels(METHOD, app).observe(latency)
         log.info(
             "upload",
             application=application_id,
