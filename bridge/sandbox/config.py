@@ -27,6 +27,10 @@ class Faults(BaseModel):
     """Requests admitted per second; those above it get 429 with Retry-After."""
     refuse_event_names: frozenset[str] = frozenset()
     """Batches holding these event names get 400, like rows the real API refuses for its own reasons."""
+    answer_charset: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9._:+-]+$")
+    """Every answer's Content-Type names this charset (text/plain), even one no client can decode."""
+    answer_encoding: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    """Every answer claims this Content-Encoding (gzip, say) while its body stays plain: unreadable to a client."""
 
     @model_validator(mode="after")
     def _fractions_fit(self) -> Self:
