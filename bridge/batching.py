@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, NamedTuple
 
 from bridge.methods import MethodName
@@ -26,13 +26,15 @@ class Held(NamedTuple):
 class Batch:
     """CSV lines of one method, application and header bound for one request, with the records they came from."""
 
-    __slots__ = ("application_id", "header", "lines", "method", "opened", "refs", "size")
+    __slots__ = ("application_id", "header", "judged", "lines", "method", "opened", "refs", "size")
 
     def __init__(self, method: MethodName, application_id: int, header: bytes, opened: float) -> None:
         self.method = method
         self.application_id = application_id
         self.header = header
         self.opened = opened
+        self.judged = time.time()
+        """When its rows were last checked against the rules that time can break (an event's age)."""
         self.lines: list[bytes] = []
         self.refs: list[Held] = []
         self.size = len(header)
@@ -52,7 +54,18 @@ class Batch:
             half.lines = self.lines[part]
             half.refs = self.refs[part]
             half.size += sum(map(len, half.lines))
+            half.judged = self.judged
         return halves
+
+    def remove(self, positions: Collection[int]) -> list[Held]:
+        """Take the rows at `positions` out of the batch; their records, in order."""
+        if not positions:
+            return []
+        gone = [self.refs[p] for p in sorted(positions)]
+        self.lines = [line for p, line in enumerate(self.lines) if p not in positions]
+        self.refs = [ref for p, ref in enumerate(self.refs) if p not in positions]
+        self.size = len(self.header) + sum(map(len, self.lines))
+        return gone
 
 
 class Batcher:

@@ -193,7 +193,8 @@ class UploadConfig(_Section):
     forbidden_retry_s: float = Field(default=60.0, gt=0)
     """How often an application whose key was refused is tried again."""
     max_split_requests: int = Field(default=64, ge=0)
-    """Extra requests one refused (400) batch may spend to isolate its bad rows."""
+    """Isolation requests of one refused (400) batch that go out together; past them its isolation goes on one
+    request at a time. It paces isolation and never dead-letters a row the API accepts."""
 
 
 class BufferConfig(_Section):
@@ -207,6 +208,9 @@ class BufferConfig(_Section):
 class TransformConfig(_Section):
     workers: int = Field(default=2, ge=0, le=64)
     """Processes that decode records, make rows and encode CSV; 0 does it in the bridge's own process."""
+    chunk_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """A chunk of records not back from the workers this long means a worker hangs: the bridge is not ready after
+    half of it and fails (exit 3) after all of it. A chunk takes well under a second."""
 
 
 class ServerConfig(_Section):

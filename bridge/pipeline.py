@@ -1,7 +1,10 @@
 """The bridge's main loop: fetch, transform (decode, make rows, encode CSV), batch, upload, commit only what is safe.
 
-One owner loop talks to the consumer (fetch, pause, resume, commit); uploads and dead-letter writes run as
-tasks that only mark offsets done. Rebalance callbacks run inside the owner loop's fetch.
+One owner loop talks to the consumer (fetch, pause, resume, commit): it holds records, launches their delivery
+(`bridge.delivery`, in tasks that only mark offsets done), commits and rebalances. Rebalance callbacks run inside
+the owner loop's fetch. A task that fails, or a transform that does not come back within
+`transform.chunk_timeout_s`, makes the bridge not ready and then fails it loudly: nothing after the records it
+held is committed.
 
 Transforms run in worker processes (`transform.workers`), since one interpreter cannot decode, make rows and
 encode CSV as fast as Kafka hands records over. The owner loop sends chunks of record values without waiting for
@@ -20,8 +23,9 @@ from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
-from typing import Any
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from typing import Any, cast
 
 import structlog
 from confluent_kafka import KafkaError, TopicPartition
@@ -29,14 +33,15 @@ from confluent_kafka import KafkaError, TopicPartition
 from bridge.avro import WriterSchemas
 from bridge.batching import Batch, Batcher, Held
 from bridge.config import BridgeConfig
-from bridge.deadletter import DeadLetters, Reason
+from bridge.deadletter import DeadLetters
 from bridge.decode import Decoder, RegistryUnavailableError
+from bridge.delivery import Delivery
 from bridge.methods import MethodName
 from bridge.metrics import Metrics
 from bridge.offsets import PartitionOffsets
 from bridge.source import Partitions, Source
 from bridge.transform import FAILED, Rules, Transformed, start_worker, transform
-from bridge.upload import Answer, Uploader, Verdict
+from bridge.upload import Uploader
 
 log = structlog.get_logger("bridge.pipeline")
 
@@ -52,23 +57,18 @@ RESUME_FRACTION = 0.8
 """Paused partitions resume once held records and bytes fall below this share of their limits."""
 REGISTRY_RETRY_S = 2.0
 LAG_INTERVAL_S = 5.0
-CLOSE_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 4.0
+"""Leaving the group after the drain: its revoke waits for nothing, the drain already did."""
+WORKERS_EXIT_S = 1.0
+"""Transform workers still running this long after the drain are killed: a busy one's chunk is not wanted any
+more, and a hung one would never end, while the interpreter's exit waits for every worker of the pool."""
 
 PartitionKey = tuple[str, int]
 _new_held = tuple.__new__
 
 
-@dataclass
-class Totals:
-    """Running counts for progress lines and the end-of-run summary."""
-
-    consumed: int = 0
-    uploaded: int = 0
-    dead_lettered: int = 0
-    requests: int = 0
-    by_reason: dict[str, int] = field(default_factory=dict)
-    uploaded_by_method: Counter[str] = field(default_factory=Counter)
-    dead_lettered_by_method: Counter[str] = field(default_factory=Counter)
+class TransformStalledError(Exception):
+    """A chunk sent to the transform workers did not come back in time: a worker hangs."""
 
 
 class Pipeline:
@@ -97,17 +97,18 @@ class Pipeline:
         self._decoder = decoder
         self._rules = rules
         self._uploader = uploader
-        self._dead_letters = dead_letters
         self._metrics = metrics
+        self._delivery = Delivery(uploader, dead_letters, config.upload, metrics, self._release)
         self._batcher = Batcher(config.batch.max_rows, config.batch.max_bytes, config.batch.linger_ms / 1000)
         self._partitions: dict[PartitionKey, PartitionOffsets] = {}
         self._paused: set[PartitionKey] = set()
         self._pressure = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._pool: ProcessPoolExecutor | None = None
-        self._transforming: deque[tuple[Sequence[Held], asyncio.Future[Transformed]]] = deque()
-        """Chunks sent to the workers, in the order sent."""
+        self._transforming: deque[tuple[Sequence[Held], asyncio.Future[Transformed], float]] = deque()
+        """Chunks sent to the workers, in the order sent, with when they were sent."""
         self._transform_failed: BaseException | None = None
+        self._task_failed: BaseException | None = None
         self._waiting: list[Held] = []
         self._registry_retry_at = 0.0
         self._held_records = 0
@@ -116,11 +117,10 @@ class Pipeline:
         self._task_finished = asyncio.Event()
         self._transform_finished = asyncio.Event()
         self._draining = False
-        self._drained = False
-        """The drain has waited its deadline: what it cancelled never finishes, so the close waits for nothing."""
+        self._drain_deadline: float | None = None
         self._kafka_up = True
         self.heartbeat = time.monotonic()
-        self.totals = Totals()
+        self.totals = self._delivery.totals
 
     # -- what health and the service read -------------------------------------------------------------------
 
@@ -129,6 +129,11 @@ class Pipeline:
         reasons = []
         if self._draining:
             reasons.append("draining for shutdown")
+        if self._task_failed is not None:
+            reasons.append(f"a delivery failed: {self._task_failed!r}")
+        silent = self._transform_silent_s()
+        if silent > self._config.transform.chunk_timeout_s / 2:
+            reasons.append(f"a transform worker has not answered for {silent:.0f} s")
         if not self._kafka_up:
             reasons.append("Kafka is unreachable")
         if not self._partitions:
@@ -157,8 +162,7 @@ class Pipeline:
         next_lag = 0.0
         try:
             while not self._stopping.is_set():
-                if self._transform_failed is not None:
-                    raise self._transform_failed
+                self._check_failures()
                 self.heartbeat = time.monotonic()
                 await self._apply_back_pressure()
                 room = self._config.buffer.max_records - self._held_records
@@ -184,6 +188,25 @@ class Pipeline:
             raise
         finally:
             await self._drain()
+        if self._task_failed is not None:
+            # It failed while draining: the stop was asked for, but the records it held are not delivered.
+            raise self._task_failed
+
+    def _check_failures(self) -> None:
+        """Raise what failed a task or the transforms, so the bridge fails loudly instead of stalling."""
+        if self._task_failed is not None:
+            raise self._task_failed
+        if self._transform_failed is None and self._transform_silent_s() > self._config.transform.chunk_timeout_s:
+            self._transform_failed = TransformStalledError(
+                f"a chunk sent to the transform workers did not come back in "
+                f"{self._config.transform.chunk_timeout_s:g} s (transform.chunk_timeout_s)"
+            )
+        if self._transform_failed is not None:
+            raise self._transform_failed
+
+    def _transform_silent_s(self) -> float:
+        """How long the oldest chunk in the workers has been there."""
+        return time.monotonic() - self._transforming[0][2] if self._transforming else 0.0
 
     async def _start_workers(self) -> None:
         workers = self._config.transform.workers
@@ -200,8 +223,9 @@ class Pipeline:
     async def _drain(self) -> None:
         """Let the transforms finish, flush the open batches, wait for the uploads, commit; all within the deadline."""
         self._draining = True
-        deadline = time.monotonic() + self._config.shutdown.drain_timeout_s
-        await self._settle_transforms(deadline)
+        deadline = self._drain_deadline = time.monotonic() + self._config.shutdown.drain_timeout_s
+        if self._transform_failed is None:
+            await self._settle_transforms(deadline)
         for batch in self._batcher.drain():
             self._launch(batch)
         if self._tasks:
@@ -213,25 +237,25 @@ class Pipeline:
                 log.warning("drain deadline passed; unfinished records stay uncommitted", tasks=len(pending))
                 await asyncio.gather(*pending, return_exceptions=True)
         await self._commit()
-        self._drained = True
         if self._pool is not None:
-            # Not waited for: a worker still busy past the deadline ends when its chunk does.
+            workers = multiprocessing.active_children()
             self._pool.shutdown(wait=False, cancel_futures=True)
+            await asyncio.to_thread(_end_workers, workers, WORKERS_EXIT_S)
         try:
             await asyncio.wait_for(self._source.close(), CLOSE_TIMEOUT_S)
         except TimeoutError:
             log.warning("the consumer did not close in time; its group will notice after the session timeout")
 
     def _hold(self, records: Sequence[Any]) -> list[Held]:
-        """Track fetched records in their partitions; skip those already held (a stretch fetched again)."""
+        """Track fetched records in their partitions; skip those already held (a stretch fetched again) and those of
+        partitions this member is not assigned (fetched across a revoke): they must never commit here."""
         partitions = self._partitions
         held = []
         size = 0
         for record in records:
-            key = (record.topic(), record.partition())
-            state = partitions.get(key)
+            state = partitions.get((record.topic(), record.partition()))
             if state is None:
-                state = partitions[key] = PartitionOffsets(*key)
+                continue
             offset = record.offset()
             if state.add(offset):
                 value = record.value()
@@ -239,7 +263,7 @@ class Pipeline:
                 held.append(_new_held(Held, (state, offset, record, value)))
                 size += len(value) if value else 0
         if len(held) < len(records):
-            log.info("records fetched again were skipped", records=len(records) - len(held))
+            log.info("records fetched again, or of partitions not assigned, skipped", records=len(records) - len(held))
         self._held_records += len(held)
         self._held_bytes += size
         for topic, count in Counter(h.state.topic for h in held).items():
@@ -304,7 +328,7 @@ class Pipeline:
         future = asyncio.get_running_loop().run_in_executor(
             self._pool, transform, values, time.time(), self._rules, schemas, method
         )
-        self._transforming.append((chunk, future))
+        self._transforming.append((chunk, future, time.monotonic()))
         future.add_done_callback(self._transformed)
 
     def _transforms_full(self) -> bool:
@@ -320,7 +344,7 @@ class Pipeline:
         self._transform_finished.set()
         transforming = self._transforming
         while transforming and transforming[0][1].done():
-            chunk, future = transforming.popleft()
+            chunk, future, _sent = transforming.popleft()
             # Only the pool's shutdown, after the drain, cancels a chunk; exception() marks a failure as seen.
             error = None if future.cancelled() else future.exception()
             if self._transform_failed is None and not future.cancelled():
@@ -335,7 +359,7 @@ class Pipeline:
 
     async def _settle_transforms(self, deadline: float) -> None:
         """Wait until `deadline` for the chunks in the workers; each is applied as it finishes."""
-        futures = [future for _, future in self._transforming]
+        futures = [sent[1] for sent in self._transforming]
         if futures and (remaining := deadline - time.monotonic()) > 0:
             await asyncio.wait(futures, timeout=remaining)
 
@@ -348,59 +372,13 @@ class Pipeline:
             if state.retired or state.halted:
                 dropped.append(item)
             elif group == FAILED:
-                self._poison(item, *failures[index])
+                self._spawn(self._delivery.poison(item, self._method_of[item.state.topic], *failures[index]))
             elif (batch := add(groups[group], line, item)) is not None:
                 self._launch(batch)
         if dropped:
             self._release(dropped)
 
-    # -- failures that are the record's own -----------------------------------------------------------------
-
-    def _poison(self, item: Held, reason: Reason, detail: str) -> None:
-        if self._dead_letters is None:
-            self._halt([item], reason, detail)
-            return
-        self._spawn(self._dead_letter([item], reason, detail))
-
-    async def _dead_letter(self, items: Sequence[Held], reason: Reason, detail: str) -> None:
-        assert self._dead_letters is not None
-        for item in items:
-            await self._dead_letters.write(item.record, reason, detail)
-        for item in items:
-            item.state.done(item.offset)
-        method = self._method_of[items[0].state.topic]
-        self._metrics.rows_dead_lettered.labels(method, reason).inc(len(items))
-        self.totals.dead_lettered += len(items)
-        self.totals.by_reason[reason] = self.totals.by_reason.get(reason, 0) + len(items)
-        self.totals.dead_lettered_by_method[method] += len(items)
-        log.warning(
-            "dead-lettered",
-            method=method,
-            reason=reason,
-            detail=detail,
-            records=len(items),
-            source=[f"{i.state.topic}[{i.state.partition}]@{i.offset}" for i in items[:5]],
-        )
-        self._release(items)
-
-    def _halt(self, items: Sequence[Held], reason: str, detail: str) -> None:
-        """No dead-letter topic: stop each record's partition so nothing after it commits, and say so loudly."""
-        for item in items:
-            state = item.state
-            if not state.halted:
-                state.halted = True
-                log.error(
-                    "poison record and no dead-letter topic: partition stopped, nothing after it is committed",
-                    method=self._method_of[state.topic],
-                    topic=state.topic,
-                    partition=state.partition,
-                    offset=item.offset,
-                    reason=reason,
-                    detail=detail,
-                )
-        self._release(items)
-
-    # -- uploads --------------------------------------------------------------------------------------------
+    # -- deliveries -----------------------------------------------------------------------------------------
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -410,53 +388,14 @@ class Pipeline:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._task_finished.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task failed", error=repr(task.exception()))
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # Its records are never done: the owner loop raises this and the bridge exits 3.
+            log.error("a delivery task failed; the bridge stops", error=repr(error))
+            if self._task_failed is None:
+                self._task_failed = error
 
     def _launch(self, batch: Batch) -> None:
-        self._spawn(self._upload(batch))
-
-    async def _upload(self, batch: Batch, split_budget: list[int] | None = None) -> None:
-        """Send one batch; a refused one is bisected, sharing the split budget of the batch it came from."""
-        body = batch.body()
-        self._metrics.batch_rows.observe(len(batch.lines))
-        self._metrics.batch_bytes.observe(len(body))
-        answer = await self._uploader.deliver(batch.method, batch.application_id, body, len(batch.lines))
-        self._count_requests(batch, answer)
-        if answer.verdict is Verdict.ACCEPTED:
-            self._accepted(batch)
-        else:
-            budget = [self._config.upload.max_split_requests] if split_budget is None else split_budget
-            await self._isolate(batch, answer, budget)
-
-    def _count_requests(self, batch: Batch, answer: Answer) -> None:
-        self.totals.requests += answer.attempts
-        if answer.verdict is Verdict.ACCEPTED:
-            self.totals.uploaded += len(batch.lines)
-            self.totals.uploaded_by_method[batch.method] += len(batch.lines)
-
-    def _accepted(self, batch: Batch) -> None:
-        for item in batch.refs:
-            item.state.done(item.offset)
-        self._release(batch.refs)
-
-    async def _isolate(self, batch: Batch, answer: Answer, budget: list[int]) -> None:
-        """Bisect a refused batch: deliver the halves the API takes, dead-letter the rows it refuses."""
-        if len(batch.lines) == 1 or budget[0] < 2:
-            detail = f"Post API answered {answer.status}: {answer.detail}"
-            if len(batch.lines) > 1:
-                detail = f"refused within {len(batch.lines)} rows after the split budget was spent; {detail}"
-            await self._reject(batch, detail)
-            return
-        budget[0] -= 2
-        for half in batch.split():
-            await self._upload(half, budget)
-
-    async def _reject(self, batch: Batch, detail: str) -> None:
-        if self._dead_letters is None:
-            self._halt(batch.refs, "rejected", detail)
-        else:
-            await self._dead_letter(batch.refs, "rejected", detail)
+        self._spawn(self._delivery.deliver(batch))
 
     # -- offsets and back-pressure --------------------------------------------------------------------------
 
@@ -524,9 +463,10 @@ class Pipeline:
         keys = {(p.topic, p.partition) for p in partitions}
         states = [self._partitions[k] for k in keys if k in self._partitions]
         self._drop_waiting(keys)
-        # The close after a drain revokes everything: the drain already waited its deadline and cancelled what was
-        # left, so those records never finish and waiting for them again would only stretch the shutdown.
-        deadline = time.monotonic() + (0.0 if self._drained else self._config.kafka.revoke_timeout_s)
+        deadline = time.monotonic() + self._config.kafka.revoke_timeout_s
+        if self._drain_deadline is not None:
+            # The close's revoke: the drain already waited for this work, and gave up on what is left.
+            deadline = min(deadline, self._drain_deadline)
         # Their records in the workers come back as rows (or poison) first, to be batched with the rest.
         await self._settle_transforms(deadline)
         for batch in self._batcher.drain():
@@ -581,6 +521,17 @@ class Pipeline:
             if state is not None:
                 state.retired = True
             self._paused.discard(key)
+
+
+def _end_workers(workers: Sequence[BaseProcess], timeout_s: float) -> None:
+    """Wait up to `timeout_s` for `workers` to end, then kill the ones still running."""
+    running = {worker.sentinel: worker for worker in workers}
+    deadline = time.monotonic() + timeout_s
+    while running and (remaining := deadline - time.monotonic()) > 0:
+        for sentinel in wait(list(running), remaining):
+            running.pop(cast(int, sentinel))
+    for worker in running.values():
+        worker.kill()
 
 
 def _names(partitions: Partitions) -> list[str]:

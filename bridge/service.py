@@ -17,10 +17,11 @@ from bridge.access import check_kafka_access
 from bridge.config import Settings
 from bridge.deadletter import DeadLetters, StartupError
 from bridge.decode import make_decoder, registry_client_conf
+from bridge.delivery import Totals
 from bridge.group_budget import GroupBudget
 from bridge.health import make_app
 from bridge.metrics import Metrics
-from bridge.pipeline import Pipeline, Totals
+from bridge.pipeline import CLOSE_TIMEOUT_S, WORKERS_EXIT_S, Pipeline
 from bridge.source import Source
 from bridge.transform import Rules, collect_rarely
 from bridge.upload import Uploader, post_api_tls
@@ -29,6 +30,12 @@ log = structlog.get_logger("bridge")
 
 EXIT_STARTUP = 1
 EXIT_FAILED = 3
+DEAD_LETTER_FLUSH_S = 4.0
+ENDPOINTS_SHUTDOWN_S = 1.0
+CLOSE_BUDGET_S = WORKERS_EXIT_S + CLOSE_TIMEOUT_S + DEAD_LETTER_FLUSH_S + ENDPOINTS_SHUTDOWN_S
+"""The most the bridge spends after `shutdown.drain_timeout_s` on closing: the transform workers, the consumer, the
+dead-letter producer, the endpoints. A pod's grace period must cover the drain plus this (the chart's
+terminationGraceMarginSeconds)."""
 
 
 def run_service(settings: Settings) -> int:
@@ -82,7 +89,9 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
         source = budget.source_factory() if budget is not None else Source
         pipeline = Pipeline(config, source, decoder, rules, uploader, dead_letters, metrics)
         stale_after = max(30.0, config.kafka.revoke_timeout_s + 10, config.shutdown.drain_timeout_s + 10)
-        runner = web.AppRunner(make_app(pipeline, metrics.registry, stale_after), access_log=None)
+        runner = web.AppRunner(
+            make_app(pipeline, metrics.registry, stale_after), access_log=None, shutdown_timeout=ENDPOINTS_SHUTDOWN_S
+        )
         await runner.setup()
         await web.TCPSite(runner, config.server.host, config.server.port).start()
         loop = asyncio.get_running_loop()
@@ -112,7 +121,7 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
                         await task
             await runner.cleanup()
             if dead_letters is not None:
-                await dead_letters.close()
+                await dead_letters.close(DEAD_LETTER_FLUSH_S)
     log.info("bridge stopped", exit_code=code, **_summary(pipeline.totals))
     return code
 

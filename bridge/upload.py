@@ -4,6 +4,10 @@ The answer rules are hand-written because no HTTP client knows them: 200 is done
 caller (the batch holds a row the API refuses); 403 stops the application until its key works again;
 408, 420, 429, 5xx, timeouts and broken connections are retried forever with exponential backoff and full
 jitter, waiting at least `Retry-After`, while the concurrency limit is lowered.
+
+What is sent is asked of the caller's payload before every attempt, since rows can leave a body while it waits
+(their partition was revoked, they expired); a payload with nothing left ends the delivery. An answer's body is
+read as bytes and decoded leniently: a 200 is accepted whatever its body or its charset says.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import email.utils
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -37,6 +41,12 @@ class Verdict(Enum):
     ACCEPTED = "accepted"
     REFUSED = "refused"
     """400 (or 413): the body holds something the API will never take."""
+    WITHDRAWN = "withdrawn"
+    """The payload had nothing left to send."""
+
+
+Payload = Callable[[], Awaitable[tuple[bytes, int] | None]]
+"""The body to send now and its row count, or None when nothing is left to send; awaited before every attempt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +158,7 @@ class _Attempt:
 
 
 class Uploader:
-    """Sends CSV bodies of one method and application at a time and returns only a final answer (200, or a
-    refusal); a key the API refuses stops its application's uploads of every method."""
+    """Sends CSV bodies of one application at a time and returns only a final answer (200, or a refusal)."""
 
     def __init__(
         self,
@@ -183,48 +192,59 @@ class Uploader:
         """Applications whose key the API refuses now (403); the bridge is not ready while any is."""
         return frozenset(self._refused_keys)
 
-    async def deliver(self, method: MethodName, application_id: int, body: bytes, rows: int) -> Answer:
-        """Send to `method` until the API accepts or refuses the body; transient failures and 403 never return."""
-        attempt = 0
-        app = str(application_id)
-        while True:
-            if application_id in self._refused_keys:
-                answer = await self._probe(method, application_id, body, rows, attempt)
-                attempt += 1
-                if answer is None:
-                    continue
-                outcome = answer
-            else:
-                attempt += 1
-                outcome = await self._send(method, application_id, body, rows, attempt)
-            status = outcome.status
-            if status == 200:
-                self._concurrency.succeeded()
-                self._metrics.rows_uploaded.labels(method, app).inc(rows)
-                self._metrics.last_success.labels(app).set(time.time())
-                return Answer(Verdict.ACCEPTED, 200, "", attempt)
-            if status in (400, 413):
-                return Answer(Verdict.REFUSED, status, outcome.detail, attempt)
-            if status in (401, 403):
-                self._refuse_key(application_id, outcome)
-                continue
-            await self._back_off(method, application_id, outcome, attempt)
+    async def deliver(self, method: MethodName, application_id: int, payload: Payload) -> Answer:
+        """Send to `method` until the API accepts or refuses the payload, or it empties; transient failures and 403
+        never return. A key the API refuses stops its application's uploads of every method.
 
-    async def _probe(
-        self, method: MethodName, application_id: int, body: bytes, rows: int, attempt: int
-    ) -> _Attempt | None:
-        """One task at a time tries a refused application again after a long wait; None means try as usual."""
-        lock = self._probes.setdefault(application_id, asyncio.Lock())
-        async with lock:
-            if application_id not in self._refused_keys:
-                return None
-            await asyncio.sleep(self._config.forbidden_retry_s)
-            outcome = await self._send(method, application_id, body, rows, attempt + 1)
-            if outcome.status not in (401, 403):
-                self._refused_keys.discard(application_id)
-                self._metrics.key_refused.labels(str(application_id)).set(0)
-                log.info("application key accepted again", application=application_id)
-            return outcome
+        While the application's key is refused, one task at a time probes it every `forbidden_retry_s`.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            outcome = await self._in_turn(method, application_id, payload, attempt)
+            if isinstance(outcome, Answer):
+                return outcome
+            if outcome is not None:
+                await self._back_off(method, application_id, outcome, attempt)
+
+    async def _in_turn(
+        self, method: MethodName, application_id: int, payload: Payload, attempt: int
+    ) -> Answer | _Attempt | None:
+        """An attempt now; while the key is refused, a probe after `forbidden_retry_s` once it is this task's turn."""
+        if application_id not in self._refused_keys:
+            return await self._attempt(method, application_id, payload, attempt, probing=False)
+        async with self._probes.setdefault(application_id, asyncio.Lock()):
+            if application_id in self._refused_keys:
+                await asyncio.sleep(self._config.forbidden_retry_s)
+                return await self._attempt(method, application_id, payload, attempt, probing=True)
+        return await self._attempt(method, application_id, payload, attempt, probing=False)
+
+    async def _attempt(
+        self, method: MethodName, application_id: int, payload: Payload, attempt: int, probing: bool
+    ) -> Answer | _Attempt | None:
+        """One request of the payload as it is now: a final answer, a failure to back off from, or None (403)."""
+        current = await payload()
+        if current is None:
+            return Answer(Verdict.WITHDRAWN, 0, "", attempt - 1)
+        body, rows = current
+        outcome = await self._send(method, application_id, body, rows, attempt)
+        status = outcome.status
+        if probing and status not in (401, 403):
+            self._refused_keys.discard(application_id)
+            self._metrics.key_refused.labels(str(application_id)).set(0)
+            log.info("application key accepted again", application=application_id)
+        if status == 200:
+            app = str(application_id)
+            self._concurrency.succeeded()
+            self._metrics.rows_uploaded.labels(method, app).inc(rows)
+            self._metrics.last_success.labels(app).set(time.time())
+            return Answer(Verdict.ACCEPTED, 200, "", attempt)
+        if status in (400, 413):
+            return Answer(Verdict.REFUSED, status, outcome.detail, attempt)
+        if status in (401, 403):
+            self._refuse_key(application_id, outcome)
+            return None
+        return outcome
 
     def _refuse_key(self, application_id: int, outcome: _Attempt) -> None:
         if application_id not in self._refused_keys:
@@ -260,6 +280,14 @@ class Uploader:
         )
         await asyncio.sleep(delay)
 
+    def _detail(self, answer: bytes) -> str:
+        """The readable start of an answer's body, whatever its bytes; the one place an answer becomes text.
+
+        Redacted whole before it is cut, so no part of a key survives at the cut.
+        """
+        text = answer[: _REDACT_LIMIT * 4].decode("utf-8", "replace")
+        return self._keys.redact(text[:_REDACT_LIMIT])[:_DETAIL_LIMIT].strip()
+
     async def _send(self, method: MethodName, application_id: int, body: bytes, rows: int, attempt: int) -> _Attempt:
         key = self._keys.for_application(application_id)
         if key is None:
@@ -278,12 +306,10 @@ class Uploader:
                     headers={"Content-Type": CONTENT_TYPE},
                     timeout=self._timeout,
                 ) as response:
-                    text = await response.text(errors="replace")
                     outcome = _Attempt(
                         response.status,
                         str(response.status),
-                        # Redacted whole before it is cut, so no part of a key survives at the cut.
-                        self._keys.redact(text[:_REDACT_LIMIT])[:_DETAIL_LIMIT].strip(),
+                        self._detail(await _body(response)),
                         retry_after_s(response.headers.get("Retry-After")),
                     )
             except TimeoutError:
@@ -307,3 +333,13 @@ class Uploader:
             attempt=attempt,
         )
         return outcome
+
+
+async def _body(response: aiohttp.ClientResponse) -> bytes:
+    """The answer's body as bytes, not text(): a charset that decodes no text would raise. A body that cannot be
+    read at all (a broken Content-Encoding, a connection cut or stalled mid-body) changes nothing: the status line
+    already said what the API did with the request, and a 200 sent again would count its events twice."""
+    try:
+        return await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return f"(the answer's body could not be read: {type(exc).__name__})".encode()

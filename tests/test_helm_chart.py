@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from bridge.config import BridgeConfig, RouteConfig, load_config
 from bridge.methods import METHODS
 from bridge.metrics import Metrics
+from bridge.service import CLOSE_BUDGET_S
 from devtools import helm as pinned_helm
 from devtools.chart_manifests import Manifest, check_custom
 from devtools.helm import HelmError, ensure_helm
@@ -314,10 +315,10 @@ def test_key_change_rolls_the_pods_when_the_chart_holds_the_key(helm: Path, tmp_
 
 @pytest.mark.parametrize(
     ("drain", "given", "expected"),
-    [(None, None, 30), (45.5, None, 56), (30, 31, 31), (3600, None, 3610)],
-    ids=["defaults", "fractional-drain", "given-just-above", "longest-drain"],
+    [(None, None, 30), (45.5, None, 56), (30, 40, 40), (3600, None, 3610)],
+    ids=["defaults", "fractional-drain", "given-just-enough", "longest-drain"],
 )
-def test_grace_period_outlasts_the_drain(
+def test_grace_period_outlasts_the_drain_and_the_close(
     helm: Path, tmp_path: Path, drain: float | None, given: int | None, expected: int
 ) -> None:
     overrides: dict[str, Any] = {"terminationGracePeriodSeconds": given}
@@ -328,7 +329,12 @@ def test_grace_period_outlasts_the_drain(
     grace = rendered.pod()["spec"]["terminationGracePeriodSeconds"]
     loaded = yaml.safe_load(rendered.config_text())
     assert grace == expected
-    assert grace > loaded["shutdown"]["drain_timeout_s"]
+    assert grace >= loaded["shutdown"]["drain_timeout_s"] + CLOSE_BUDGET_S, "SIGTERM to exit fits the grace period"
+
+
+def test_the_smallest_grace_margin_covers_the_bridges_close() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["terminationGraceMarginSeconds"]["minimum"] >= CLOSE_BUDGET_S
 
 
 @pytest.mark.parametrize(
@@ -336,6 +342,7 @@ def test_grace_period_outlasts_the_drain(
     [
         ({"autoscaling": {"hpa": {"enabled": True}, "keda": {"enabled": True}}}, "both true"),
         ({"terminationGracePeriodSeconds": 20}, "must exceed config.shutdown.drain_timeout_s"),
+        ({"terminationGracePeriodSeconds": 29}, "by at least 10 s"),
         ({"terminationGracePeriodSeconds": 10, "config": {"shutdown": {"drain_timeout_s": 15}}}, "must exceed"),
         ({"postApiKey": {"existingSecret": ""}}, "postApiKey: set postApiKey.existingSecret"),
         ({"postApiKey": {"value": KEY}}, "either existingSecret or value"),
@@ -348,6 +355,7 @@ def test_grace_period_outlasts_the_drain(
     ids=[
         "hpa-and-keda",
         "grace-equal-to-drain",
+        "grace-inside-the-close",
         "grace-below-drain",
         "no-key",
         "two-keys",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import psutil
+import pytest
 from confluent_kafka import TopicPartition
 
 from bridge.config import AvroConfig, BatchConfig, BridgeConfig, KafkaConfig, TransformConfig
@@ -67,6 +68,7 @@ async def test_a_worker_dying_mid_chunk_fails_the_loop_and_lets_go_of_what_it_ne
     now_ms = int(time.time() * 1000)
     value = raw_avro(event(1, now_ms))
     messages = [Message(p, o, value) for o in range(5000) for p in range(2)]
+    await bridge.assigned([TopicPartition("t", 0), TopicPartition("t", 1)])
     bridge._waiting.extend(bridge._hold(messages))
     await bridge._take_waiting()
     assert bridge._transforming, "chunks are in the workers"
@@ -93,6 +95,7 @@ async def test_in_process_and_worker_transforms_batch_the_same_lines() -> None:
     for workers in (0, 2):
         bridge = pipeline(workers)
         await bridge._start_workers()
+        await bridge.assigned([TopicPartition("t", 0), TopicPartition("t", 1)])
         bridge._waiting.extend(bridge._hold(messages))
         await bridge._take_waiting()
         await bridge._settle_transforms(time.monotonic() + 30)
@@ -156,5 +159,17 @@ async def test_the_owner_loop_stops_fetching_while_the_workers_have_enough_queue
         assert len(source.queued_at_fetch) > Backlog.records // 5000, "it fetched again as the worker caught up"
     finally:
         bridge.stop()
-        # The drain launches the open batch at an uploader that is not there; its task fails, the run ends.
-        await asyncio.wait_for(running, 60)
+        # The drain launches the open batch at an uploader that is not there: its task fails, and so does the run.
+        with pytest.raises(AttributeError):
+            await asyncio.wait_for(running, 60)
+        assert isinstance(bridge._task_failed, AttributeError), "the failed task is what fails the run"
+
+
+async def test_records_of_a_partition_never_assigned_are_not_held() -> None:
+    bridge = pipeline(workers=0)
+    await bridge.assigned([TopicPartition("t", 0)])
+    value = raw_avro(event(1, int(time.time() * 1000)))
+    held = bridge._hold([Message(p, o, value) for o in range(100) for p in range(2)])
+    assert {item.state.partition for item in held} == {0}
+    assert bridge.held == (100, 100 * len(value))
+    assert list(bridge._partitions) == [("t", 0)], "nothing tracks partition 1, so nothing can commit it"

@@ -83,7 +83,11 @@ async def test_an_answer_that_echoes_the_request_never_carries_the_key(echo_url:
     keys = PostApiKeys(SecretStr(secret), {})
     async with aiohttp.ClientSession() as session:
         uploader = Uploader(session, echo_url, keys, UploadConfig(), Metrics())
-        answer = await uploader.deliver("events", 1111, b"application_id\r\n1111\r\n", 1)
+
+        async def body() -> tuple[bytes, int]:
+            return b"application_id\r\n1111\r\n", 1
+
+        answer = await uploader.deliver("events", 1111, body)
     assert answer.verdict == Verdict.REFUSED
     assert "bad request" in answer.detail and REDACTED in answer.detail
     assert not leaked(secret, answer.detail), answer.detail

@@ -72,6 +72,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     sandbox.add_argument(
+        "--answer-charset",
+        metavar="NAME",
+        help="name this charset in every answer's Content-Type, even one no client can decode",
+    )
+    sandbox.add_argument(
+        "--answer-encoding",
+        metavar="NAME",
+        help="claim this Content-Encoding (gzip, say) in every answer while sending it plain",
+    )
+    sandbox.add_argument(
         "--max-future-s",
         metavar="S",
         type=_non_negative_float,
@@ -123,6 +133,8 @@ def _run_sandbox(args: argparse.Namespace) -> int:
                 latency_ms=args.latency_ms,
                 max_rps=args.max_rps,
                 refuse_event_names=frozenset(args.refuse_event_name),
+                answer_charset=args.answer_charset,
+                answer_encoding=args.answer_encoding,
             ),
             seed=args.seed,
             max_future_s=args.max_future_s,

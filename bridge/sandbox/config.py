@@ -28,6 +28,10 @@ class Faults(BaseModel):
     refuse_event_names: frozenset[str] = frozenset()
     """Batches holding these names get 400, like rows the real API refuses for its own reasons: an events row by
     its event_name, another method's by its label column (`Method.label`)."""
+    answer_charset: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9._:+-]+$")
+    """Every answer's Content-Type names this charset (text/plain), even one no client can decode."""
+    answer_encoding: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    """Every answer claims this Content-Encoding (gzip, say) while its body stays plain: unreadable to a client."""
 
     @model_validator(mode="after")
     def _fractions_fit(self) -> Self:

@@ -55,10 +55,17 @@ class _Answer:
     detail: str = ""
     retry_after: int | None = None
 
-    def response(self) -> web.Response:
+    def response(self, faults: Faults) -> web.Response:
         assert self.status is not None, "a dropped connection gets no response"
-        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
-        return web.Response(status=self.status, text=self.detail, headers=headers)
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+        if faults.answer_encoding is not None:
+            headers["Content-Encoding"] = faults.answer_encoding
+        charset = faults.answer_charset
+        if charset is None:
+            return web.Response(status=self.status, text=self.detail, headers=headers)
+        # A header, not charset=: aiohttp would encode the text with it, and fail for a charset it does not know.
+        headers["Content-Type"] = f"text/plain; charset={charset}"
+        return web.Response(status=self.status, body=self.detail.encode(), headers=headers)
 
 
 class Sandbox(LocalServer):
@@ -121,7 +128,7 @@ class Sandbox(LocalServer):
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 answer = _Answer(413, detail=f"the body is larger than {MAX_BODY_BYTES} bytes")
-                return answer.response()
+                return answer.response(self.faults)
             fault = self._injector.decide(arrived)
             if self.faults.latency_ms:
                 await asyncio.sleep(self.faults.latency_ms / 1000)
@@ -134,7 +141,7 @@ class Sandbox(LocalServer):
                     request.transport.close()
                     # aiohttp wants a response all the same; none reaches the closed connection.
                     return web.Response()
-            return answer.response()
+            return answer.response(self.faults)
         finally:
             state.in_flight -= 1
             answered = time.monotonic()

@@ -127,16 +127,17 @@ includes it, so it runs in both modes.
 {{- end }}
 
 {{/*
-The pod's grace period: Kubernetes kills the container when it ends, so it must outlast the bridge's drain.
-A parent chart running the sidecar should use at least this for its own pod.
+The pod's grace period: Kubernetes kills the container when it ends, so it must outlast the bridge's drain plus
+its close after the drain (at most 10 s: bridge.service.CLOSE_BUDGET_S). A parent chart running the sidecar should
+use at least this for its own pod.
 */}}
 {{- define "appmetrica-bridge.terminationGracePeriodSeconds" -}}
 {{- $drain := .Values.config.shutdown.drain_timeout_s | default 20 | float64 }}
 {{- $given := .Values.terminationGracePeriodSeconds }}
 {{- if kindIs "invalid" $given }}
 {{- add (ceil $drain | int) .Values.terminationGraceMarginSeconds }}
-{{- else if le (float64 $given) $drain }}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.shutdown.drain_timeout_s (%v): Kubernetes would kill the bridge before it finishes draining and committing; raise it or leave it null to derive it" $given $drain) }}
+{{- else if lt (float64 $given) (addf $drain 10) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.shutdown.drain_timeout_s (%v) by at least 10 s, the bridge's close after its drain: Kubernetes would kill the bridge before it finishes draining and committing; raise it or leave it null to derive it" $given $drain) }}
 {{- else }}
 {{- $given | int }}
 {{- end }}

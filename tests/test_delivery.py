@@ -1,0 +1,433 @@
+"""Delivering batches against a hostile Post API, on the real broker and the sandbox: refused rows inside large
+batches, unreadable answers, events that expire while held, revoked partitions, hung workers, and a SIGTERM
+during each kind of outage.
+
+Each test prints a `RELIABILITY` line with what it measured; docs/reliability.md quotes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+import psutil
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.batching import Batch, Held
+from bridge.config import UploadConfig
+from bridge.deadletter import HEADER_DETAIL, HEADER_REASON, DeadLetters
+from bridge.delivery import Delivery
+from bridge.methods import MethodName
+from bridge.metrics import Metrics
+from bridge.offsets import PartitionOffsets
+from bridge.postapi import MAX_EVENT_AGE_S
+from bridge.sandbox.server import Sandbox
+from bridge.upload import Answer, Payload, Uploader, Verdict
+from tests.conftest import TopicFactory
+from tests.harness import (
+    KEY,
+    BridgeProcess,
+    bridge_config,
+    committed,
+    consume_all,
+    end_offsets,
+    event,
+    free_port,
+    produce,
+    raw_avro,
+    seqs,
+    wait_for,
+)
+from tests.test_reliability import alive, delivered_and_committed, headers_of, transform_workers
+
+DEFAULT_MAX_ROWS = 10_000
+DEFAULT_DRAIN_S = 20.0
+HEADER = b"application_id,profile_id,event_name,event_timestamp\r\n"
+
+
+class RefusingApi:
+    """Answers a body 400 when it holds a refused row, 200 otherwise, and keeps the rows it accepted."""
+
+    def __init__(self, refused: set[bytes]) -> None:
+        self.refused = refused
+        self.accepted: list[bytes] = []
+        self.requests = 0
+
+    async def deliver(self, method: MethodName, application_id: int, payload: Payload) -> Answer:
+        current = await payload()
+        if current is None:
+            return Answer(Verdict.WITHDRAWN, 0, "", 0)
+        self.requests += 1
+        lines = current[0].removeprefix(HEADER).splitlines(keepends=True)
+        if self.refused.intersection(lines):
+            return Answer(Verdict.REFUSED, 400, "a row is refused", 1)
+        self.accepted.extend(lines)
+        return Answer(Verdict.ACCEPTED, 200, "", 1)
+
+
+class DeadLetterTopic:
+    def __init__(self) -> None:
+        self.written: list[tuple[Any, str]] = []
+
+    async def write(self, message: Any, reason: str, detail: str) -> None:
+        self.written.append((message, reason))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 3000),
+    refused_at=st.sets(st.integers(0, 2999), max_size=40),
+    max_split_requests=st.sampled_from([0, 64, 100_000]),
+)
+async def test_isolation_dead_letters_exactly_the_refused_rows_within_its_request_bound(
+    rows: int, refused_at: set[int], max_split_requests: int
+) -> None:
+    now_s = int(time.time())
+    lines = [f"4242,user-{i},e,{now_s}\r\n".encode() for i in range(rows)]
+    refused = {lines[i] for i in refused_at if i < rows}
+    api, topic = RefusingApi(refused), DeadLetterTopic()
+    state = PartitionOffsets("t", 0)
+    batch = Batch("events", 4242, HEADER, time.monotonic())
+    for offset, line in enumerate(lines):
+        state.add(offset)
+        batch.lines.append(line)
+        batch.refs.append(Held(state, offset, line, line))
+    delivery = Delivery(
+        cast(Uploader, api),
+        cast(DeadLetters, topic),
+        UploadConfig(max_split_requests=max_split_requests),
+        Metrics(),
+        lambda _: None,
+    )
+    await delivery.deliver(batch)
+    assert sorted(api.accepted) == sorted(set(lines) - refused), "every accepted row once"
+    assert sorted(message for message, _ in topic.written) == sorted(refused), "exactly the refused rows"
+    assert {reason for _, reason in topic.written} <= {"rejected"}
+    assert state.commit_position() == rows, "every row is done"
+    bound = 1 + 2 * len(refused) * math.ceil(math.log2(rows)) if rows > 1 else 1
+    assert api.requests <= bound
+
+
+def logged(bridge: BridgeProcess, name: str) -> list[dict[str, Any]]:
+    return [line for line in bridge.logs() if line.get("event") == name]
+
+
+async def test_refused_rows_inside_full_batches_are_isolated_without_losing_a_good_one(
+    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    topic, dlq = new_topic(4), new_topic(1)
+    total, every = 30_000, 1000
+    refused = {seq for seq in range(total) if seq % every == every // 2}
+    values = [raw_avro(event(seq, event_name="refuse-me") if seq in refused else event(seq)) for seq in range(total)]
+    produce(kafka_bootstrap, topic, values)
+    sandbox.set_faults(refuse_event_names=frozenset({"refuse-me"}))
+    group = f"g-{topic}"
+    config = bridge_config(
+        kafka_bootstrap,
+        topic,
+        sandbox.url,
+        group=group,
+        kafka={"dead_letter_topic": dlq},
+        # The default batch size; a long linger so the batches fill up to it.
+        batch={"max_rows": DEFAULT_MAX_ROWS, "linger_ms": 5000},
+    )
+    bridge = BridgeProcess(config, tmp_path).start()
+    try:
+        await delivered_and_committed(kafka_bootstrap, sandbox, topic, group, total - len(refused), timeout_s=240)
+        dead = consume_all(kafka_bootstrap, dlq, len(refused))
+    finally:
+        bridge.kill()
+    assert sorted(seqs(sandbox.state.events)) == sorted(set(range(total)) - refused), "every good row, once"
+    assert sorted(values.index(record.value()) for record in dead) == sorted(refused), "exactly the refused rows"
+    assert {headers_of(record)[HEADER_REASON] for record in dead} == {b"rejected"}
+    assert all(b"400" in headers_of(record)[HEADER_DETAIL] for record in dead)
+    requests = len(sandbox.state.requests)
+    batches = math.ceil(total / DEFAULT_MAX_ROWS)
+    bound = batches + 2 * len(refused) * math.ceil(math.log2(DEFAULT_MAX_ROWS))
+    assert requests <= bound, f"{requests} requests, more than 2·k·log2(n) = {bound}"
+    print(
+        f"\nRELIABILITY 400-isolation: {len(refused)} refused rows in {total} ({batches} batches of "
+        f"{DEFAULT_MAX_ROWS}): {len(dead)} dead-lettered as rejected, {total - len(refused)} delivered once, "
+        f"{requests} requests (bound {bound})"
+    )
+
+
+@pytest.mark.parametrize(
+    "unreadable",
+    [{"answer_charset": "base64"}, {"answer_charset": "x-no-such-charset"}, {"answer_encoding": "gzip"}],
+    ids=["charset-no-text", "charset-unknown", "gzip-that-is-not"],
+)
+async def test_answers_a_client_cannot_read_neither_stall_nor_lose(
+    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path, unreadable: dict[str, str]
+) -> None:
+    topic, dlq = new_topic(4), new_topic(1)
+    total, refused_seq = 3000, 1234
+    values = [raw_avro(event(seq)) for seq in range(total)]
+    values[refused_seq] = raw_avro(event(refused_seq, event_name="refuse-me"))
+    produce(kafka_bootstrap, topic, values)
+    # base64 is a codec Python knows but cannot decode text with (LookupError); a plain body claiming gzip cannot be
+    # decompressed (ClientPayloadError), and a 200 retried for it would arrive twice.
+    sandbox.set_faults(**unreadable, refuse_event_names=frozenset({"refuse-me"}))
+    group = f"g-{topic}"
+    config = bridge_config(kafka_bootstrap, topic, sandbox.url, group=group, kafka={"dead_letter_topic": dlq})
+    bridge = BridgeProcess(config, tmp_path).start()
+    try:
+        await delivered_and_committed(kafka_bootstrap, sandbox, topic, group, total - 1, timeout_s=60)
+        dead = consume_all(kafka_bootstrap, dlq, 1)
+        status, _ = await bridge.get("/readyz")
+        assert status == 200 and bridge.process.poll() is None
+    finally:
+        bridge.kill()
+    assert len(sandbox.state.events) == total - 1
+    assert [record.value() for record in dead] == [values[refused_seq]]
+    assert b"400" in headers_of(dead[0])[HEADER_DETAIL]
+    assert not logged(bridge, "a delivery task failed; the bridge stops")
+    print(
+        f"\nRELIABILITY unreadable-answer: 200s and 400s with {unreadable}: {total - 1} delivered, "
+        "1 rejected, offsets at the end, ready throughout"
+    )
+
+
+async def test_an_event_that_expires_while_its_key_is_refused_is_dead_lettered_before_it_is_sent_again(
+    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    topic, dlq = new_topic(4), new_topic(1)
+    group = f"g-{topic}"
+    sandbox.set_keys(post_api_key="the-right-key-is-elsewhere")
+    config = bridge_config(
+        kafka_bootstrap,
+        topic,
+        sandbox.url,
+        group=group,
+        kafka={"dead_letter_topic": dlq},
+        transform={"workers": 0},
+        upload={"forbidden_retry_s": 8},
+    )
+    bridge = BridgeProcess(config, tmp_path).start()
+    aging, fresh = 400, 200
+    try:
+        await wait_for(lambda: bool(logged(bridge, "partitions assigned")), 60, "the bridge to join its group")
+        # Four seconds short of the age limit: made into rows, refused (403), expired by the next probe.
+        edge_ms = int((time.time() - MAX_EVENT_AGE_S + 4) * 1000)
+        produce(kafka_bootstrap, topic, [raw_avro(event(seq, event_timestamp=edge_ms)) for seq in range(aging)])
+        await wait_for(lambda: any(r.status == 403 for r in sandbox.state.requests), 30, "a 403")
+        sandbox.set_keys(post_api_key=KEY)
+        first_403 = len(sandbox.state.requests)
+        produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(aging, aging + fresh)])
+        dead = consume_all(kafka_bootstrap, dlq, aging, timeout_s=60)
+        await wait_for(lambda: len(sandbox.state.events) >= fresh, 60, "the fresh events")
+        ends = end_offsets(kafka_bootstrap, topic)
+        await wait_for(lambda: committed(kafka_bootstrap, group, topic) == ends, 30, "offsets at the end")
+    finally:
+        bridge.kill()
+    assert Counter(headers_of(record)[HEADER_REASON] for record in dead) == {b"expired": aging}
+    assert sorted(seqs(sandbox.state.events)) == list(range(aging, aging + fresh))
+    later = sandbox.state.requests[first_403:]
+    assert all(r.status == 200 for r in later), "no request carried an expired event after the 403"
+    print(
+        f"\nRELIABILITY expired-while-held: {aging} events expired during a 403: all dead-lettered as expired, "
+        f"0 requests spent on them after the 403, {fresh} later events delivered"
+    )
+
+
+async def test_a_revoked_partition_is_never_sent_again_by_its_old_owner(
+    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    topic = new_topic(2)
+    total = 2000
+    produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)], partitions=2)
+    sandbox.set_faults(fault_5xx=1.0)
+    group = f"g-{topic}"
+
+    def instance(name: str) -> BridgeProcess:
+        config = bridge_config(
+            kafka_bootstrap, topic, sandbox.url, group=group, kafka={"revoke_timeout_s": 2}, batch={"max_rows": 2000}
+        )
+        return BridgeProcess(config, tmp_path, name=name).start()
+
+    first = instance("first")
+    bridges = [first]
+    try:
+        await wait_for(lambda: len(sandbox.state.requests) >= 3, 60, "the first owner retrying its batch")
+        second = instance("second")
+        bridges.append(second)
+        await wait_for(lambda: bool(logged(first, "partitions revoked")), 60, "a revoke on the first owner")
+        await wait_for(lambda: bool(logged(second, "partitions assigned")), 60, "the second owner's partition")
+        await asyncio.sleep(2)
+        sandbox.set_faults(fault_5xx=0.0)
+        await wait_for(lambda: len(set(seqs(sandbox.state.events))) >= total, 60, f"{total} distinct events")
+        ends = end_offsets(kafka_bootstrap, topic, 2)
+        await wait_for(lambda: committed(kafka_bootstrap, group, topic, 2) == ends, 30, "offsets at the end")
+        await asyncio.sleep(2)
+    finally:
+        for bridge in bridges:
+            bridge.kill()
+    delivered = seqs(sandbox.state.events)
+    assert sorted(set(delivered)) == list(range(total))
+    duplicates = len(delivered) - total
+    assert duplicates == 0, f"{duplicates} events sent by both owners"
+    print(
+        f"\nRELIABILITY revoke-during-retries: a partition revoked while its batch was retried (5xx): all {total} "
+        f"delivered, {duplicates} duplicates"
+    )
+
+
+@pytest.mark.parametrize("stopped", [False, True], ids=["left-alone", "sigterm"])
+async def test_a_hung_transform_worker_fails_the_bridge_loudly(
+    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path, stopped: bool
+) -> None:
+    topic = new_topic(4)
+    before, after = 2000, 8000
+    produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(before)])
+    group = f"g-{topic}"
+    # 5 s, not the default 60, so the test does not wait a minute for the stall to be called one.
+    chunk_timeout_s, drain_s = 5, 10
+    config = bridge_config(
+        kafka_bootstrap,
+        topic,
+        sandbox.url,
+        group=group,
+        batch={"max_rows": 500, "linger_ms": 100},
+        buffer={"max_records": 5000},
+        transform={"workers": 2, "chunk_timeout_s": chunk_timeout_s},
+        shutdown={"drain_timeout_s": drain_s},
+    )
+    bridge = BridgeProcess(config, tmp_path).start()
+    not_ready = []
+    workers: list[psutil.Process] = []
+    try:
+        await wait_for(lambda: len(sandbox.state.events) >= before, 60, "the first records delivered")
+        workers = transform_workers(bridge)
+        # Every worker, so that the next chunk lands on a hung one whichever takes it.
+        for worker in workers:
+            worker.suspend()
+        produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(before, before + after)])
+        hung = time.monotonic()
+        if stopped:
+            await asyncio.sleep(1)
+            bridge.signal(signal.SIGTERM)
+        deadline = hung + chunk_timeout_s + drain_s + 10
+        while bridge.process.poll() is None and time.monotonic() < deadline:
+            try:
+                status, body = await bridge.get("/readyz")
+                if status == 503:
+                    not_ready.append(body)
+            except aiohttp.ClientError:  # the endpoints go away as the bridge exits
+                pass
+            await asyncio.sleep(0.5)
+        code = await bridge.wait(1)
+        took = time.monotonic() - hung
+        ended = await asyncio.to_thread(psutil.wait_procs, workers, 10)
+    finally:
+        bridge.kill()
+        for worker in filter(alive, workers):
+            worker.kill()
+    if stopped:
+        assert code == 0 and took < drain_s + 5, f"exit {code} {took:.1f} s after SIGTERM with a {drain_s} s drain"
+    else:
+        assert code == 3, "a hung worker fails the bridge"
+        failed = logged(bridge, "the bridge failed")
+        assert failed and "TransformStalledError" in failed[0]["exception"]
+    assert not_ready, "it said it was not ready before it exited"
+    assert not ended[1], "no worker outlives the bridge, the hung one included"
+    delivered = set(seqs(sandbox.state.events))
+    for partition, offset in committed(kafka_bootstrap, group, topic).items():
+        missing = [4 * o + partition for o in range(max(offset, 0)) if 4 * o + partition not in delivered]
+        assert not missing, f"partition {partition} committed {offset} past undelivered records {missing[:5]}"
+    print(
+        f"\nRELIABILITY hung-worker{'-sigterm' if stopped else ''}: workers suspended mid-run: not ready, then "
+        f"exit {code} {took:.1f} s later (chunk_timeout_s {chunk_timeout_s}, drain {drain_s}); no worker left, "
+        "nothing committed past an undelivered record"
+    )
+
+
+@pytest.fixture
+async def hanging_server() -> AsyncIterator[str]:
+    """A server that accepts connections and reads requests but never answers."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        while await reader.read(65536):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    for writer in connections:
+        writer.close()
+    server.close()
+
+
+@pytest.mark.parametrize("outage", ["key-refused", "connection-refused", "hanging", "slow", "isolating"])
+async def test_sigterm_during_an_outage_exits_zero_within_the_drain_deadline(
+    kafka_bootstrap: str,
+    new_topic: TopicFactory,
+    sandbox: Sandbox,
+    hanging_server: str,
+    tmp_path: Path,
+    outage: str,
+) -> None:
+    topic, dlq = new_topic(4), new_topic(1)
+    total = 20_000
+    refused = "refuse-me" if outage == "isolating" else None
+    # One refused row in a hundred: at 10 requests a second, isolating them takes minutes.
+    values = [
+        raw_avro(event(seq, event_name=refused) if refused and seq % 100 == 50 else event(seq)) for seq in range(total)
+    ]
+    produce(kafka_bootstrap, topic, values)
+    if refused:
+        sandbox.set_faults(refuse_event_names=frozenset({refused}))
+    url = {"hanging": hanging_server, "connection-refused": f"http://127.0.0.1:{free_port()}"}.get(outage, sandbox.url)
+    if outage == "key-refused":
+        sandbox.set_keys(post_api_key="the-right-key-is-elsewhere")
+    if outage == "slow":
+        # Answers inside upload.timeout_s (30 s), but too slow for the batches to finish within the drain.
+        sandbox.set_faults(latency_ms=15_000)
+    group = f"g-{topic}"
+    config = bridge_config(
+        kafka_bootstrap,
+        topic,
+        url,
+        group=group,
+        kafka={"dead_letter_topic": dlq},
+        # The defaults this is about (the harness shortens the drain and the retries).
+        shutdown={"drain_timeout_s": DEFAULT_DRAIN_S},
+        upload={"requests_per_second": 10, "retry_base_s": 0.5, "retry_max_s": 60},
+    )
+    bridge = BridgeProcess(config, tmp_path).start()
+    try:
+        await wait_for(lambda: bool(logged(bridge, "partitions assigned")), 60, "the bridge to join its group")
+        await wait_for(lambda: bool(logged(bridge, "upload")), 60, "an upload attempt")
+        if outage == "isolating":
+            await wait_for(lambda: any(r.status == 400 for r in sandbox.state.requests), 60, "a refused batch")
+        if outage == "slow":
+            await wait_for(lambda: len(sandbox.state.events) >= 1000, 60, "a slow answer")
+            assert len(sandbox.state.events) < total / 2
+        await asyncio.sleep(2)
+        bridge.signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        code = await bridge.wait(DEFAULT_DRAIN_S + 30)
+        took = time.monotonic() - stopped
+    finally:
+        bridge.kill()
+    assert code == 0
+    assert took < DEFAULT_DRAIN_S + 5, f"SIGTERM took {took:.1f} s with a {DEFAULT_DRAIN_S:g} s drain"
+    accepted = set(seqs(sandbox.state.events))
+    dead = {values.index(record.value()) for record in consume_all(kafka_bootstrap, dlq, total, timeout_s=5)}
+    for partition, position in committed(kafka_bootstrap, group, topic).items():
+        missing = [4 * o + partition for o in range(max(position, 0)) if 4 * o + partition not in accepted | dead]
+        assert not missing, f"partition {partition} committed {position} past undelivered records {missing[:5]}"
+    print(
+        f"\nRELIABILITY sigterm-{outage}: exit 0 {took:.1f} s after SIGTERM (drain_timeout_s {DEFAULT_DRAIN_S:g}), "
+        f"{len(accepted)} accepted, {len(dead)} dead-lettered, nothing committed past them"
+    )
