@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+import fastavro
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
@@ -39,7 +40,7 @@ class RawDecoder:
     def __init__(self, writer_schema_file: Path, reader_schema: Any) -> None:
         text = writer_schema_file.read_text(encoding="utf-8")
         try:
-            Reader.of(json.loads(text), reader_schema)
+            _readable(json.loads(text), reader_schema)
         except Exception as exc:
             raise ValueError(f"{writer_schema_file} cannot be read into the contract: {exc}") from exc
         self._schemas = WriterSchemas(raw=text)
@@ -91,7 +92,7 @@ class ConfluentDecoder:
             return
         try:
             # Parsed here only to refuse an unreadable schema once; the transforms parse their own copies.
-            Reader.of(json.loads(schema.schema_str), self._reader_schema)
+            _readable(json.loads(schema.schema_str), self._reader_schema)
         except Exception as exc:
             self._not_readable(schema_id, float("inf"), f"cannot be read into the contract: {exc}")
             return
@@ -111,9 +112,19 @@ class ConfluentDecoder:
         return self._schemas
 
 
-def make_decoder(fmt: str, schema_registry_url: str | None, schema_file: Path | None) -> Decoder:
-    """The decoder the configuration asks for, with the contract as the reader schema."""
-    reader = parse(contract_schema())
+def _readable(writer: Any, reader: Any) -> None:
+    """Raise unless records of `writer` can be read: into `reader` when given, else with the writer's own schema."""
+    if reader is None:
+        fastavro.parse_schema(writer)
+    else:
+        Reader.of(writer, reader)
+
+
+def make_decoder(
+    fmt: str, schema_registry_url: str | None, schema_file: Path | None, own_schema: bool = False
+) -> Decoder:
+    """The decoder the configuration asks for: into the contract, or with each writer's own schema (a mapping)."""
+    reader = None if own_schema else parse(contract_schema())
     if fmt == "raw":
         assert schema_file is not None
         return RawDecoder(schema_file, reader)

@@ -103,7 +103,9 @@ class RowMaker:
         if self._default is not None and None in applications:
             default = self._default
             applications = [default if a is None else a for a in applications]
-        seconds = [millis // 1000 for millis in typed[_TIMESTAMP]]
+        stamps = typed[_TIMESTAMP]
+        # Contract records always have one; a mapped record may not, and -1 leaves it to `make` to name.
+        seconds = [-1 if m is None else m // 1000 for m in stamps] if None in stamps else [m // 1000 for m in stamps]
         doubtful = self._doubtful(typed, applications, seconds, now)
         typed[_APPLICATION], typed[_TIMESTAMP] = applications, seconds
         columns = [_cells(column, index in _NUMBERS, count) for index, column in enumerate(typed)]

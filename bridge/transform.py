@@ -16,10 +16,12 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 from bridge import csvbody
 from bridge.avro import DecodeError, Readers, ReasonClass, WriterSchemas
+from bridge.mapping import Headers
+from bridge.reading import Reading, RecordReaders
 from bridge.rows import RowMaker
 
 Failure = tuple[ReasonClass | Literal["invalid", "expired"], str]
@@ -30,6 +32,8 @@ FAILED: Final = -1
 
 _READERS: Final = Readers()
 """Parsed schemas live as long as the process, so a worker parses each writer schema once."""
+_RECORD_READERS: Final = RecordReaders()
+"""The same for routes with their own records: writer schemas and compiled mappings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,22 +63,25 @@ class Transformed(NamedTuple):
     """By the record's index in the chunk."""
 
 
-def transform(values: Sequence[bytes | None], now: float, rules: Rules, schemas: WriterSchemas) -> Transformed:
-    """Decode each value, make its row (or name the rule it breaks), and encode the rows to CSV lines."""
-    decode = _READERS.decoder(schemas)
-    failures: dict[int, Failure] = {}
-    records = []
-    indexes = []  # the chunk index of each decoded record
-    for index, value in enumerate(values):
-        if value is None:
-            failures[index] = ("decode", "null value (a tombstone): there is no event to upload")
-            continue
-        try:
-            records.append(decode(value))
-        except DecodeError as failure:
-            failures[index] = (failure.reason, failure.detail)
-            continue
-        indexes.append(index)
+def transform(
+    values: Sequence[bytes | None],
+    now: float,
+    rules: Rules,
+    schemas: WriterSchemas,
+    reading: Reading | None = None,
+    keys: Sequence[bytes | None] | None = None,
+    headers: Sequence[Headers | None] | None = None,
+) -> Transformed:
+    """Decode each value, make its row (or name the rule it breaks), and encode the rows to CSV lines.
+
+    A route's `reading` (its format and mapping) turns values into contract records first; the Kafka keys and
+    headers are passed only for a reading that uses them.
+    """
+    if reading is None:
+        records, indexes, failures = _contract_records(values, schemas)
+    else:
+        read = _RECORD_READERS.read(reading, values, schemas, keys, headers)
+        records, indexes, failures = read.records, read.indexes, dict(read.failures)
     table = RowMaker(rules.default_application, rules.has_key, rules.max_future_s).table(records, now)
     for position, violation in table.violations.items():
         failures[indexes[position]] = (violation.reason, violation.detail)
@@ -94,6 +101,27 @@ def transform(values: Sequence[bytes | None], now: float, rules: Rules, schemas:
             placed[index] = group
             lines[index] = line
     return Transformed(groups, placed, lines, failures)
+
+
+def _contract_records(
+    values: Sequence[bytes | None], schemas: WriterSchemas
+) -> tuple[list[dict[str, Any]], list[int], dict[int, Failure]]:
+    """The values decoded into the contract, each one's index in the chunk, and why the others could not be."""
+    decode = _READERS.decoder(schemas)
+    failures: dict[int, Failure] = {}
+    records = []
+    indexes = []
+    for index, value in enumerate(values):
+        if value is None:
+            failures[index] = ("decode", "null value (a tombstone): there is no event to upload")
+            continue
+        try:
+            records.append(decode(value))
+        except DecodeError as failure:
+            failures[index] = (failure.reason, failure.detail)
+            continue
+        indexes.append(index)
+    return records, indexes, failures
 
 
 def _pick(columns: list[list[str]], positions: list[int]) -> list[list[str]]:
