@@ -319,7 +319,8 @@ def _timestamp(unit: Unit | None) -> Callable[[Any], int]:
         if kind is int:
             return int(value) * multiplier // divisor
         if kind is float and math.isfinite(value):
-            return int(math.floor(value * multiplier / divisor))
+            number: float = value
+            return math.floor(number * multiplier / divisor)
         raise UnconvertibleError(f"{_show(value)} is not a timestamp in {unit or 'ms'}")
 
     return to_millis
