@@ -348,7 +348,7 @@ def _to_json(value: Any) -> str:
     try:
         return orjson.dumps(value, default=_json_default).decode()
     except TypeError as exc:
-        raise UnconvertibleError(str(exc)) from None
+        raise UnconvertibleError(f"cannot be written as JSON ({exc})") from None
 
 
 _SCALE: Final = Decimal(1).scaleb(-8)
