@@ -26,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    import bridge.preview as preview
     import bridge.sandbox.cli as sandbox_cli
 
     parser = argparse.ArgumentParser(
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, required=True, metavar="FILE")
     check.set_defaults(func=_check_config)
 
+    preview.register(commands)
     sandbox_cli.register(commands)
     return parser
 

@@ -143,7 +143,12 @@ def test_check_config_accepts_the_rendered_file(helm: Path, tmp_path: Path, valu
 
     result = subprocess.run(
         [sys.executable, "-m", "bridge", "check-config", "--config", str(config_file)],
-        capture_output=True, text=True, env=env, cwd=REPO, check=False, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=False,
+        timeout=60,
     )
 
     assert result.returncode == 0, result.stderr
@@ -160,7 +165,12 @@ def test_check_config_hides_a_kafka_password_from_a_secret(helm: Path, tmp_path:
 
     result = subprocess.run(
         [sys.executable, "-m", "bridge", "check-config", "--config", str(config_file)],
-        capture_output=True, text=True, env=env, cwd=REPO, check=False, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=False,
+        timeout=60,
     )
 
     assert result.returncode == 0, result.stderr
@@ -168,9 +178,7 @@ def test_check_config_hides_a_kafka_password_from_a_secret(helm: Path, tmp_path:
 
 
 def test_key_given_as_value_lives_only_in_the_secret(helm: Path, tmp_path: Path) -> None:
-    rendered = render(
-        helm, tmp_path, DEFAULT_VALUES, overrides={"postApiKey": {"existingSecret": "", "value": KEY}}
-    )
+    rendered = render(helm, tmp_path, DEFAULT_VALUES, overrides={"postApiKey": {"existingSecret": "", "value": KEY}})
 
     secret = rendered.one("Secret")
     assert base64.b64decode(secret["data"]["api-key"]).decode() == KEY
@@ -196,7 +204,12 @@ def test_standalone_release_has_its_supporting_objects(helm: Path, tmp_path: Pat
     rendered = render(helm, tmp_path, DEFAULT_VALUES)
 
     assert rendered.kinds() == [
-        "ConfigMap", "Deployment", "Pod", "PodDisruptionBudget", "Service", "ServiceAccount",
+        "ConfigMap",
+        "Deployment",
+        "Pod",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
     ]
     test_pod = rendered.one("Pod")
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
@@ -291,13 +304,19 @@ def test_grace_period_outlasts_the_drain(
         ({"mode": "sidecar", "autoscaling": {"keda": {"enabled": True}}}, "needs mode standalone"),
     ],
     ids=[
-        "hpa-and-keda", "grace-equal-to-drain", "grace-below-drain", "no-key", "two-keys", "no-topics",
-        "no-registry", "loopback-host", "two-pdb-bounds", "keda-in-sidecar-mode",
+        "hpa-and-keda",
+        "grace-equal-to-drain",
+        "grace-below-drain",
+        "no-key",
+        "two-keys",
+        "no-topics",
+        "no-registry",
+        "loopback-host",
+        "two-pdb-bounds",
+        "keda-in-sidecar-mode",
     ],
 )
-def test_rendering_refuses_what_cannot_run(
-    helm: Path, tmp_path: Path, overrides: dict[str, Any], message: str
-) -> None:
+def test_rendering_refuses_what_cannot_run(helm: Path, tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
     assert message in render_error(helm, tmp_path, DEFAULT_VALUES, overrides=overrides)
 
 
@@ -313,9 +332,7 @@ def test_rendering_refuses_what_cannot_run(
     ],
     ids=["top-level", "config-batch", "config-kafka", "key-in-config", "keda", "post-api-key"],
 )
-def test_unknown_values_keys_are_errors(
-    helm: Path, tmp_path: Path, overrides: dict[str, Any], where: str
-) -> None:
+def test_unknown_values_keys_are_errors(helm: Path, tmp_path: Path, overrides: dict[str, Any], where: str) -> None:
     error = render_error(helm, tmp_path, DEFAULT_VALUES, overrides=overrides)
     assert "additional properties" in error
     assert where in error, error
@@ -411,9 +428,7 @@ def test_sidecar_mode_renders_only_what_the_container_reads(helm: Path, tmp_path
     assert rendered.kinds() == ["ConfigMap", "Secret"]
 
 
-def test_sidecar_example_carries_the_bridge_container(
-    helm: Path, tmp_path: Path, sidecar_example: Path
-) -> None:
+def test_sidecar_example_carries_the_bridge_container(helm: Path, tmp_path: Path, sidecar_example: Path) -> None:
     rendered = render(helm, tmp_path, chart=sidecar_example)
 
     pod = rendered.pod()
@@ -426,12 +441,14 @@ def test_sidecar_example_carries_the_bridge_container(
     configmap = rendered.one("ConfigMap")
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["appmetrica-bridge-config"]["configMap"]["name"] == configmap["metadata"]["name"]
-    assert pod["metadata"]["annotations"]["checksum/config"] == hashlib.sha256(
-        rendered.config_text().rstrip("\n").encode()
-    ).hexdigest()
-    assert pod["spec"]["terminationGracePeriodSeconds"] > yaml.safe_load(rendered.config_text())["shutdown"][
-        "drain_timeout_s"
-    ]
+    assert (
+        pod["metadata"]["annotations"]["checksum/config"]
+        == hashlib.sha256(rendered.config_text().rstrip("\n").encode()).hexdigest()
+    )
+    assert (
+        pod["spec"]["terminationGracePeriodSeconds"]
+        > yaml.safe_load(rendered.config_text())["shutdown"]["drain_timeout_s"]
+    )
     config_file = tmp_path / "config.yaml"
     config_file.write_text(rendered.config_text())
     assert load_config(config_file, rendered.pod_environ()).config.kafka.group_id == "orders-appmetrica"
