@@ -327,9 +327,6 @@ def _show(outcomes: list[Outcome], route: RouteConfig, as_json: bool, out: TextI
 
 
 def _cell(value: str) -> str:
-    """A cell on one line: text with spaces, quotes or line breaks is shown quoted."""
-    return (
-        value
-        if value.isprintable() and " " not in value and '"' not in value
-        else json.dumps(value, ensure_ascii=False)
-    )
+    """A cell on one line: text with spaces or line breaks is shown as a JSON string."""
+    plain = value.isprintable() and " " not in value
+    return value if plain else json.dumps(value, ensure_ascii=False)
