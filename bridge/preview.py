@@ -13,6 +13,7 @@ import asyncio
 import csv
 import io
 import json
+import os
 import sys
 import time
 import uuid
@@ -135,6 +136,9 @@ def _preview(args: argparse.Namespace) -> int:
     except PreviewError as exc:
         print(f"appmetrica-bridge: preview: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # Piped into `head`: what was wanted is shown; the interpreter must not complain flushing the rest.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
