@@ -51,7 +51,7 @@ def transforming(values: list[bytes], schema: dict[str, Any], reading: Reading |
         now = time.time()
         for start in range(0, len(values), CHUNK_RECORDS):
             chunk = values[start : start + CHUNK_RECORDS]
-            result = transform(chunk, now, rules, schemas, reading, keys[start : start + CHUNK_RECORDS], None)
+            result = transform(chunk, now, rules, schemas, "events", reading, keys[start : start + CHUNK_RECORDS], None)
             assert not result.failures, next(iter(result.failures.values()))
 
     return run

@@ -19,7 +19,7 @@ from typing import Any, Final, Literal
 
 import fastavro
 
-from bridge.postapi import EVENT_COLUMNS
+from bridge.methods import EVENTS
 from tests.harness import APP
 
 Decoding = Literal["avro", "json"]
@@ -56,7 +56,7 @@ GAME_MAPPING: Final[dict[str, Any]] = {
     "google_aid": {"key": True},
 }
 """The issue's mapping, less the device-id header: these records identify players by profile_id only."""
-IDENTITY_MAPPING: Final[dict[str, Any]] = {name: name for name in EVENT_COLUMNS}
+IDENTITY_MAPPING: Final[dict[str, Any]] = {name: name for name in EVENTS.names}
 
 
 @dataclass(frozen=True)

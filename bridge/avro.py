@@ -1,8 +1,9 @@
 """Avro bytes to records, in whichever process decodes them: the bridge's own or a transform worker.
 
-Records are read into the project's contract (`schemas/appmetrica_event.avsc`) by Avro schema resolution, so a
-producer one version ahead (an added optional field) still decodes. Logical types are left as their plain
-values: `event_timestamp` stays integer milliseconds, which is what `rows` needs and what costs least.
+Records are read into their method's contract (`schemas/appmetrica_event.avsc` for events, and one file per other
+method) by Avro schema resolution, so a producer one version ahead (an added optional field), or with its own copy
+of the field names and types, still decodes. Logical types are left as their plain values: `event_timestamp`
+stays integer milliseconds and a decimal its unscaled bytes, which is what `rows` needs and what costs least.
 
 Writer schemas travel as JSON text (`WriterSchemas`, small and picklable); each process parses a schema once and
 keeps it. This module imports no registry or Kafka client, so workers start light; `bridge.decode` fetches.
@@ -19,6 +20,8 @@ from importlib import resources
 from typing import Any, Final, Literal, NamedTuple, cast
 
 import fastavro
+
+from bridge.methods import METHODS, MethodName
 
 Record = dict[str, Any]
 ReasonClass = Literal["decode", "schema"]
@@ -38,9 +41,9 @@ class DecodeError(Exception):
         self.detail = detail
 
 
-def contract_schema() -> dict[str, Any]:
-    """The project's input contract, as shipped in the package."""
-    text = (resources.files("bridge") / "schemas" / "appmetrica_event.avsc").read_text(encoding="utf-8")
+def contract_schema(method: MethodName = "events") -> dict[str, Any]:
+    """A method's input contract, as shipped in the package."""
+    text = (resources.files("bridge") / "schemas" / METHODS[method].contract_file).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
@@ -104,19 +107,20 @@ class Readers:
     """
 
     def __init__(self) -> None:
-        self._contract: Any = None
-        self._parsed: dict[tuple[int | None, str], Reader] = {}
+        self._contracts: dict[MethodName, Any] = {}
+        self._parsed: dict[tuple[MethodName, int | None, str], Reader] = {}
 
-    def decoder(self, schemas: WriterSchemas) -> Callable[[bytes], Record]:
-        """A function decoding one value written with one of `schemas`; it raises DecodeError for poison."""
+    def decoder(self, schemas: WriterSchemas, method: MethodName) -> Callable[[bytes], Record]:
+        """A function decoding one value written with one of `schemas` into `method`'s contract; it raises
+        DecodeError for poison."""
         if schemas.raw is not None:
-            reader = self._reader(None, schemas.raw)
+            reader = self._reader(method, None, schemas.raw)
 
             def decode_raw(value: bytes) -> Record:
                 return _read(reader, io.BytesIO(value), len(value))
 
             return decode_raw
-        readers = {schema_id: self._reader(schema_id, text) for schema_id, text in schemas.by_id.items()}
+        readers = {schema_id: self._reader(method, schema_id, text) for schema_id, text in schemas.by_id.items()}
         unknown = schemas.unknown
         unpack = WIRE_HEADER.unpack_from
 
@@ -137,10 +141,11 @@ class Readers:
 
         return decode_wire
 
-    def _reader(self, schema_id: int | None, text: str) -> Reader:
-        reader = self._parsed.get((schema_id, text))
+    def _reader(self, method: MethodName, schema_id: int | None, text: str) -> Reader:
+        reader = self._parsed.get((method, schema_id, text))
         if reader is None:
-            if self._contract is None:
-                self._contract = parse(contract_schema())
-            reader = self._parsed[(schema_id, text)] = Reader.of(json.loads(text), self._contract)
+            contract = self._contracts.get(method)
+            if contract is None:
+                contract = self._contracts[method] = parse(contract_schema(method))
+            reader = self._parsed[(method, schema_id, text)] = Reader.of(json.loads(text), contract)
         return reader

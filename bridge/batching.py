@@ -1,4 +1,4 @@
-"""CSV lines to micro-batches, one per application and header, cut at max rows, max bytes or linger after the first."""
+"""CSV lines to micro-batches, one per method, application and header, cut at max rows, max bytes or linger."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from bridge.methods import MethodName
 from bridge.offsets import PartitionOffsets
 
-BatchKey = tuple[int, bytes]
-"""(application_id, CSV header line): lines share a request only when they share both."""
+BatchKey = tuple[MethodName, int, bytes]
+"""(method, application_id, CSV header line): lines share a request only when they share all three."""
 
 
 class Held(NamedTuple):
@@ -23,11 +24,12 @@ class Held(NamedTuple):
 
 
 class Batch:
-    """CSV lines of one application and header bound for one request, with the records they came from."""
+    """CSV lines of one method, application and header bound for one request, with the records they came from."""
 
-    __slots__ = ("application_id", "header", "lines", "opened", "refs", "size")
+    __slots__ = ("application_id", "header", "lines", "method", "opened", "refs", "size")
 
-    def __init__(self, application_id: int, header: bytes, opened: float) -> None:
+    def __init__(self, method: MethodName, application_id: int, header: bytes, opened: float) -> None:
+        self.method = method
         self.application_id = application_id
         self.header = header
         self.opened = opened
@@ -43,8 +45,8 @@ class Batch:
         """Two halves, for isolating refused rows."""
         middle = len(self.lines) // 2
         halves = (
-            Batch(self.application_id, self.header, self.opened),
-            Batch(self.application_id, self.header, self.opened),
+            Batch(self.method, self.application_id, self.header, self.opened),
+            Batch(self.method, self.application_id, self.header, self.opened),
         )
         for half, part in zip(halves, (slice(None, middle), slice(middle, None)), strict=True):
             half.lines = self.lines[part]
@@ -54,7 +56,7 @@ class Batch:
 
 
 class Batcher:
-    """Open batches by application and header; `add` returns a batch when it is full, `expired` those past linger."""
+    """Open batches by method, application and header; `add` returns a full batch, `expired` those past linger."""
 
     def __init__(
         self, max_rows: int, max_bytes: int, linger_s: float, clock: Callable[[], float] = time.monotonic
@@ -77,7 +79,7 @@ class Batcher:
             cut = self._open.pop(key)
             batch = None
         if batch is None:
-            batch = self._open[key] = Batch(key[0], key[1], self._clock())
+            batch = self._open[key] = Batch(*key, self._clock())
         batch.lines.append(line)
         batch.refs.append(held)
         batch.size += size

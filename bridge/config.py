@@ -27,6 +27,7 @@ from pydantic import (
 
 from bridge.logs import REDACTED
 from bridge.mapping import MappingSpec, check_mapping
+from bridge.methods import MethodName
 from bridge.postapi import MAX_ROWS_PER_REQUEST
 
 DEFAULT_KEY_ENV = "BRIDGE_POST_API_KEY"
@@ -64,10 +65,6 @@ class KafkaConfig(_Section):
         if managed:
             raise ValueError(f"{', '.join(sorted(managed))} is set by the bridge itself")
         return props
-
-
-MethodName = Literal["events", "revenue", "adrevenue", "ecommerce", "profiles"]
-"""The Post API's upload methods."""
 
 
 class RouteConfig(_Section):

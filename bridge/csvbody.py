@@ -1,4 +1,4 @@
-"""Rows to the CSV body of one `events.csv` request: a header of the columns in use, then one line per row (RFC 4180).
+"""Rows to the CSV body of one `<method>.csv` request: a header of the columns in use, then one line per row (RFC 4180).
 
 Rows are encoded to lines where they are made (a transform worker), and a request's body is its header line and
 its lines joined: a batch only ever holds lines encoded with one set of columns.
@@ -12,21 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bridge.postapi import EVENT_COLUMNS
-
 CONTENT_TYPE = "text/csv; charset=UTF-8"
 
 
-def header(columns: Sequence[int]) -> bytes:
-    """The header line naming `columns`."""
-    return (",".join(EVENT_COLUMNS[i] for i in columns) + "\r\n").encode("utf-8")
+def header(names: Sequence[str], columns: Sequence[int]) -> bytes:
+    """The header line naming `columns`, indexes into a method's parameter `names`."""
+    return (",".join(names[i] for i in columns) + "\r\n").encode("utf-8")
 
 
 def lines(columns: Sequence[Sequence[str]]) -> tuple[tuple[int, ...], list[bytes]]:
     """The indexes of the columns some row has a value in, and each row's line over them.
 
-    `columns` holds one sequence of cells per `EVENT_COLUMNS` entry, `""` for no value: the API reads an absent
-    column as no value. Lines are UTF-8 with CRLF ends, quoting only the cells that need it.
+    `columns` holds one sequence of cells per parameter of the method (`Method.names`), `""` for no value: the API
+    reads an absent column as no value. Lines are UTF-8 with CRLF ends, quoting only the cells that need it.
     """
     used = tuple(i for i, column in enumerate(columns) if any(column))
     if not used:

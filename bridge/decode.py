@@ -18,6 +18,7 @@ from confluent_kafka.schema_registry import AsyncSchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from bridge.avro import WIRE_HEADER, Reader, WriterSchemas, contract_schema, parse
+from bridge.methods import MethodName
 
 _UNKNOWN_ID_TTL_S = 60.0
 
@@ -30,12 +31,12 @@ class Decoder(Protocol):
     async def prepare(self, values: Iterable[bytes | None]) -> None:
         """Make every schema these values need available; raise RegistryUnavailableError if it cannot be fetched."""
 
-    def schemas(self) -> WriterSchemas:
-        """What decoding the prepared values needs, for the process that decodes them."""
+    def schemas(self, method: MethodName) -> WriterSchemas:
+        """What decoding the prepared values of `method` needs, for the process that decodes them."""
 
 
 class RawDecoder:
-    """Plain Avro binary written with one known schema file."""
+    """Plain Avro binary: events written with one known schema file, every other method with its own contract."""
 
     def __init__(self, writer_schema_file: Path, reader_schema: Any) -> None:
         text = writer_schema_file.read_text(encoding="utf-8")
@@ -43,13 +44,21 @@ class RawDecoder:
             _readable(json.loads(text), reader_schema)
         except Exception as exc:
             raise ValueError(f"{writer_schema_file} cannot be read into the contract: {exc}") from exc
-        self._schemas = WriterSchemas(raw=text)
+        self._events = WriterSchemas(raw=text)
+        self._own = reader_schema is None
+        """Records of a mapping, read with the file's schema whatever their method."""
+        self._contracts: dict[MethodName, WriterSchemas] = {}
 
     async def prepare(self, values: Iterable[bytes | None]) -> None:
         return None
 
-    def schemas(self) -> WriterSchemas:
-        return self._schemas
+    def schemas(self, method: MethodName) -> WriterSchemas:
+        if method == "events" or self._own:
+            return self._events
+        schemas = self._contracts.get(method)
+        if schemas is None:
+            schemas = self._contracts[method] = WriterSchemas(raw=json.dumps(contract_schema(method)))
+        return schemas
 
 
 class ConfluentDecoder:
@@ -104,7 +113,9 @@ class ConfluentDecoder:
         self._unknown[schema_id] = (until, why)
         self._schemas = None
 
-    def schemas(self) -> WriterSchemas:
+    def schemas(self, method: MethodName) -> WriterSchemas:
+        """The same for every method: a registry id names its writer whatever the topic; resolution into the
+        method's contract happens where records are decoded."""
         if self._schemas is None:
             self._schemas = WriterSchemas(
                 by_id=dict(self._writers), unknown={schema_id: why for schema_id, (_, why) in self._unknown.items()}

@@ -21,27 +21,30 @@ class Metrics:
             f"{PREFIX}_records_consumed", "Records fetched from Kafka.", ["topic"], registry=r
         )
         self.rows_uploaded = Counter(
-            f"{PREFIX}_rows_uploaded", "Rows the Post API accepted with a 200.", ["application"], registry=r
+            f"{PREFIX}_rows_uploaded", "Rows the Post API accepted with a 200.", ["method", "application"], registry=r
         )
         self.rows_dead_lettered = Counter(
-            f"{PREFIX}_rows_dead_lettered", "Records written to the dead-letter topic.", ["reason"], registry=r
+            f"{PREFIX}_rows_dead_lettered",
+            "Records written to the dead-letter topic.",
+            ["method", "reason"],
+            registry=r,
         )
         self.upload_requests = Counter(
             f"{PREFIX}_upload_requests",
             "Post API requests by answer (an HTTP status, timeout or connection_error).",
-            ["application", "status"],
+            ["method", "application", "status"],
             registry=r,
         )
         self.upload_retries = Counter(
             f"{PREFIX}_upload_retries",
             "Post API requests sent again after a transient failure.",
-            ["application", "reason"],
+            ["method", "application", "reason"],
             registry=r,
         )
         self.upload_latency = Histogram(
             f"{PREFIX}_upload_latency_seconds",
             "Time from sending a request to its answer.",
-            ["application"],
+            ["method", "application"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

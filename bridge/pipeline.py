@@ -26,11 +26,12 @@ from typing import Any
 import structlog
 from confluent_kafka import KafkaError, TopicPartition
 
-from bridge.avro import WriterSchemas
 from bridge.batching import Batch, Batcher, Held
 from bridge.config import BridgeConfig
 from bridge.deadletter import DeadLetters, Reason
 from bridge.decode import Decoder, RegistryUnavailableError
+from bridge.lanes import Lane, lanes
+from bridge.methods import MethodName
 from bridge.metrics import Metrics
 from bridge.offsets import PartitionOffsets
 from bridge.source import Partitions, Source
@@ -66,6 +67,8 @@ class Totals:
     dead_lettered: int = 0
     requests: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+    uploaded_by_method: Counter[str] = field(default_factory=Counter)
+    dead_lettered_by_method: Counter[str] = field(default_factory=Counter)
 
 
 class Pipeline:
@@ -80,10 +83,20 @@ class Pipeline:
         uploader: Uploader,
         dead_letters: DeadLetters | None,
         metrics: Metrics,
+        own_schemas: Decoder | None = None,
     ) -> None:
+        """`own_schemas` fetches the writer schemas of Avro routes with a mapping (see `bridge.lanes`)."""
         self._config = config
-        self._source = source_factory(config.kafka, self, self._on_kafka_error)
+        self._source = source_factory(config.kafka, config.topics, self, self._on_kafka_error)
+        self._method_of: dict[str, MethodName] = {
+            topic: route.method for route in config.effective_routes for topic in route.topics
+        }
+        """Each topic's method: its route's."""
         self._decoder = decoder
+        self._lanes = lanes(config, decoder, own_schemas)
+        self._decoders = list({id(d): d for lane in self._lanes.values() if (d := lane.decoder) is not None}.values())
+        distinct = {id(lane): lane for lane in self._lanes.values()}
+        self._one_lane = next(iter(distinct.values())) if len(distinct) == 1 else None
         self._rules = rules
         self._uploader = uploader
         self._dead_letters = dead_letters
@@ -247,33 +260,54 @@ class Pipeline:
 
     async def _take_waiting(self) -> None:
         waiting, self._waiting = self._waiting, []
+        by_lane = self._by_lane(waiting)
         try:
-            await self._decoder.prepare(item.value for item in waiting)
+            for decoder in self._decoders:
+                await decoder.prepare(
+                    item.value for lane, items in by_lane if lane.decoder is decoder for item in items
+                )
         except RegistryUnavailableError as exc:
             # Not poison: the records wait (and the partitions pause) until the registry answers.
             self._waiting = waiting + self._waiting
             self._registry_retry_at = time.monotonic() + REGISTRY_RETRY_S
             log.warning("schema registry unavailable; records wait", error=str(exc), records=len(self._waiting))
             return
-        schemas = self._decoder.schemas()
-        for start in range(0, len(waiting), CHUNK_RECORDS):
+        chunks = [
+            (lane, items[start : start + CHUNK_RECORDS])
+            for lane, items in by_lane
+            for start in range(0, len(items), CHUNK_RECORDS)
+        ]
+        for index, (lane, chunk) in enumerate(chunks):
             try:
-                self._submit(waiting[start : start + CHUNK_RECORDS], schemas)
+                self._submit(chunk, lane)
             except BrokenProcessPool:
                 # A worker died while the pool was idle: nothing more is sent, and nothing waits for these.
-                self._let_go(waiting[start:])
+                self._let_go([item for _, rest in chunks[index:] for item in rest])
                 raise
+
+    def _by_lane(self, held: list[Held]) -> list[tuple[Lane, list[Held]]]:
+        """The records of each lane, each in the order held: a partition is one topic's, so one lane's."""
+        if self._one_lane is not None:
+            return [(self._one_lane, held)]
+        by_lane: dict[int, tuple[Lane, list[Held]]] = {}
+        lanes = self._lanes
+        for item in held:
+            lane = lanes[item.state.topic]
+            by_lane.setdefault(id(lane), (lane, []))[1].append(item)
+        return list(by_lane.values())
 
     # -- transforms -----------------------------------------------------------------------------------------
 
-    def _submit(self, chunk: Sequence[Held], schemas: WriterSchemas) -> None:
+    def _submit(self, chunk: Sequence[Held], lane: Lane) -> None:
         values = [item.value for item in chunk]
+        # Keys and headers cross to the workers only for a mapping that reads them.
+        keys = [item.record.key() for item in chunk] if lane.reads_keys else None
+        headers = [item.record.headers() for item in chunk] if lane.reads_headers else None
+        work = (values, time.time(), self._rules, lane.schemas(), lane.method, lane.reading, keys, headers)
         if self._pool is None:
-            self._apply(chunk, transform(values, time.time(), self._rules, schemas))
+            self._apply(chunk, transform(*work))
             return
-        future = asyncio.get_running_loop().run_in_executor(
-            self._pool, transform, values, time.time(), self._rules, schemas
-        )
+        future = asyncio.get_running_loop().run_in_executor(self._pool, transform, *work)
         self._transforming.append((chunk, future))
         future.add_done_callback(self._transformed)
 
@@ -338,11 +372,14 @@ class Pipeline:
             await self._dead_letters.write(item.record, reason, detail)
         for item in items:
             item.state.done(item.offset)
-        self._metrics.rows_dead_lettered.labels(reason).inc(len(items))
+        method = self._method_of[items[0].state.topic]
+        self._metrics.rows_dead_lettered.labels(method, reason).inc(len(items))
         self.totals.dead_lettered += len(items)
         self.totals.by_reason[reason] = self.totals.by_reason.get(reason, 0) + len(items)
+        self.totals.dead_lettered_by_method[method] += len(items)
         log.warning(
             "dead-lettered",
+            method=method,
             reason=reason,
             detail=detail,
             records=len(items),
@@ -387,18 +424,19 @@ class Pipeline:
         body = batch.body()
         self._metrics.batch_rows.observe(len(batch.lines))
         self._metrics.batch_bytes.observe(len(body))
-        answer = await self._uploader.deliver(batch.application_id, body, len(batch.lines))
-        self._count_requests(answer, len(batch.lines))
+        answer = await self._uploader.deliver(batch.method, batch.application_id, body, len(batch.lines))
+        self._count_requests(batch, answer)
         if answer.verdict is Verdict.ACCEPTED:
             self._accepted(batch)
         else:
             budget = [self._config.upload.max_split_requests] if split_budget is None else split_budget
             await self._isolate(batch, answer, budget)
 
-    def _count_requests(self, answer: Answer, rows: int) -> None:
+    def _count_requests(self, batch: Batch, answer: Answer) -> None:
         self.totals.requests += answer.attempts
         if answer.verdict is Verdict.ACCEPTED:
-            self.totals.uploaded += rows
+            self.totals.uploaded += len(batch.lines)
+            self.totals.uploaded_by_method[batch.method] += len(batch.lines)
 
     def _accepted(self, batch: Batch) -> None:
         for item in batch.refs:

@@ -237,7 +237,7 @@ def _file_outcomes(settings: Settings, route: RouteConfig, path: Path, limit: in
         raise PreviewError(f"cannot read {path}: {exc.strerror}") from None
     records = [Sampled(f"{path.name}:{number}", line) for number, line in enumerate(lines, 1)]
     reading = Reading.of(route.method, "json", route.mapping)
-    return _outcomes(settings, records, WriterSchemas(), reading)
+    return _outcomes(settings, route, records, WriterSchemas(), reading)
 
 
 def _container_outcomes(settings: Settings, route: RouteConfig, file: Any, path: Path, limit: int) -> list[Outcome]:
@@ -255,7 +255,7 @@ def _container_outcomes(settings: Settings, route: RouteConfig, file: Any, path:
     except (ValueError, EOFError) as exc:
         raise PreviewError(f"{path} is not a readable Avro object container file: {exc}") from None
     reading = Reading.of(route.method, "avro", route.mapping)
-    return _outcomes(settings, records, WriterSchemas(raw=json.dumps(schema)), reading)
+    return _outcomes(settings, route, records, WriterSchemas(raw=json.dumps(schema)), reading)
 
 
 # -- what the bridge would make of them -------------------------------------------------------------------------
@@ -272,12 +272,12 @@ def outcomes_of(settings: Settings, route: RouteConfig, records: list[Sampled]) 
             asyncio.run(decoder.prepare(r.value for r in records))
         except (ValueError, RegistryUnavailableError) as exc:
             raise PreviewError(str(exc)) from None
-        schemas = decoder.schemas()
-    return _outcomes(settings, records, schemas, reading)
+        schemas = decoder.schemas(route.method)
+    return _outcomes(settings, route, records, schemas, reading)
 
 
 def _outcomes(
-    settings: Settings, records: list[Sampled], schemas: WriterSchemas, reading: Reading | None
+    settings: Settings, route: RouteConfig, records: list[Sampled], schemas: WriterSchemas, reading: Reading | None
 ) -> list[Outcome]:
     config = settings.config
     rules = Rules(config.post_api.application_id, settings.keys.keyed_applications(), config.post_api.max_future_s)
@@ -286,6 +286,7 @@ def _outcomes(
         time.time(),
         rules,
         schemas,
+        route.method,
         reading,
         [r.key for r in records],
         [r.headers for r in records],
@@ -296,7 +297,7 @@ def _outcomes(
             reason, detail = result.failures[index]
             outcomes.append(Outcome(record.source, None, reason, detail))
             continue
-        application, header = result.groups[group]
+        _, application, header = result.groups[group]
         (row,) = csv.DictReader(io.StringIO((header + line).decode(), newline=""))
         outcomes.append(Outcome(record.source, {"application_id": str(application)} | _set(row)))
     return outcomes

@@ -19,6 +19,7 @@ import orjson
 
 from bridge.avro import WIRE_HEADER, DecodeError, ReasonClass, WriterSchemas
 from bridge.mapping import Chunk, CompiledMapping, Headers, MappingSpec, Record, identity_mapping
+from bridge.methods import MethodName
 
 Failure = tuple[ReasonClass | Literal["invalid"], str]
 
@@ -30,7 +31,7 @@ _loads: Final = orjson.loads
 class Reading:
     """A route's value format and mapping; small and picklable, it travels with every chunk of the route."""
 
-    method: str
+    method: MethodName
     format: Literal["avro", "json"]
     mapping: MappingSpec
     reads_keys: bool = False
@@ -39,7 +40,7 @@ class Reading:
     """Names the compiled mapping in each process's cache."""
 
     @classmethod
-    def of(cls, method: str, fmt: Literal["avro", "json"], mapping: MappingSpec | None) -> Reading | None:
+    def of(cls, method: MethodName, fmt: Literal["avro", "json"], mapping: MappingSpec | None) -> Reading | None:
         """How a route reads its values; None for contract Avro records without a mapping."""
         if mapping is None and fmt == "avro":
             return None

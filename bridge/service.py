@@ -17,6 +17,7 @@ from bridge.config import Settings
 from bridge.deadletter import DeadLetters, StartupError
 from bridge.decode import make_decoder
 from bridge.health import make_app
+from bridge.lanes import needs_own_schemas
 from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline, Totals
 from bridge.source import Source
@@ -45,6 +46,11 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
     metrics = metrics or Metrics()
     try:
         decoder = make_decoder(config.avro.format, config.avro.schema_registry_url, config.avro.schema_file)
+        own_schemas = None
+        if needs_own_schemas(config):
+            own_schemas = make_decoder(
+                config.avro.format, config.avro.schema_registry_url, config.avro.schema_file, own_schema=True
+            )
     except ValueError as exc:
         log.error("cannot start", error=str(exc))
         return EXIT_STARTUP
@@ -63,7 +69,7 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
     connector = aiohttp.TCPConnector(limit=config.upload.max_in_flight)
     async with aiohttp.ClientSession(connector=connector) as session:
         uploader = Uploader(session, config.post_api.url, settings.keys, config.upload, metrics)
-        pipeline = Pipeline(config, Source, decoder, rules, uploader, dead_letters, metrics)
+        pipeline = Pipeline(config, Source, decoder, rules, uploader, dead_letters, metrics, own_schemas)
         stale_after = max(30.0, config.kafka.revoke_timeout_s + 10, config.shutdown.drain_timeout_s + 10)
         runner = web.AppRunner(make_app(pipeline, metrics.registry, stale_after), access_log=None)
         await runner.setup()
@@ -129,5 +135,7 @@ def _summary(totals: Totals) -> dict[str, object]:
         "uploaded": totals.uploaded,
         "dead_lettered": totals.dead_lettered,
         "dead_lettered_by_reason": totals.by_reason,
+        "uploaded_by_method": dict(totals.uploaded_by_method),
+        "dead_lettered_by_method": dict(totals.dead_lettered_by_method),
         "requests": totals.requests,
     }

@@ -46,12 +46,17 @@ def consumer_config(config: KafkaConfig, on_error: Callable[[KafkaError], Awaita
 
 
 class Source:
-    """Fetches record batches from the subscribed topics and commits the positions it is given."""
+    """Fetches record batches from every route's topics, in one consumer group, and commits the positions given."""
 
     def __init__(
-        self, config: KafkaConfig, listener: RebalanceListener, on_error: Callable[[KafkaError], Awaitable[None]]
+        self,
+        config: KafkaConfig,
+        topics: Sequence[str],
+        listener: RebalanceListener,
+        on_error: Callable[[KafkaError], Awaitable[None]],
     ) -> None:
         self._config = config
+        self._topics = list(topics)
         self._listener = listener
         self._on_error = on_error
         self._consumer: AIOConsumer | None = None
@@ -67,7 +72,7 @@ class Source:
             return callback
 
         await consumer.subscribe(
-            list(self._config.topics),
+            self._topics,
             on_assign=relay(self._listener.assigned),
             on_revoke=relay(self._listener.revoked),
             on_lost=relay(self._listener.lost),

@@ -21,6 +21,7 @@ from typing import Any, Final, Literal, NamedTuple
 from bridge import csvbody
 from bridge.avro import DecodeError, Readers, ReasonClass, WriterSchemas
 from bridge.mapping import Headers
+from bridge.methods import METHODS, MethodName
 from bridge.reading import Reading, RecordReaders
 from bridge.rows import RowMaker
 
@@ -52,9 +53,9 @@ class Rules:
 class Transformed(NamedTuple):
     """A chunk's outcome, record by record in the chunk's order."""
 
-    groups: list[tuple[int, bytes]]
-    """(application_id, CSV header line) of each group: the rows of one application, encoded over the columns any
-    of them uses."""
+    groups: list[tuple[MethodName, int, bytes]]
+    """(method, application_id, CSV header line) of each group: the rows of one application, encoded over the
+    columns any of them uses; the batch key of its lines."""
     placed: array[int]
     """Each record's group index, or FAILED."""
     lines: list[bytes]
@@ -68,21 +69,24 @@ def transform(
     now: float,
     rules: Rules,
     schemas: WriterSchemas,
+    method_name: MethodName,
     reading: Reading | None = None,
     keys: Sequence[bytes | None] | None = None,
     headers: Sequence[Headers | None] | None = None,
 ) -> Transformed:
-    """Decode each value, make its row (or name the rule it breaks), and encode the rows to CSV lines.
+    """Decode each value into `method_name`'s contract, make its row (or name the rule it breaks), and encode the
+    rows to CSV lines.
 
-    A route's `reading` (its format and mapping) turns values into contract records first; the Kafka keys and
+    A route's `reading` (its format and mapping) turns values into contract records instead; the Kafka keys and
     headers are passed only for a reading that uses them.
     """
+    method = METHODS[method_name]
     if reading is None:
-        records, indexes, failures = _contract_records(values, schemas)
+        records, indexes, failures = _contract_records(values, schemas, method_name)
     else:
         read = _RECORD_READERS.read(reading, values, schemas, keys, headers)
         records, indexes, failures = read.records, read.indexes, dict(read.failures)
-    table = RowMaker(rules.default_application, rules.has_key, rules.max_future_s).table(records, now)
+    table = RowMaker(method, rules.default_application, rules.has_key, rules.max_future_s).table(records, now)
     for position, violation in table.violations.items():
         failures[indexes[position]] = (violation.reason, violation.detail)
     by_application: dict[int, list[int]] = {}
@@ -95,7 +99,7 @@ def transform(
     for group, (application, positions) in enumerate(by_application.items()):
         columns = table.columns if len(positions) == len(records) else _pick(table.columns, positions)
         used, group_lines = csvbody.lines(columns)
-        groups.append((application, csvbody.header(used)))
+        groups.append((method_name, application, csvbody.header(method.names, used)))
         for position, line in zip(positions, group_lines, strict=True):
             index = indexes[position]
             placed[index] = group
@@ -104,16 +108,17 @@ def transform(
 
 
 def _contract_records(
-    values: Sequence[bytes | None], schemas: WriterSchemas
+    values: Sequence[bytes | None], schemas: WriterSchemas, method_name: MethodName
 ) -> tuple[list[dict[str, Any]], list[int], dict[int, Failure]]:
-    """The values decoded into the contract, each one's index in the chunk, and why the others could not be."""
-    decode = _READERS.decoder(schemas)
+    """The values decoded into the method's contract, each one's index in the chunk, and why the others could not
+    be."""
+    decode = _READERS.decoder(schemas, method_name)
     failures: dict[int, Failure] = {}
     records = []
     indexes = []
     for index, value in enumerate(values):
         if value is None:
-            failures[index] = ("decode", "null value (a tombstone): there is no event to upload")
+            failures[index] = ("decode", "null value (a tombstone): there is no row to upload")
             continue
         try:
             records.append(decode(value))

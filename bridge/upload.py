@@ -21,8 +21,8 @@ import structlog
 
 from bridge.config import PostApiKeys, UploadConfig
 from bridge.csvbody import CONTENT_TYPE
+from bridge.methods import METHODS, MethodName
 from bridge.metrics import Metrics
-from bridge.postapi import EVENTS_CSV_PATH
 
 log = structlog.get_logger("bridge.upload")
 
@@ -128,7 +128,8 @@ class _Attempt:
 
 
 class Uploader:
-    """Sends CSV bodies of one application at a time and returns only a final answer (200, or a refusal)."""
+    """Sends CSV bodies of one method and application at a time and returns only a final answer (200, or a
+    refusal); a key the API refuses stops its application's uploads of every method."""
 
     def __init__(
         self,
@@ -140,7 +141,7 @@ class Uploader:
         rng: random.Random | None = None,
     ) -> None:
         self._session = session
-        self._url = base_url + EVENTS_CSV_PATH
+        self._urls = {name: base_url + method.csv_path for name, method in METHODS.items()}
         self._keys = keys
         self._config = config
         self._metrics = metrics
@@ -156,24 +157,24 @@ class Uploader:
         """Applications whose key the API refuses now (403); the bridge is not ready while any is."""
         return frozenset(self._refused_keys)
 
-    async def deliver(self, application_id: int, body: bytes, rows: int) -> Answer:
-        """Send until the API accepts or refuses the body; transient failures and 403 never return."""
+    async def deliver(self, method: MethodName, application_id: int, body: bytes, rows: int) -> Answer:
+        """Send to `method` until the API accepts or refuses the body; transient failures and 403 never return."""
         attempt = 0
         app = str(application_id)
         while True:
             if application_id in self._refused_keys:
-                answer = await self._probe(application_id, body, rows, attempt)
+                answer = await self._probe(method, application_id, body, rows, attempt)
                 attempt += 1
                 if answer is None:
                     continue
                 outcome = answer
             else:
                 attempt += 1
-                outcome = await self._send(application_id, body, rows, attempt)
+                outcome = await self._send(method, application_id, body, rows, attempt)
             status = outcome.status
             if status == 200:
                 self._concurrency.succeeded()
-                self._metrics.rows_uploaded.labels(app).inc(rows)
+                self._metrics.rows_uploaded.labels(method, app).inc(rows)
                 self._metrics.last_success.labels(app).set(time.time())
                 return Answer(Verdict.ACCEPTED, 200, "", attempt)
             if status in (400, 413):
@@ -181,16 +182,18 @@ class Uploader:
             if status in (401, 403):
                 self._refuse_key(application_id, outcome)
                 continue
-            await self._back_off(application_id, outcome, attempt)
+            await self._back_off(method, application_id, outcome, attempt)
 
-    async def _probe(self, application_id: int, body: bytes, rows: int, attempt: int) -> _Attempt | None:
+    async def _probe(
+        self, method: MethodName, application_id: int, body: bytes, rows: int, attempt: int
+    ) -> _Attempt | None:
         """One task at a time tries a refused application again after a long wait; None means try as usual."""
         lock = self._probes.setdefault(application_id, asyncio.Lock())
         async with lock:
             if application_id not in self._refused_keys:
                 return None
             await asyncio.sleep(self._config.forbidden_retry_s)
-            outcome = await self._send(application_id, body, rows, attempt + 1)
+            outcome = await self._send(method, application_id, body, rows, attempt + 1)
             if outcome.status not in (401, 403):
                 self._refused_keys.discard(application_id)
                 self._metrics.key_refused.labels(str(application_id)).set(0)
@@ -209,9 +212,9 @@ class Uploader:
                 retry_every_s=self._config.forbidden_retry_s,
             )
 
-    async def _back_off(self, application_id: int, outcome: _Attempt, attempt: int) -> None:
+    async def _back_off(self, method: MethodName, application_id: int, outcome: _Attempt, attempt: int) -> None:
         self._concurrency.pushed_back()
-        self._metrics.upload_retries.labels(str(application_id), outcome.label).inc()
+        self._metrics.upload_retries.labels(method, str(application_id), outcome.label).inc()
         ceiling = min(self._config.retry_max_s, self._config.retry_base_s * 2 ** min(attempt - 1, 30))
         delay = self._rng.uniform(0, ceiling)
         if outcome.retry_after is not None:
@@ -219,6 +222,7 @@ class Uploader:
             delay = max(delay, outcome.retry_after)
         log.warning(
             "upload failed, retrying",
+            method=method,
             application=application_id,
             status=outcome.label,
             attempt=attempt,
@@ -228,7 +232,7 @@ class Uploader:
         )
         await asyncio.sleep(delay)
 
-    async def _send(self, application_id: int, body: bytes, rows: int, attempt: int) -> _Attempt:
+    async def _send(self, method: MethodName, application_id: int, body: bytes, rows: int, attempt: int) -> _Attempt:
         key = self._keys.for_application(application_id)
         if key is None:
             return _Attempt(403, "403", "no key is configured for this application", None)
@@ -240,7 +244,11 @@ class Uploader:
             started = time.monotonic()
             try:
                 async with self._session.post(
-                    self._url, params=params, data=body, headers={"Content-Type": CONTENT_TYPE}, timeout=self._timeout
+                    self._urls[method],
+                    params=params,
+                    data=body,
+                    headers={"Content-Type": CONTENT_TYPE},
+                    timeout=self._timeout,
                 ) as response:
                     text = await response.text(errors="replace")
                     outcome = _Attempt(
@@ -257,10 +265,11 @@ class Uploader:
             finally:
                 self._metrics.uploads_in_flight.dec()
         latency = time.monotonic() - started
-        self._metrics.upload_requests.labels(app, outcome.label).inc()
-        self._metrics.upload_latency.labels(app).observe(latency)
+        self._metrics.upload_requests.labels(method, app, outcome.label).inc()
+        self._metrics.upload_latency.labels(method, app).observe(latency)
         log.info(
             "upload",
+            method=method,
             application=application_id,
             rows=rows,
             bytes=len(body),

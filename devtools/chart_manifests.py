@@ -65,7 +65,8 @@ def _check_service_monitor(monitor: Manifest, manifests: Sequence[Manifest]) -> 
     if not isinstance(selector, dict) or not selector:
         return ["spec.selector.matchLabels must be a non-empty mapping"]
     services = [
-        m for m in manifests
+        m
+        for m in manifests
         if m.get("kind") == "Service" and selector.items() <= (_get(m, "metadata", "labels") or {}).items()
     ]
     if not services:

@@ -171,7 +171,7 @@ def test_a_missing_field_is_absent_and_the_rules_name_it() -> None:
         "events", "json", spec("profile_id: who\nevent_name: what\nevent_timestamp: {path: when, unit: s}")
     )
     values = [json.dumps({"who": "u", "what": "e"}).encode(), json.dumps({"who": "u", "when": int(NOW)}).encode()]
-    result = transform(values, NOW, Rules(1111, None, 3600), WriterSchemas(), reading)
+    result = transform(values, NOW, Rules(1111, None, 3600), WriterSchemas(), "events", reading)
     assert [result.failures[i] for i in range(2)] == [
         ("invalid", "event_timestamp is missing"),
         ("invalid", "event_name is missing"),
@@ -182,7 +182,7 @@ def rows_of(result: Transformed) -> list[dict[str, str]]:
     rows = []
     for group, line in zip(result.placed, result.lines, strict=True):
         if group != FAILED:
-            (row,) = csv.DictReader(io.StringIO((result.groups[group][1] + line).decode(), newline=""))
+            (row,) = csv.DictReader(io.StringIO((result.groups[group][2] + line).decode(), newline=""))
             rows.append({k: v for k, v in row.items() if v})
     return rows
 
@@ -192,7 +192,7 @@ def test_json_values_plain_and_in_the_confluent_framing_become_rows() -> None:
     assert reading is not None and reading.reads_keys and reading.reads_headers
     body = json.dumps(game_event(1)).encode()
     values = [body, b"\x00\x00\x00\x00\x07" + body, b"not json", b"[1, 2]", None]
-    result = transform(values, NOW, RULES, WriterSchemas(), reading, [b"k"] * 5, [[]] * 5)
+    result = transform(values, NOW, RULES, WriterSchemas(), "events", reading, [b"k"] * 5, [[]] * 5)
     rows = rows_of(result)
     assert len(rows) == 2 and rows[0] == rows[1]
     assert rows[0]["profile_id"] == "player-1" and rows[0]["event_timestamp"] == str((NOW_US - 1_000_003) // 10**6)
@@ -225,7 +225,9 @@ def test_avro_is_read_with_the_writers_own_schema_and_its_timestamp_type() -> No
         {"user": {"id": 78}, "type": "buy", "ts": NOW_US, "props": {}, "level": None, "price": 9.99},
     ]
     values = [raw_avro(r, GAME_SCHEMA) for r in records]
-    result = transform(values, NOW, Rules(1111, None, 3600), WriterSchemas(raw=json.dumps(GAME_SCHEMA)), reading)
+    result = transform(
+        values, NOW, Rules(1111, None, 3600), WriterSchemas(raw=json.dumps(GAME_SCHEMA)), "events", reading
+    )
     (row,) = rows_of(result)
     assert row["profile_id"] == "77" and row["event_timestamp"] == str(NOW_US // 10**6) and row["mcc"] == "250"
     assert json.loads(row["event_json"]) == {"props": {"sku": "x"}, "level": 3}

@@ -110,7 +110,7 @@ class Backlog:
 
     records = 30_000
 
-    def __init__(self, _: Any, owner: Pipeline, __: Any) -> None:
+    def __init__(self, _: Any, __: Any, owner: Pipeline, ___: Any) -> None:
         self._owner = owner
         value = raw_avro(event(1, int(time.time() * 1000)))
         self._messages = [Message(0, offset, value) for offset in range(self.records)]

@@ -10,23 +10,20 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from bridge.postapi import (
-    EVENT_COLUMNS,
-    EVENTS_CSV_PATH,
-    EVENTS_PATH,
-    MAX_EVENT_AGE_S,
-    MAX_ROWS_PER_REQUEST,
-    SESSION_TYPES,
-    Violation,
-    check_event,
-    json_object_problem,
-    json_objects,
-)
+from bridge.methods import EVENTS, SESSION, Window
+from bridge.postapi import MAX_EVENT_AGE_S, MAX_ROWS_PER_REQUEST, Violation, json_object_problem, json_objects
 
+EVENT_COLUMNS = EVENTS.names
+EVENTS_PATH, EVENTS_CSV_PATH = EVENTS.path, EVENTS.csv_path
+SESSION_TYPES = SESSION.values
 NOW = 1_800_000_000.0
 DAY = 86400
 CONTRACT = Path(__file__).resolve().parents[1] / "schemas" / "appmetrica_event.avsc"
 INTEGER_COLUMNS = ("application_id", "event_timestamp", "mcc", "mnc")
+
+
+def check_event(params: dict[str, str], now: float, max_future_s: float | None = None) -> Violation | None:
+    return EVENTS.verdict(params, Window(now, max_future_s))
 
 
 def event(**changes: str) -> dict[str, str]:
@@ -326,7 +323,7 @@ _json_texts = st.one_of(
 
 @given(st.lists(_json_texts, max_size=6))
 def test_the_json_column_test_never_clears_what_the_rule_refuses(texts: list[str]) -> None:
-    problems = [json_object_problem(text) for text in texts]
+    problems = [json_object_problem(text, "event_json") for text in texts]
     if json_objects(texts):
         assert problems == [None] * len(texts)
     elif all(text.startswith("{") and text.endswith("}") for text in texts):

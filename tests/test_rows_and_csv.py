@@ -12,12 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge import csvbody
-from bridge.batching import Batcher, Held
+from bridge.batching import Batcher, BatchKey, Held
+from bridge.methods import EVENTS, Window
 from bridge.offsets import PartitionOffsets
-from bridge.postapi import EVENT_COLUMNS, Violation, check_event
+from bridge.postapi import Violation
 from bridge.rows import Row, RowMaker
 
 NOW = time.time()
+EVENT_COLUMNS = EVENTS.names
 
 
 def record(**fields: Any) -> dict[str, Any]:
@@ -28,7 +30,7 @@ def record(**fields: Any) -> dict[str, Any]:
 
 
 def maker(default: int | None = 1111, keyed: frozenset[int] = frozenset({1111, 2222})) -> RowMaker:
-    return RowMaker(default, keyed.__contains__, max_future_s=3600)
+    return RowMaker(EVENTS, default, keyed.__contains__, max_future_s=3600)
 
 
 def test_timestamp_millis_become_seconds_and_default_application_fills_in() -> None:
@@ -64,7 +66,7 @@ def test_rule_breaking_records_never_become_rows(fields: dict[str, Any], reason:
 
 
 def test_without_a_default_application_a_record_must_carry_one() -> None:
-    row = RowMaker(None, lambda _: True, 3600).make(record(), NOW)
+    row = RowMaker(EVENTS, None, lambda _: True, 3600).make(record(), NOW)
     assert isinstance(row, Violation)
     assert "post_api.application_id is not set" in row.detail
 
@@ -75,7 +77,7 @@ def test_csv_round_trips_quotes_commas_newlines_and_non_ascii() -> None:
     table = maker().table(records, NOW)
     assert not table.violations
     used, lines = csvbody.lines(table.columns)
-    body = csvbody.header(used) + b"".join(lines)
+    body = csvbody.header(EVENTS.names, used) + b"".join(lines)
     parsed = list(csv.DictReader(io.StringIO(body.decode("utf-8"), newline="")))
     assert [p["event_name"] for p in parsed] == tricky
     assert [p["event_json"] for p in parsed] == [r["event_json"] for r in records]
@@ -90,8 +92,10 @@ def test_batches_cut_at_max_rows_max_bytes_and_linger() -> None:
     clock = [100.0]
     batcher = Batcher(max_rows=3, max_bytes=10_000, linger_s=1.0, clock=lambda: clock[0])
     state = PartitionOffsets("t", 0)
-    made, other = (1111, b"application_id,event_name\r\n"), (2222, b"application_id,event_name\r\n")
-    narrower = (1111, b"application_id\r\n")
+    made: BatchKey = ("events", 1111, b"application_id,event_name\r\n")
+    other: BatchKey = ("events", 2222, b"application_id,event_name\r\n")
+    narrower: BatchKey = ("events", 1111, b"application_id\r\n")
+    revenue: BatchKey = ("revenue", 1111, b"application_id,event_name\r\n")
     line = b"x" * 48 + b"\r\n"
     cut = [batcher.add(made, line, Held(state, i, None, b"x" * 50)) for i in range(3)]
     assert cut[:2] == [None, None]
@@ -99,11 +103,17 @@ def test_batches_cut_at_max_rows_max_bytes_and_linger() -> None:
     assert batcher.add(other, line, Held(state, 9, None, b"x")) is None, "applications never share a batch"
     assert batcher.add(made, line, Held(state, 10, None, b"x")) is None
     assert batcher.add(narrower, line, Held(state, 11, None, b"x")) is None, "nor do lines of other columns"
+    assert batcher.add(revenue, line, Held(state, 12, None, b"x")) is None, "nor of other methods"
     clock[0] += 0.5
     assert batcher.expired() == []
     clock[0] += 0.6
     expired = batcher.expired()
-    assert sorted(b.application_id for b in expired) == [1111, 1111, 2222]
+    assert sorted((b.method, b.application_id) for b in expired) == [
+        ("events", 1111),
+        ("events", 1111),
+        ("events", 2222),
+        ("revenue", 1111),
+    ]
     assert all(b.body() == b.header + line * len(b.lines) for b in expired)
 
     small = Batcher(max_rows=100, max_bytes=300, linger_s=1.0, clock=lambda: clock[0])
@@ -162,13 +172,13 @@ def test_the_column_tests_never_clear_what_the_rules_refuse(
                 mnc=d["mnc"],
             )
         )
-    table = RowMaker(default, lambda a: keyed is None or a in keyed, 3600).table(records, NOW)
+    table = RowMaker(EVENTS, default, lambda a: keyed is None or a in keyed, 3600).table(records, NOW)
     for position, rec in enumerate(records):
         application = default if rec["application_id"] is None else rec["application_id"]
         cells = {k: "" if v is None else str(v) for k, v in rec.items()}
         cells["event_timestamp"] = str(rec["event_timestamp"] // 1000)
         cells["application_id"] = "" if application is None else str(application)
-        judged = check_event(cells, NOW, 3600)
+        judged = EVENTS.verdict(cells, Window(NOW, 3600))
         if position in table.violations:
             assert table.applications[position] is None
             if application is None:
@@ -185,7 +195,7 @@ def test_the_column_tests_never_clear_what_the_rules_refuse(
 
 
 def test_a_timestamp_in_milliseconds_is_refused_however_far_ahead_events_may_be() -> None:
-    maker = RowMaker(1111, lambda _: True, max_future_s=1e12)
+    maker = RowMaker(EVENTS, 1111, lambda _: True, max_future_s=1e12)
     table = maker.table([record(event_timestamp=(10**11 + 5) * 1000), record()], NOW)
     assert list(table.violations) == [0]
     assert "looks like milliseconds" in table.violations[0].detail

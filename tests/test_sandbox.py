@@ -19,7 +19,8 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
-from bridge.postapi import EVENT_COLUMNS, EVENTS_CSV_PATH, EVENTS_PATH, MAX_ROWS_PER_REQUEST
+from bridge.methods import EVENTS, METHODS, Method
+from bridge.postapi import MAX_ROWS_PER_REQUEST
 from bridge.sandbox import Faults, Keys, Sandbox, SandboxOptions
 from bridge.sandbox.cli import register
 from bridge.sandbox.faults import FaultInjector
@@ -82,11 +83,11 @@ async def post_csv(
     key: str = KEY,
     **query: str | int,
 ) -> Answer:
-    return await post(http, sandbox.url + EVENTS_CSV_PATH, {"post_api_key": key, **query}, body)
+    return await post(http, sandbox.url + EVENTS.csv_path, {"post_api_key": key, **query}, body)
 
 
 async def post_query(http: aiohttp.ClientSession, sandbox: Sandbox, key: str = KEY, **params: str | int) -> Answer:
-    return await post(http, sandbox.url + EVENTS_PATH, {"post_api_key": key, **params})
+    return await post(http, sandbox.url + EVENTS.path, {"post_api_key": key, **params})
 
 
 async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
@@ -114,13 +115,13 @@ async def test_query_form_event_is_stored_as_received(http: aiohttp.ClientSessio
 
 async def test_query_form_refuses_a_body(http: aiohttp.ClientSession, sandbox: Sandbox) -> None:
     query = {"post_api_key": KEY, "application_id": APP, **row()}
-    answer = await post(http, sandbox.url + EVENTS_PATH, query, b"x")
+    answer = await post(http, sandbox.url + EVENTS.path, query, b"x")
     assert answer.status == 400
     assert "empty body" in answer.text
 
 
 async def test_query_form_refuses_a_repeated_parameter(http: aiohttp.ClientSession, sandbox: Sandbox) -> None:
-    url = f"{sandbox.url}{EVENTS_PATH}?post_api_key={KEY}&application_id={APP}&event_name=a&event_name=b"
+    url = f"{sandbox.url}{EVENTS.path}?post_api_key={KEY}&application_id={APP}&event_name=a&event_name=b"
     async with http.post(url) as response:
         assert response.status == 400
         assert await response.text() == "parameter 'event_name' is given more than once"
@@ -212,7 +213,7 @@ async def test_csv_rule_violation_names_row_and_column_and_refuses_the_batch(
 @pytest.mark.parametrize(
     ("body", "detail"),
     [
-        (b"", "the body is empty; events.csv takes a header line and one row per event"),
+        (b"", "the body is empty; events.csv takes a header line and one row per record"),
         (b"event_name,event_timestamp,profile_id\r\n", "the body has a header line but no rows"),
         (b"\r\nx,1,p\r\n", "the header line is empty"),
         (b"event_name,colour,profile_id\r\nx,red,p\r\n", "unknown column 'colour' in the header"),
@@ -285,7 +286,7 @@ async def test_missing_or_wrong_key_is_403_in_both_forms(
         await post_csv(http, sandbox, csv_body([row()]), key=key, application_id=APP),
     ):
         assert (answer.status, answer.text) == (403, detail)
-    async with http.post(sandbox.url + EVENTS_CSV_PATH, data=csv_body([row()])) as response:
+    async with http.post(sandbox.url + EVENTS.csv_path, data=csv_body([row()])) as response:
         assert response.status == 403
     assert sandbox.state.events == []
 
@@ -475,7 +476,9 @@ async def test_stats_and_peak_concurrency(http: aiohttp.ClientSession, sandbox: 
         "by_status": {"200": 5, "403": 1},
         "dropped": 0,
         "rows_accepted": 5,
+        "rows_by_method": {"events": 5, "revenue": 0, "adrevenue": 0, "ecommerce": 0, "profiles": 0},
         "events_kept": 5,
+        "kept_by_method": {"events": 5, "revenue": 0, "adrevenue": 0, "ecommerce": 0, "profiles": 0},
         "in_flight": 0,
         "peak_concurrency": 5,
     }
@@ -501,8 +504,8 @@ async def test_request_log(http: aiohttp.ClientSession, sandbox: Sandbox) -> Non
     await post_csv(http, sandbox, csv_body([row(3)]), application_id=APP)
     log = sandbox.state.requests
     assert [(r.path, r.rows, r.status, r.retry_after) for r in log] == [
-        (EVENTS_CSV_PATH, 2, 200, None),
-        (EVENTS_CSV_PATH, 0, 429, 2),
+        (EVENTS.csv_path, 2, 200, None),
+        (EVENTS.csv_path, 0, 429, 2),
     ]
     assert before <= log[0].arrived <= log[1].arrived <= time.monotonic()
     listed = await get_json(http, sandbox.url + "/sandbox/requests?offset=1")
@@ -548,7 +551,7 @@ async def test_restart_on_the_same_port_keeps_state(http: aiohttp.ClientSession,
     assert (await post_query(http, sandbox, application_id=APP, **row(1))).status == 200
     await sandbox.stop()
     with pytest.raises(aiohttp.ClientConnectionError):
-        await post(http, url + EVENTS_PATH, {"post_api_key": KEY, "application_id": APP, **row(2)})
+        await post(http, url + EVENTS.path, {"post_api_key": KEY, "application_id": APP, **row(2)})
     assert await sandbox.start(port=int(url.rsplit(":", 1)[1])) == url
     assert (await post_query(http, sandbox, application_id=APP, **row(3))).status == 200
     assert [event["profile_id"] for event in sandbox.state.events] == ["user-1", "user-3"]
@@ -652,7 +655,7 @@ async def test_cli_serves_until_sigterm(http: aiohttp.ClientSession) -> None:
         url = first.split()[-1]
         assert second.strip() == f"stats: {url}/sandbox/stats"
         query = {"post_api_key": KEY, "application_id": APP, **row()}
-        assert (await post(http, url + EVENTS_PATH, query)).status == 200
+        assert (await post(http, url + EVENTS.path, query)).status == 200
         assert (await get_json(http, url + "/sandbox/stats"))["rows_accepted"] == 1
         process.send_signal(signal.SIGTERM)
         rest, errors = await asyncio.wait_for(process.communicate(), 20)
@@ -667,6 +670,78 @@ def test_every_event_column_is_accepted_as_a_csv_header() -> None:
 
     from bridge.sandbox.intake import read_csv_form
 
-    values = {name: "" for name in EVENT_COLUMNS} | row() | {"application_id": str(APP)}
-    events = read_csv_form(MultiDict(post_api_key=KEY), csv_body([values], list(EVENT_COLUMNS)))
+    values = {name: "" for name in EVENTS.names} | row() | {"application_id": str(APP)}
+    events = read_csv_form(EVENTS, MultiDict(post_api_key=KEY), csv_body([values], list(EVENTS.names)))
     assert events == [{name: value for name, value in values.items() if value}]
+
+
+# Every method ---------------------------------------------------------------------------------------------------
+
+
+def method_row(method: Method, seq: int) -> dict[str, str]:
+    """A valid row of ``method`` (application_id left to the query), labelled by ``seq``."""
+    stamp = {"event_timestamp": str(int(time.time()) - 60)}
+    rows: dict[str, dict[str, str]] = {
+        "events": row(seq),
+        "revenue": {"profile_id": "u", "revenue_event_type": "refund", "price": "-4.99", "currency": "usd"} | stamp,
+        "adrevenue": {"profile_id": "u", "revenue": "0.00012345", "currency": "EUR", "ad_type": "banner"} | stamp,
+        "ecommerce": {
+            "appmetrica_device_id": "18446744073709551617",
+            "ecom_event_type": "PURCHASE",
+            "order_id": "o-1",
+            "product_name": "p",
+            "cart_item_quantity": "2",
+            "original_price_currency": "rub",
+            "original_price_value": "1.05",
+            "product_promo_codes": "[promo_code_1,promo_code_2]",
+        }
+        | stamp,
+        "profiles": {"attributes": json.dumps({"level": seq, "vip": True, "name": "x"})},
+    }
+    return rows[method.name] | {method.label: f"label-{seq}"}
+
+
+@pytest.mark.parametrize("method", METHODS.values(), ids=lambda m: m.name)
+async def test_every_method_takes_both_forms_and_counts_its_rows(
+    http: aiohttp.ClientSession, sandbox: Sandbox, method: Method
+) -> None:
+    url = sandbox.url + method.path
+    rows = [method_row(method, seq) for seq in range(3)]
+    assert (await post(http, url + ".csv", {"post_api_key": KEY, "application_id": APP}, csv_body(rows))).status == 200
+    answer = await post(http, url, {"post_api_key": KEY, "application_id": APP, **method_row(method, 3)})
+    assert answer.status == 200, answer.text
+    stats = await get_json(http, sandbox.url + "/sandbox/stats")
+    assert stats["rows_by_method"] == {name: 4 if name == method.name else 0 for name in METHODS}
+    page = await get_json(http, f"{sandbox.url}/sandbox/rows/{method.name}?offset=1&limit=2")
+    assert page["total"] == 4
+    assert [r[method.label] for r in page["rows"]] == ["label-1", "label-2"]
+    assert all(r["application_id"] == str(APP) for r in page["rows"])
+
+
+@pytest.mark.parametrize("method", METHODS.values(), ids=lambda m: m.name)
+async def test_every_method_refuses_with_the_broken_rule_and_honours_keys_refusals_and_faults(
+    http: aiohttp.ClientSession, sandbox: Sandbox, method: Method
+) -> None:
+    url = sandbox.url + method.csv_path
+    query = {"post_api_key": KEY, "application_id": APP}
+    required = next(c.name for c in method.columns if c.required and not c.filled and c.name != "profile_id")
+    missing = method_row(method, 1) | {required: ""}
+    answer = await post(http, url, query, csv_body([method_row(method, 0), missing]))
+    assert (answer.status, answer.text) == (400, f"row 2: {required} is missing")
+    assert (await post(http, url, {**query, "post_api_key": "wrong"}, csv_body([method_row(method, 0)]))).status == 403
+    wrong_app = await post(http, url, {**query, "application_id": OTHER_APP}, csv_body([method_row(method, 0)]))
+    assert wrong_app.status == 403
+    sandbox.set_faults(refuse_event_names={"label-1"})
+    refused = await post(http, url, query, csv_body([method_row(method, 0), method_row(method, 1)]))
+    assert (refused.status, refused.text) == (400, f"row 2: {method.label} 'label-1' is refused by this sandbox")
+    sandbox.set_faults(refuse_event_names=set(), fault_5xx=1.0)
+    assert (await post(http, url, query, csv_body([method_row(method, 0)]))).status >= 500
+    sandbox.set_faults(fault_5xx=0.0)
+    assert (await post(http, url, query, csv_body([method_row(method, 0)]))).status == 200
+    assert sandbox.state.accepted_by_method[method.name] == 1
+
+
+async def test_an_unknown_method_has_no_rows_page(http: aiohttp.ClientSession, sandbox: Sandbox) -> None:
+    async with http.get(sandbox.url + "/sandbox/rows/purchases") as response:
+        assert response.status == 404
+        assert "the methods are events, revenue, adrevenue, ecommerce, profiles" in await response.text()

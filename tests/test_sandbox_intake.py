@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from multidict import MultiDict
 
-from bridge.postapi import MAX_EVENT_AGE_S, MAX_ROWS_PER_REQUEST, check_event
+from bridge.methods import EVENTS, Window
+from bridge.postapi import MAX_EVENT_AGE_S, MAX_ROWS_PER_REQUEST
 from bridge.sandbox.intake import BadRequestError, CsvBatch, check_rows, read_csv_batch, read_csv_form
 
 NOW = 1_800_000_000.25
@@ -29,12 +30,12 @@ Outcome = tuple[str, Any, int | None, set[str] | None]
 def per_row(query: MultiDict[str], body: bytes, max_future_s: float | None, refused: Collection[str]) -> Outcome:
     """The request as the sandbox judged it before: every row read into a dict, then checked one by one."""
     try:
-        events = read_csv_form(query, body)
+        events = read_csv_form(EVENTS, query, body)
     except BadRequestError as exc:
         return ("read", str(exc), None, None)
     ids = {event.get("application_id", "") for event in events}
     try:
-        check_rows(events, NOW, max_future_s, refused, numbered=True)
+        check_rows(EVENTS, events, Window(NOW, max_future_s), refused, numbered=True)
     except BadRequestError as exc:
         return ("check", str(exc), len(events), ids)
     return ("ok", events, len(events), ids)
@@ -43,12 +44,12 @@ def per_row(query: MultiDict[str], body: bytes, max_future_s: float | None, refu
 def batched(query: MultiDict[str], body: bytes, max_future_s: float | None, refused: Collection[str]) -> Outcome:
     """The request as the sandbox judges it now, through ``read_csv_batch``."""
     try:
-        batch = read_csv_batch(query, body)
+        batch = read_csv_batch(EVENTS, query, body)
     except BadRequestError as exc:
         return ("read", str(exc), None, None)
     ids = batch.application_ids()
     try:
-        batch.check(NOW, max_future_s, refused)
+        batch.check(Window(NOW, max_future_s), refused)
     except BadRequestError as exc:
         return ("check", str(exc), len(batch), ids)
     return ("ok", batch.events(), len(batch), ids)
@@ -68,8 +69,8 @@ def query(application_id: str = "") -> MultiDict[str]:
 
 def cleared(body: bytes, application_id: str = "", max_future_s: float | None = None) -> bool:
     """Whether the column tests alone clear the body."""
-    batch = read_csv_batch(query(application_id), body)
-    return isinstance(batch, CsvBatch) and batch.cleared(NOW, max_future_s, ())
+    batch = read_csv_batch(EVENTS, query(application_id), body)
+    return isinstance(batch, CsvBatch) and batch.cleared(Window(NOW, max_future_s), ())
 
 
 # -- generated requests -----------------------------------------------------------------------------------------------
@@ -154,15 +155,15 @@ def test_column_tests_clear_only_what_every_row_passes(
     query_, body, max_future_s, refused, mutated = case
     expected = per_row(query_, body, max_future_s, refused)
     assert batched(query_, body, max_future_s, refused) == expected
-    batch = read_csv_batch(query_, body) if expected[0] != "read" else None
-    if isinstance(batch, CsvBatch) and batch.cleared(NOW, max_future_s, refused):
+    batch = read_csv_batch(EVENTS, query_, body) if expected[0] != "read" else None
+    if isinstance(batch, CsvBatch) and batch.cleared(Window(NOW, max_future_s), refused):
         events = batch.events()
-        assert [check_event(event, NOW, max_future_s) for event in events] == [None] * len(events)
+        assert [EVENTS.verdict(event, Window(NOW, max_future_s)) for event in events] == [None] * len(events)
         assert not any(event["event_name"] in refused for event in events)
     if expected[0] == "ok" and not mutated:
         # Plain valid rows are the common case: the column tests must clear them, or nothing got faster.
         assert isinstance(batch, CsvBatch)
-        assert batch.cleared(NOW, max_future_s, refused)
+        assert batch.cleared(Window(NOW, max_future_s), refused)
 
 
 # -- examples ---------------------------------------------------------------------------------------------------------
@@ -187,9 +188,9 @@ def test_typical_rows_are_cleared_by_the_column_tests() -> None:
     body = csv_body(HEADER, [good(seq) for seq in range(200)])
     assert cleared(body)
     assert cleared(body, application_id="1111")
-    batch = read_csv_batch(query(), body)
-    batch.check(NOW, None, ())
-    assert batch.events() == read_csv_form(query(), body)
+    batch = read_csv_batch(EVENTS, query(), body)
+    batch.check(Window(NOW, None), ())
+    assert batch.events() == read_csv_form(EVENTS, query(), body)
     assert batch.application_ids() == {"1111"}
     assert len(batch) == 200
 
@@ -269,10 +270,10 @@ def test_timestamp_limits_are_check_events() -> None:
 def test_query_application_id_fills_and_must_agree() -> None:
     agreeing = csv_body(HEADER, [good(0, application_id=""), good(1), good(2, application_id="")])
     assert cleared(agreeing, application_id="1111")
-    batch = read_csv_batch(query("1111"), agreeing)
+    batch = read_csv_batch(EVENTS, query("1111"), agreeing)
     assert batch.application_ids() == {"1111"}
     assert [event["application_id"] for event in batch.events()] == ["1111"] * 3
-    assert batch.events() == read_csv_form(query("1111"), agreeing)
+    assert batch.events() == read_csv_form(EVENTS, query("1111"), agreeing)
 
     disagreeing = csv_body(HEADER, [good(0, application_id=""), good(1), good(2, application_id="2222")])
     expected = ("read", "row 3: application_id '2222' disagrees with the query's application_id '1111'", None, None)
@@ -300,7 +301,7 @@ def test_row_limit() -> None:
     header = b"profile_id,event_name,event_timestamp\r\n"
     line = f"p,e,{int(NOW)}\r\n".encode()
     assert cleared(header + line * MAX_ROWS_PER_REQUEST, application_id="1111")
-    assert len(read_csv_batch(query("1111"), header + line * MAX_ROWS_PER_REQUEST)) == MAX_ROWS_PER_REQUEST
+    assert len(read_csv_batch(EVENTS, query("1111"), header + line * MAX_ROWS_PER_REQUEST)) == MAX_ROWS_PER_REQUEST
     too_many = header + line * (MAX_ROWS_PER_REQUEST + 1)
     expected = ("read", "more than 100000 rows; the Post API takes at most 100000 per request", None, None)
     assert batched(query("1111"), too_many, None, ()) == per_row(query("1111"), too_many, None, ()) == expected

@@ -19,7 +19,7 @@ from confluent_kafka.schema_registry import AsyncSchemaRegistryClient
 
 from bridge.avro import WriterSchemas, contract_schema, parse
 from bridge.decode import ConfluentDecoder, RawDecoder, RegistryUnavailableError
-from bridge.postapi import EVENT_COLUMNS
+from bridge.methods import EVENTS
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.transform import FAILED, Rules, Transformed, start_worker, transform
 from tests.harness import ROOT, TRICKY, event, raw_avro, wire
@@ -35,7 +35,7 @@ RULES = Rules(default_application=1111, keyed=None, max_future_s=3600)
 
 def minimal(**fields: Any) -> dict[str, Any]:
     """A valid contract record with only the required cells and an identity."""
-    record: dict[str, Any] = {name: None for name in EVENT_COLUMNS}
+    record: dict[str, Any] = {name: None for name in EVENTS.names}
     record.update(event_name="level_up", event_timestamp=NOW_MS - 5000, profile_id="user-1")
     record.update(fields)
     return record
@@ -51,7 +51,7 @@ def parsed(result: Transformed) -> list[dict[str, str]]:
     for group, line in zip(result.placed, result.lines, strict=True):
         if group == FAILED:
             continue
-        (row,) = csv.DictReader(io.StringIO((result.groups[group][1] + line).decode("utf-8"), newline=""))
+        (row,) = csv.DictReader(io.StringIO((result.groups[group][2] + line).decode("utf-8"), newline=""))
         rows.append({k: v for k, v in row.items() if v})
     return rows
 
@@ -59,7 +59,7 @@ def parsed(result: Transformed) -> list[dict[str, str]]:
 @pytest.mark.parametrize(
     ("value", "reason", "detail"),
     [
-        (None, "decode", "null value (a tombstone): there is no event to upload"),
+        (None, "decode", "null value (a tombstone): there is no row to upload"),
         (b"\x00\x00\x00", "decode", "3 bytes is too short for the Confluent wire format"),
         (
             b"\x01" + struct.pack(">I", SCHEMA_ID) + raw_avro(minimal()),
@@ -87,7 +87,7 @@ def parsed(result: Transformed) -> list[dict[str, str]]:
     ],
 )
 def test_each_failure_names_its_reason_class_and_detail(value: bytes | None, reason: str, detail: str) -> None:
-    result = transform([value], NOW, RULES, WIRE)
+    result = transform([value], NOW, RULES, WIRE, "events")
     assert list(result.placed) == [FAILED]
     assert result.lines == [b""]
     assert result.groups == []
@@ -97,21 +97,21 @@ def test_each_failure_names_its_reason_class_and_detail(value: bytes | None, rea
 
 
 def test_bytes_that_are_not_avro_are_a_decode_failure() -> None:
-    (failure,) = failures_of(transform([wire(SCHEMA_ID, minimal())[:12]], NOW, RULES, WIRE))
+    (failure,) = failures_of(transform([wire(SCHEMA_ID, minimal())[:12]], NOW, RULES, WIRE, "events"))
     assert failure[0] == "decode"
     assert failure[1].startswith("not a valid Avro record for its schema: ")
-    (failure,) = failures_of(transform([b"this is not avro at all"], NOW, RULES, RAW))
+    (failure,) = failures_of(transform([b"this is not avro at all"], NOW, RULES, RAW, "events"))
     assert failure[0] == "decode"
 
 
 def test_applications_without_a_key_or_a_default_are_invalid() -> None:
     keyed = Rules(default_application=None, keyed=frozenset({1111}), max_future_s=3600)
     values = [wire(SCHEMA_ID, minimal()), wire(SCHEMA_ID, minimal(application_id=3333))]
-    assert failures_of(transform(values, NOW, keyed, WIRE)) == [
+    assert failures_of(transform(values, NOW, keyed, WIRE, "events")) == [
         ("invalid", "application_id is missing and post_api.application_id is not set"),
         ("invalid", "no Post API key is configured for application 3333"),
     ]
-    assert not failures_of(transform([wire(SCHEMA_ID, minimal(application_id=1111))], NOW, keyed, WIRE))
+    assert not failures_of(transform([wire(SCHEMA_ID, minimal(application_id=1111))], NOW, keyed, WIRE, "events"))
 
 
 def test_rows_are_grouped_per_application_with_the_columns_they_use() -> None:
@@ -122,10 +122,10 @@ def test_rows_are_grouped_per_application_with_the_columns_they_use() -> None:
         wire(SCHEMA_ID, minimal(session_type="foreground")),
         wire(SCHEMA_ID, minimal(application_id=2222, mcc=250)),
     ]
-    result = transform(values, NOW, RULES, WIRE)
+    result = transform(values, NOW, RULES, WIRE, "events")
     assert list(result.placed) == [0, 1, FAILED, 0, 1]
-    assert [app for app, _ in result.groups] == [1111, 2222]
-    headers = [header.decode() for _, header in result.groups]
+    assert [(method, app) for method, app, _ in result.groups] == [("events", 1111), ("events", 2222)]
+    headers = [header.decode() for _, _, header in result.groups]
     assert headers == [
         "application_id,profile_id,event_name,event_timestamp,session_type\r\n",
         "application_id,profile_id,event_name,event_timestamp,os_name,mcc\r\n",
@@ -164,7 +164,7 @@ def test_rows_are_grouped_per_application_with_the_columns_they_use() -> None:
 def test_csv_lines_round_trip_quotes_commas_newlines_and_non_ascii() -> None:
     tricky = [*TRICKY[:-1], 'a "quoted", value', "line one\nline two\r\nthree", "Привет, мир 🎮"]
     records = [event(seq, NOW_MS, event_name=f"name {text}", device_model=text) for seq, text in enumerate(tricky)]
-    result = transform([wire(SCHEMA_ID, r) for r in records], NOW, RULES, WIRE)
+    result = transform([wire(SCHEMA_ID, r) for r in records], NOW, RULES, WIRE, "events")
     assert FAILED not in result.placed
     expected = []
     for record in records:
@@ -174,13 +174,13 @@ def test_csv_lines_round_trip_quotes_commas_newlines_and_non_ascii() -> None:
         expected.append(row)
     assert parsed(result) == expected
     # A request's body is its header and its lines joined: the lines of one group read back as one CSV.
-    body = result.groups[0][1] + b"".join(line for g, line in zip(result.placed, result.lines, strict=True) if g == 0)
+    body = result.groups[0][2] + b"".join(line for g, line in zip(result.placed, result.lines, strict=True) if g == 0)
     reread = list(csv.DictReader(io.StringIO(body.decode("utf-8"), newline="")))
     assert [r["device_model"] for r in reread] == [r["device_model"] for r in records if r["application_id"] is None]
 
 
 def test_raw_values_decode_with_the_one_writer_schema() -> None:
-    result = transform([raw_avro(minimal())], NOW, RULES, RAW)
+    result = transform([raw_avro(minimal())], NOW, RULES, RAW, "events")
     assert list(result.placed) == [0] and parsed(result)[0]["event_name"] == "level_up"
 
 
@@ -188,7 +188,7 @@ def test_a_newer_writer_is_read_into_the_contract() -> None:
     newer = contract_schema()
     newer["fields"] = [*newer["fields"], {"name": "ab_group", "type": ["null", "string"], "default": None}]
     schemas = WriterSchemas(by_id={SCHEMA_ID: CONTRACT_TEXT, 10: json.dumps(newer)})
-    result = transform([wire(10, {**minimal(), "ab_group": "B"}, parse(newer))], NOW, RULES, schemas)
+    result = transform([wire(10, {**minimal(), "ab_group": "B"}, parse(newer))], NOW, RULES, schemas, "events")
     assert "ab_group" not in parsed(result)[0]
 
 
@@ -197,19 +197,19 @@ def test_one_id_in_two_registries_is_read_with_each_ones_schema() -> None:
     other["fields"] = [{"name": "extra", "type": "int"}, *other["fields"]]
     other_parsed = parse(other)
     value = wire(SCHEMA_ID, {**minimal(), "extra": 5}, other_parsed)
-    assert parsed(transform([value], NOW, RULES, WriterSchemas(by_id={SCHEMA_ID: json.dumps(other)})))
-    assert failures_of(transform([value], NOW, RULES, WIRE))[0][0] == "decode"
+    assert parsed(transform([value], NOW, RULES, WriterSchemas(by_id={SCHEMA_ID: json.dumps(other)}), "events"))
+    assert failures_of(transform([value], NOW, RULES, WIRE, "events"))[0][0] == "decode"
 
 
 def test_a_worker_process_gives_the_same_answer() -> None:
     values = [wire(SCHEMA_ID, event(seq, NOW_MS)) for seq in range(50)] + [None, b"poison"]
-    here = transform(values, NOW, RULES, WIRE)
+    here = transform(values, NOW, RULES, WIRE, "events")
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=context, initializer=start_worker) as pool:
-        there = pool.submit(transform, values, NOW, RULES, WIRE).result(timeout=60)
+        there = pool.submit(transform, values, NOW, RULES, WIRE, "events").result(timeout=60)
     assert there == here
     # What crosses the process boundary is lines and small ints: a few bytes past the CSV itself.
-    csv_bytes = sum(map(len, here.lines)) + sum(len(h) for _, h in here.groups)
+    csv_bytes = sum(map(len, here.lines)) + sum(len(h) for _, _, h in here.groups)
     assert len(pickle.dumps(here)) < csv_bytes + 2 * len(values) * 4 + 1000
 
 
@@ -218,11 +218,11 @@ async def test_the_confluent_decoder_hands_fetched_and_unknown_ids_to_the_transf
     decoder = ConfluentDecoder(AsyncSchemaRegistryClient({"url": registry.url}), parse(contract_schema()))
     values = [wire(schema_id, minimal()), wire(schema_id + 1000, minimal()), b"\x05short", None]
     await decoder.prepare(values)
-    schemas = decoder.schemas()
+    schemas = decoder.schemas("events")
     assert dict(schemas.by_id) == {schema_id: CONTRACT_TEXT}
     assert dict(schemas.unknown) == {schema_id + 1000: "the registry knows no such id"}
-    assert decoder.schemas() is schemas, "rebuilt only when a fetch changed it"
-    result = transform(values, NOW, RULES, schemas)
+    assert decoder.schemas("events") is schemas, "rebuilt only when a fetch changed it"
+    result = transform(values, NOW, RULES, schemas, "events")
     assert result.placed[0] == 0
     assert failures_of(result)[0] == ("schema", f"schema id {schema_id + 1000}: the registry knows no such id")
 
@@ -236,5 +236,5 @@ def test_a_raw_schema_file_that_is_not_a_schema_is_refused(tmp_path: Path) -> No
     path.write_text(json.dumps({"type": "record", "name": "Other", "fields": [{"name": "x", "type": "no-such"}]}))
     with pytest.raises(ValueError, match="cannot be read into the contract"):
         RawDecoder(path, parse(contract_schema()))
-    schemas = RawDecoder(ROOT / "schemas" / "appmetrica_event.avsc", parse(contract_schema())).schemas()
+    schemas = RawDecoder(ROOT / "schemas" / "appmetrica_event.avsc", parse(contract_schema())).schemas("events")
     assert schemas.raw is not None and json.loads(schemas.raw) == contract_schema()

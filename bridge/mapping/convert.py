@@ -163,7 +163,21 @@ def _to_decimal(value: Any) -> bytes:
     return unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
 
 
+def _array(item: Callable[[Any], Any]) -> Callable[[Any], list[Any]]:
+    def to_array(value: Any) -> list[Any]:
+        if not isinstance(value, list | tuple):
+            raise UnconvertibleError(f"a {_type_name(value)} is not an array")
+        if None in value:
+            raise UnconvertibleError("an array item is null")
+        return [item(v) for v in value]
+
+    return to_array
+
+
 def converter(parameter: Parameter, unit: Unit | None) -> Callable[[Any], Any]:
+    if parameter.kind == "array":
+        assert parameter.item is not None
+        return _array(converter(parameter.item, None))
     if parameter.kind == "integer":
         return _integer(parameter.bits)
     if parameter.kind == "timestamp":

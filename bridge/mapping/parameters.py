@@ -1,51 +1,47 @@
-"""Each method's Post API parameters and what each one takes, as a mapping must produce them.
+"""Each method's Post API parameters and what a mapping must make of each, read from the methods' declaration.
 
-Read from the method's Avro contract, so a mapped record holds exactly what a contract record decodes to.
+A mapped record holds exactly what the method's Avro contract decodes to (`bridge.methods`), so this is only the
+contract's value types seen from the mapping's side: text, integers of the contract's width, timestamps in
+milliseconds, decimals as unscaled bytes at scale 8, JSON text, arrays of one of those.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from typing import Any, Final, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
-from bridge.avro import contract_schema
-from bridge.postapi import EVENT_COLUMNS
+from bridge.methods import METHODS, Amount, ArrayOf, Attributes, Integer, JsonObject, Kind, Timestamp
 
-Kind = Literal["string", "integer", "timestamp", "json", "decimal"]
-
-JSON_PARAMETERS: Final = frozenset({"event_json"})
-"""Parameters whose value is JSON text: a record or map given to them is written as JSON."""
+ValueKind = Literal["string", "integer", "timestamp", "json", "decimal", "array"]
 
 
 class Parameter(NamedTuple):
-    kind: Kind
+    kind: ValueKind
     bits: int = 64
     """Integers: the width of the contract's Avro type (int 32, long 64)."""
+    item: Parameter | None = None
+    """Arrays: what each item takes."""
 
 
 @cache
 def method_parameters(method: str) -> Mapping[str, Parameter]:
-    """The method's Post API parameters and what each takes, read from its Avro contract.
-
-    Only `events` has a contract so far; the other methods' parameters come with their declaration.
-    """
-    if method != "events":
+    """The method's Post API parameters, in documented order, and what each takes; empty for an unknown method."""
+    declared = METHODS.get(method)  # type: ignore[call-overload]
+    if declared is None:
         return {}
-    fields = {field["name"]: field["type"] for field in contract_schema()["fields"]}
-    return {name: _parameter(name, fields[name]) for name in EVENT_COLUMNS}
+    return {column.name: _parameter(column.kind) for column in declared.columns}
 
 
-def _parameter(name: str, avro_type: Any) -> Parameter:
-    if isinstance(avro_type, list):
-        avro_type = next(t for t in avro_type if t != "null")
-    if isinstance(avro_type, dict):
-        logical = avro_type.get("logicalType")
-        if logical == "timestamp-millis":
-            return Parameter("timestamp")
-        if logical == "decimal":
-            return Parameter("decimal")
-        avro_type = avro_type["type"]
-    if avro_type in ("int", "long"):
-        return Parameter("integer", 32 if avro_type == "int" else 64)
-    return Parameter("json" if name in JSON_PARAMETERS else "string")
+def _parameter(kind: Kind) -> Parameter:
+    if isinstance(kind, Integer):
+        return Parameter("integer", 32 if kind.avro == "int" else 64)
+    if isinstance(kind, Timestamp):
+        return Parameter("timestamp")
+    if isinstance(kind, Amount):
+        return Parameter("decimal")
+    if isinstance(kind, JsonObject | Attributes):
+        return Parameter("json")
+    if isinstance(kind, ArrayOf):
+        return Parameter("array", item=_parameter(kind.item))
+    return Parameter("string")

@@ -64,7 +64,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="NAME",
         action="append",
         default=[],
-        help="answer 400 to batches holding this event name; repeatable",
+        help=(
+            "answer 400 to batches holding this name: an event_name, or the label of another method's rows "
+            "(revenue product_id, adrevenue ad_unit_name, ecommerce product_name, profiles profile_id); repeatable"
+        ),
     )
     sandbox.add_argument(
         "--max-future-s",

@@ -26,7 +26,8 @@ class Faults(BaseModel):
     max_rps: int | None = Field(None, ge=1)
     """Requests admitted per second; those above it get 429 with Retry-After."""
     refuse_event_names: frozenset[str] = frozenset()
-    """Batches holding these event names get 400, like rows the real API refuses for its own reasons."""
+    """Batches holding these names get 400, like rows the real API refuses for its own reasons: an events row by
+    its event_name, another method's by its label column (`Method.label`)."""
 
     @model_validator(mode="after")
     def _fractions_fit(self) -> Self:

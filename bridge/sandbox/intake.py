@@ -1,8 +1,8 @@
-"""Reading an import request into events, and refusing it with the reason its 400 carries.
+"""Reading an import request of one method into rows, and refusing it with the reason its 400 carries.
 
-A CSV body is judged column by column first (``CsvBatch``): C-level built-ins clear a whole request in a few
-passes over its columns. ``check_event`` stays the one judge: whatever a column test cannot clear is read and
-checked row by row as before, so a refusal names the same row and rule.
+A CSV body is judged column by column first (``CsvBatch``, by the method's ``Method.doubtful``): C-level built-ins
+clear a whole request in a few passes over its columns. ``Method.verdict`` stays the one judge: whatever a column
+test cannot clear is read and checked row by row, so a refusal names the same row and rule.
 """
 
 from __future__ import annotations
@@ -11,28 +11,14 @@ import csv
 import io
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from itertools import chain, compress, islice
-from operator import xor
 from typing import Final, Protocol
 
 from multidict import MultiMapping
 
-from bridge.postapi import (
-    EVENT_COLUMNS,
-    INT64_DIGITS,
-    MAX_EVENT_AGE_S,
-    MAX_ROWS_PER_REQUEST,
-    MILLISECONDS_THRESHOLD,
-    SESSION_TYPES,
-    bad_decimal,
-    check_event,
-    json_objects,
-)
+from bridge.methods import Method, Window
+from bridge.postapi import MAX_ROWS_PER_REQUEST
 
-_COLUMNS = frozenset(EVENT_COLUMNS)
 _CSV_QUERY_PARAMETERS = frozenset({"post_api_key", "application_id"})
-_SESSION_CELLS: Final = frozenset({"", *SESSION_TYPES})
-_SHORT_DECIMAL: Final = INT64_DIGITS - 1
-"""Decimal digits that fit a signed 64-bit integer whatever they are."""
 _CHUNK_ROWS: Final = 300
 """Rows read at a time: fewer than the garbage collector's first threshold (700 new containers)."""
 
@@ -42,27 +28,31 @@ class BadRequestError(Exception):
 
 
 class Batch(Protocol):
-    """The events of one import request, judged as a whole."""
+    """The rows of one import request, judged as a whole."""
 
     def __len__(self) -> int: ...
 
     def application_ids(self) -> set[str]:
-        """Each event's application_id as received, ``""`` for none: what the key check looks at."""
+        """Each row's application_id as received, ``""`` for none: what the key check looks at."""
         ...
 
-    def check(self, now: float, max_future_s: float | None, refused_names: Collection[str]) -> None:
-        """Raise BadRequestError naming the first bad row, as ``check_rows`` does; return if every row is fine."""
+    def check(self, window: Window, refused: Collection[str]) -> None:
+        """Raise BadRequestError naming the first bad row, as ``check_rows`` does; return if every row is fine.
+
+        ``refused`` holds values of the method's label column (``Method.label``) refused on request.
+        """
         ...
 
     def events(self) -> list[dict[str, str]]:
-        """The events in order, column -> value, empty cells omitted."""
+        """The rows in order, column -> value, empty cells omitted."""
         ...
 
 
 class EventBatch:
-    """Events already read into dicts, judged row by row."""
+    """Rows already read into dicts, judged row by row."""
 
-    def __init__(self, events: list[dict[str, str]], numbered: bool) -> None:
+    def __init__(self, method: Method, events: list[dict[str, str]], numbered: bool) -> None:
+        self._method = method
         self._events = events
         self._numbered = numbered
 
@@ -73,9 +63,9 @@ class EventBatch:
         """Each event's application_id as received, ``""`` for none."""
         return {event.get("application_id", "") for event in self._events}
 
-    def check(self, now: float, max_future_s: float | None, refused_names: Collection[str]) -> None:
+    def check(self, window: Window, refused: Collection[str]) -> None:
         """Refuse the batch at its first bad row; see ``check_rows``."""
-        check_rows(self._events, now, max_future_s, refused_names, self._numbered)
+        check_rows(self._method, self._events, window, refused, self._numbered)
 
     def events(self) -> list[dict[str, str]]:
         """The events as read."""
@@ -83,13 +73,14 @@ class EventBatch:
 
 
 class CsvBatch:
-    """The rows of an events.csv body that ``read_csv_form`` takes, kept as columns.
+    """The rows of a ``<method>.csv`` body that ``read_csv_form`` takes, kept as columns.
 
-    Events are built only when asked for, or when a column test cannot clear the batch and each row must be
-    judged by ``check_event``.
+    Rows are built only when asked for, or when a column test cannot clear the batch and each row must be
+    judged by ``Method.verdict``.
     """
 
-    def __init__(self, header: list[str], columns: dict[str, list[str]], query_app: str) -> None:
+    def __init__(self, method: Method, header: list[str], columns: dict[str, list[str]], query_app: str) -> None:
+        self._method = method
         self._header = header
         self._columns = columns
         self._query_app = query_app
@@ -105,10 +96,10 @@ class CsvBatch:
             return {self._query_app}
         return set(self._columns.get("application_id", [""]))
 
-    def check(self, now: float, max_future_s: float | None, refused_names: Collection[str]) -> None:
+    def check(self, window: Window, refused: Collection[str]) -> None:
         """Refuse the batch at its first bad row, judged row by row only when the column tests cannot clear it."""
-        if not self.cleared(now, max_future_s, refused_names):
-            check_rows(self.events(), now, max_future_s, refused_names, numbered=True)
+        if not self.cleared(window, refused):
+            check_rows(self._method, self.events(), window, refused, numbered=True)
 
     def events(self) -> list[dict[str, str]]:
         """The events ``read_csv_form`` reads from the same body."""
@@ -120,78 +111,67 @@ class CsvBatch:
             self._events = events
         return self._events
 
-    def cleared(self, now: float, max_future_s: float | None, refused_names: Collection[str]) -> bool:
-        """The column tests: True only if ``check_event`` takes every row and no row names a refused event.
+    def cleared(self, window: Window, refused: Collection[str]) -> bool:
+        """The column tests: True only if the method takes every row and no row carries a refused label.
 
         False says nothing about the rows: ``check`` then judges them one by one.
         """
         columns = self._columns
-        names = columns.get("event_name")
-        stamps = columns.get("event_timestamp")
-        # An empty timestamp fails _timestamps_fit.
-        if names is None or stamps is None or not all(names):
+        if self._query_app:
+            given = columns.get("application_id")
+            filled = [self._query_app] * len(self) if given is None else [c or self._query_app for c in given]
+            columns = {**columns, "application_id": filled}
+        labels = columns.get(self._method.label)
+        if refused and labels is not None and not set(labels).isdisjoint(refused):
             return False
-        if refused_names and not set(names).isdisjoint(refused_names):
-            return False
-        # The few distinct application ids are judged one by one, exactly.
-        return (
-            all(map(_positive_int64, self.application_ids()))
-            and _one_identity(columns.get("profile_id"), columns.get("appmetrica_device_id"))
-            and _timestamps_fit(set(stamps), now, max_future_s)
-            and _short_decimals(set(columns.get("mcc", [])) - {""})
-            and _short_decimals(set(columns.get("mnc", [])) - {""})
-            and _SESSION_CELLS.issuperset(columns.get("session_type", []))
-            and json_objects(list(filter(None, columns.get("event_json", []))))
-        )
+        return self._method.doubtful(columns, window) == set()
 
 
-def read_query_form(query: MultiMapping[str], body: bytes) -> list[dict[str, str]]:
-    """The one event that ``POST events?…`` carries in its query, empty values omitted."""
+def read_query_form(method: Method, query: MultiMapping[str], body: bytes) -> list[dict[str, str]]:
+    """The one row that ``POST <method>?…`` carries in its query, empty values omitted."""
     if body:
         raise BadRequestError(
-            "the events method takes its event in query parameters and an empty body; send CSV to events.csv"
+            f"the {method.name} method takes its row in query parameters and an empty body; "
+            f"send CSV to {method.name}.csv"
         )
     _refuse_repeated(query)
     return [{name: value for name, value in query.items() if value and name != "post_api_key"}]
 
 
-def read_query_batch(query: MultiMapping[str], body: bytes) -> Batch:
-    """``read_query_form``'s event as a batch; its refusals name no row."""
-    return EventBatch(read_query_form(query, body), numbered=False)
+def read_query_batch(method: Method, query: MultiMapping[str], body: bytes) -> Batch:
+    """``read_query_form``'s row as a batch; its refusals name no row."""
+    return EventBatch(method, read_query_form(method, query, body), numbered=False)
 
 
-def read_csv_form(query: MultiMapping[str], body: bytes) -> list[dict[str, str]]:
-    """The events of a ``POST events.csv`` body (RFC 4180, UTF-8), empty cells omitted.
+def read_csv_form(method: Method, query: MultiMapping[str], body: bytes) -> list[dict[str, str]]:
+    """The rows of a ``POST <method>.csv`` body (RFC 4180, UTF-8), empty cells omitted.
 
     A query ``application_id`` fills rows that have none and must agree with rows that have one. This is the
     row-by-row reading: the server answers through ``read_csv_batch``, which must read every body the same way.
     """
-    return _read_events(body, _csv_query_app(query, body))
+    return _read_events(method, body, _csv_query_app(method, query, body))
 
 
-def read_csv_batch(query: MultiMapping[str], body: bytes) -> Batch:
+def read_csv_batch(method: Method, query: MultiMapping[str], body: bytes) -> Batch:
     """What ``read_csv_form`` reads from the same request, or the same refusal, as a batch to check."""
-    query_app = _csv_query_app(query, body)
-    read = _read_columns(body, query_app)
+    query_app = _csv_query_app(method, query, body)
+    read = _read_columns(method, body, query_app)
     if read is None:
-        return EventBatch(_read_events(body, query_app), numbered=True)
-    return CsvBatch(*read, query_app)
+        return EventBatch(method, _read_events(method, body, query_app), numbered=True)
+    return CsvBatch(method, *read, query_app)
 
 
 def check_rows(
-    events: Iterable[dict[str, str]],
-    now: float,
-    max_future_s: float | None,
-    refused_names: Collection[str],
-    numbered: bool,
+    method: Method, events: Iterable[dict[str, str]], window: Window, refused: Collection[str], numbered: bool
 ) -> None:
     """Refuse the whole batch at its first bad row; ``numbered`` names rows from 1 after the header."""
+    label = method.label
     for number, event in enumerate(events, 1):
-        violation = check_event(event, now, max_future_s)
+        violation = method.verdict(event, window)
         if violation is not None:
             reason = violation.detail
-        elif refused_names and event["event_name"] in refused_names:
-            reason = f"event_name {event['event_name']!r} is refused by this sandbox"
+        elif refused and event.get(label) in refused:
+            reason = f"{label} {event[label]!r} is refused by this sandbox"
         else:
             continue
         raise BadRequestError(f"row {number}: {reason}" if numbered else reason)
@@ -203,7 +183,7 @@ def _refuse_repeated(query: MultiMapping[str]) -> None:
         raise BadRequestError(f"parameter {', '.join(map(repr, repeated))} is given more than once")
 
 
-def _csv_query_app(query: MultiMapping[str], body: bytes) -> str:
+def _csv_query_app(method: Method, query: MultiMapping[str], body: bytes) -> str:
     """The query's application_id (``""`` for none), once the query and the body's presence pass."""
     unknown = [name for name in query if name not in _CSV_QUERY_PARAMETERS]
     if unknown:
@@ -212,18 +192,18 @@ def _csv_query_app(query: MultiMapping[str], body: bytes) -> str:
         )
     _refuse_repeated(query)
     if not body:
-        raise BadRequestError("the body is empty; events.csv takes a header line and one row per event")
+        raise BadRequestError(f"the body is empty; {method.name}.csv takes a header line and one row per record")
     return query.get("application_id", "")
 
 
-def _read_events(body: bytes, query_app: str) -> list[dict[str, str]]:
+def _read_events(method: Method, body: bytes, query_app: str) -> list[dict[str, str]]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequestError(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
-        header = _header(next(reader))
+        header = _header(method, next(reader))
         events = list(_rows(reader, header, query_app))
     except csv.Error as exc:
         raise BadRequestError(f"line {reader.line_num}: malformed CSV: {exc}") from None
@@ -232,7 +212,7 @@ def _read_events(body: bytes, query_app: str) -> list[dict[str, str]]:
     return events
 
 
-def _read_columns(body: bytes, query_app: str) -> tuple[list[str], dict[str, list[str]]] | None:
+def _read_columns(method: Method, body: bytes, query_app: str) -> tuple[list[str], dict[str, list[str]]] | None:
     """The header and columns of the rows ``_read_events`` would read from ``body``.
 
     None wherever it might refuse the body or read it otherwise: the caller then reads it row by row.
@@ -243,7 +223,7 @@ def _read_columns(body: bytes, query_app: str) -> tuple[list[str], dict[str, lis
     try:
         header = next(reader, [])
         width = len(header)
-        if not (width and _COLUMNS.issuperset(header) and len(set(header)) == width):
+        if not (width and set(method.names).issuperset(header) and len(set(header)) == width):
             return None
         cells: list[str] = []
         widths: set[int] = set()
@@ -266,10 +246,10 @@ def _read_columns(body: bytes, query_app: str) -> tuple[list[str], dict[str, lis
     return header, columns
 
 
-def _header(names: list[str]) -> list[str]:
+def _header(method: Method, names: list[str]) -> list[str]:
     if not names:
         raise BadRequestError("the header line is empty")
-    unknown = [name for name in names if name not in _COLUMNS]
+    unknown = [name for name in names if name not in method.names]
     if unknown:
         raise BadRequestError(f"unknown column {', '.join(map(repr, unknown))} in the header")
     if len(set(names)) != len(names):
@@ -301,43 +281,3 @@ def _event(header: list[str], row: Sequence[str]) -> dict[str, str]:
     """One row's cells by column, empty ones left out; the row is as wide as the header."""
     # Widths are equal, so zip need not check them; compress() drops empty cells in C.
     return dict(compress(zip(header, row, strict=False), row))
-
-
-def _positive_int64(value: str) -> bool:
-    """``check_event``'s test of an application_id: ASCII digits of a signed 64-bit integer, not 0."""
-    return not bad_decimal(value) and int(value) != 0
-
-
-def _one_identity(profiles: list[str] | None, devices: list[str] | None) -> bool:
-    """Every row has exactly one of profile_id and appmetrica_device_id, and every device id is ASCII digits."""
-    if devices is not None:
-        digits = "".join(devices)
-        if digits and not (digits.isascii() and digits.isdigit()):
-            return False
-        if profiles is None:
-            return all(devices)
-    if profiles is None:
-        return False
-    if devices is None:
-        return all(profiles)
-    return all(map(xor, map(bool, profiles), map(bool, devices)))
-
-
-def _timestamps_fit(stamps: set[str], now: float, max_future_s: float | None) -> bool:
-    """Every distinct timestamp is Unix seconds that ``check_event`` finds neither too late nor expired."""
-    if not _short_decimals(stamps):
-        return False
-    seconds = list(map(int, stamps))
-    newest, oldest = max(seconds), min(seconds)
-    # check_event's own comparisons: each is monotonic in the timestamp, so the extremes decide for all.
-    if newest > MILLISECONDS_THRESHOLD or (max_future_s is not None and newest - now > max_future_s):
-        return False
-    return now - oldest <= MAX_EVENT_AGE_S
-
-
-def _short_decimals(values: set[str]) -> bool:
-    """Every value is one or more ASCII decimal digits, too few to overflow a signed 64-bit integer."""
-    if not values:
-        return True
-    digits = "".join(values)
-    return "" not in values and digits.isascii() and digits.isdigit() and max(map(len, values)) <= _SHORT_DECIMAL

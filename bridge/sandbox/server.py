@@ -1,6 +1,6 @@
-"""The Post API sandbox: answers the events import endpoints as AppMetrica documents them.
+"""The Post API sandbox: answers every method's import endpoints as AppMetrica documents them.
 
-It enforces ``bridge.postapi``'s rules, injects faults on request, and keeps what it accepted so tests and
+It enforces the rules ``bridge.methods`` declares, injects faults on request, and keeps what it accepted so tests and
 benchmarks can compare it with what was sent.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import structlog
@@ -17,7 +17,8 @@ from aiohttp import web
 from multidict import MultiMapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bridge.postapi import EVENTS_CSV_PATH, EVENTS_PATH, MAX_BODY_BYTES
+from bridge.methods import METHODS, Method, Window
+from bridge.postapi import MAX_BODY_BYTES
 from bridge.sandbox.config import Faults, Keys, explain
 from bridge.sandbox.faults import FaultInjector
 from bridge.sandbox.intake import BadRequestError, Batch, read_csv_batch, read_query_batch
@@ -26,8 +27,9 @@ from bridge.sandbox.state import RequestRecord, SandboxState
 
 _log = structlog.get_logger("bridge.sandbox")
 
-_Reader = Callable[[MultiMapping[str], bytes], Batch]
+_Reader = Callable[[Method, MultiMapping[str], bytes], Batch]
 _PAGE = 1000
+_BY_NAME: dict[str, Method] = {name: method for name, method in METHODS.items()}
 _Settings = TypeVar("_Settings", Faults, Keys)
 
 
@@ -41,7 +43,7 @@ class SandboxOptions(BaseModel):
     seed: int | None = None
     """Seeds the fault draws so a run can be replayed."""
     max_future_s: float | None = Field(None, ge=0)
-    """Refuse events further ahead of the sandbox's clock than this (the real API does not say)."""
+    """Refuse rows stamped further ahead of the sandbox's clock than this (the real API does not say)."""
     keep_events: bool = True
     """Benchmarks sending millions of rows can keep counters only."""
 
@@ -60,7 +62,7 @@ class _Answer:
 
 
 class Sandbox(LocalServer):
-    """A local AppMetrica Post API for the events method, in process: ``url = await Sandbox().start()``."""
+    """A local AppMetrica Post API for every method, in process: ``url = await Sandbox().start()``."""
 
     def __init__(self, options: SandboxOptions | None = None) -> None:
         self.options = options or SandboxOptions()
@@ -68,10 +70,12 @@ class Sandbox(LocalServer):
         self.state = SandboxState()
         self._injector = FaultInjector(self.options.faults, self.options.seed)
         app = web.Application(client_max_size=MAX_BODY_BYTES)
-        app.router.add_post(EVENTS_PATH, self._import_query_form)
-        app.router.add_post(EVENTS_CSV_PATH, self._import_csv_form)
+        for method in METHODS.values():
+            app.router.add_post(method.path, self._importer(method, read_query_batch))
+            app.router.add_post(method.csv_path, self._importer(method, read_csv_batch))
         app.router.add_get("/sandbox/stats", self._stats)
         app.router.add_get("/sandbox/events", self._events)
+        app.router.add_get("/sandbox/rows/{method}", self._rows)
         app.router.add_get("/sandbox/requests", self._requests)
         app.router.add_post("/sandbox/control", self._control)
         app.router.add_post("/sandbox/reset", self._reset)
@@ -100,13 +104,13 @@ class Sandbox(LocalServer):
         self.state.clear()
         self._injector.reset()
 
-    async def _import_query_form(self, request: web.Request) -> web.StreamResponse:
-        return await self._import(request, read_query_batch)
+    def _importer(self, method: Method, read: _Reader) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._import(request, method, read)
 
-    async def _import_csv_form(self, request: web.Request) -> web.StreamResponse:
-        return await self._import(request, read_csv_batch)
+        return handle
 
-    async def _import(self, request: web.Request, read: _Reader) -> web.StreamResponse:
+    async def _import(self, request: web.Request, method: Method, read: _Reader) -> web.StreamResponse:
         arrived = time.monotonic()
         state = self.state
         state.in_flight += 1
@@ -122,7 +126,7 @@ class Sandbox(LocalServer):
             if self.faults.latency_ms:
                 await asyncio.sleep(self.faults.latency_ms / 1000)
             if fault is None:
-                answer = self._accept(request.query, body, read)
+                answer = self._accept(method, request.query, body, read)
             else:
                 answer = _Answer(fault.status, detail=fault.detail, retry_after=fault.retry_after)
                 if fault.status is None:
@@ -149,25 +153,23 @@ class Sandbox(LocalServer):
                 ms=round((answered - arrived) * 1000, 1),
             )
 
-    def _accept(self, query: MultiMapping[str], body: bytes, read: _Reader) -> _Answer:
+    def _accept(self, method: Method, query: MultiMapping[str], body: bytes, read: _Reader) -> _Answer:
         key = query.get("post_api_key", "")
         refusal = self._keys.refusal(key, ())
         if refusal is not None:
             return _Answer(403, detail=refusal)
         try:
-            batch = read(query, body)
+            batch = read(method, query, body)
         except BadRequestError as exc:
             return _Answer(400, detail=str(exc))
         refusal = self._keys.refusal(key, batch.application_ids())
         if refusal is not None:
             return _Answer(403, len(batch), refusal)
         try:
-            batch.check(time.time(), self.options.max_future_s, self.faults.refuse_event_names)
+            batch.check(Window(time.time(), self.options.max_future_s), self.faults.refuse_event_names)
         except BadRequestError as exc:
             return _Answer(400, len(batch), str(exc))
-        if self.options.keep_events:
-            self.state.events.extend(batch.events())
-        self.state.rows_accepted += len(batch)
+        self.state.accept(method.name, len(batch), batch.events() if self.options.keep_events else None)
         return _Answer(200, len(batch))
 
     async def _stats(self, request: web.Request) -> web.Response:
@@ -177,6 +179,15 @@ class Sandbox(LocalServer):
         events = self.state.events
         window = _window(request)
         return web.json_response({"total": len(events), "offset": window.start, "events": events[window]})
+
+    async def _rows(self, request: web.Request) -> web.Response:
+        name = request.match_info["method"]
+        method = _BY_NAME.get(name)
+        if method is None:
+            raise web.HTTPNotFound(text=f"no method {name!r}; the methods are {', '.join(METHODS)}")
+        rows = self.state.kept[method.name]
+        window = _window(request)
+        return web.json_response({"method": name, "total": len(rows), "offset": window.start, "rows": rows[window]})
 
     async def _requests(self, request: web.Request) -> web.Response:
         requests = self.state.requests
