@@ -207,6 +207,7 @@ async def test_unseen_records_mapped_from_avro_and_json_arrive_as_computed(
     assert len(arrived) == len(expected), "every row exactly once"
     by_key = {row["google_aid"]: {**row, "event_json": json.loads(row["event_json"])} for row in arrived}
     assert by_key == expected
+    print(f"\nMAPPED e2e: {len(arrived)} rows as computed, {len(dead)} dead letters")
 
     assert {m.key().decode(): dict(m.headers())[HEADER_REASON] for m in dead} == dict.fromkeys(refused, b"invalid")
     for message in dead:
