@@ -51,9 +51,11 @@ class Reading:
 
 @dataclass(frozen=True)
 class Read:
-    """The records of a chunk that decoded and mapped, with where each sits in the chunk and why the rest did not."""
+    """The records of a chunk that decoded and mapped, by column, with where each sits in the chunk and why the
+    rest did not."""
 
-    records: list[Record]
+    columns: list[list[Any]]
+    """The method's parameters in declared order, a value per record: what `RowMaker.table_of` takes."""
     indexes: list[int]
     failures: dict[int, Failure]
 
@@ -95,7 +97,7 @@ class RecordReaders:
         mapped = self._mapping(reading).apply(chunk)
         for position, detail in mapped.failures.items():
             failures[indexes[position]] = ("invalid", detail)
-        return Read(mapped.records, [indexes[p] for p in mapped.positions], failures)
+        return Read(mapped.columns, [indexes[p] for p in mapped.positions], failures)
 
     def _mapping(self, reading: Reading) -> CompiledMapping:
         compiled = self._mappings.get(reading.key)

@@ -81,12 +81,14 @@ def transform(
     headers are passed only for a reading that uses them.
     """
     method = METHODS[method_name]
+    maker = RowMaker(method, rules.default_application, rules.has_key, rules.max_future_s)
     if reading is None:
         records, indexes, failures = _contract_records(values, schemas, method_name)
+        table = maker.table(records, now)
     else:
         read = _RECORD_READERS.read(reading, values, schemas, keys, headers)
-        records, indexes, failures = read.records, read.indexes, dict(read.failures)
-    table = RowMaker(method, rules.default_application, rules.has_key, rules.max_future_s).table(records, now)
+        indexes, failures = read.indexes, dict(read.failures)
+        table = maker.table_of(read.columns, now)
     for position, violation in table.violations.items():
         failures[indexes[position]] = (violation.reason, violation.detail)
     by_application: dict[int, list[int]] = {}
@@ -97,7 +99,7 @@ def transform(
     placed = array("i", [FAILED]) * len(values)
     lines = [b""] * len(values)
     for group, (application, positions) in enumerate(by_application.items()):
-        columns = table.columns if len(positions) == len(records) else _pick(table.columns, positions)
+        columns = table.columns if len(positions) == len(indexes) else _pick(table.columns, positions)
         used, group_lines = csvbody.lines(columns)
         groups.append((method_name, application, csvbody.header(method.names, used)))
         for position, line in zip(positions, group_lines, strict=True):

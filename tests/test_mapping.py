@@ -10,7 +10,7 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import yaml
@@ -59,9 +59,20 @@ def game_event(seq: int, **fields: Any) -> dict[str, Any]:
     return record
 
 
-def mapped(mapping: MappingSpec, records: list[dict[str, Any]], **chunk: Any) -> Any:
-    check_mapping("events", mapping)
-    return CompiledMapping("events", mapping).apply(Chunk(records, chunk.get("keys"), chunk.get("headers")))
+class Rows(NamedTuple):
+    """A mapping's output record by record, as dicts of every parameter."""
+
+    records: list[dict[str, Any]]
+    positions: list[int]
+    failures: dict[int, str]
+
+
+def mapped(mapping: MappingSpec, records: list[dict[str, Any]], method: str = "events", **chunk: Any) -> Rows:
+    check_mapping(method, mapping)
+    compiled = CompiledMapping(method, mapping)
+    result = compiled.apply(Chunk(records, chunk.get("keys"), chunk.get("headers")))
+    rows = [dict(zip(compiled.parameters, row, strict=True)) for row in zip(*result.columns, strict=True)]
+    return Rows(rows, result.positions, result.failures)
 
 
 def spec(text: str) -> MappingSpec:
@@ -300,3 +311,41 @@ def test_hostile_records_are_rows_or_named_dead_letters(records: list[dict[str, 
         assert row["event_timestamp"] is None or type(row["event_timestamp"]) is int
         assert row["application_id"] in (None, 3713842, 3713855)
         assert all(type(row[name]) in (str, type(None)) for name in ("profile_id", "event_name", "event_json"))
+
+
+def test_other_methods_take_decimals_arrays_and_attributes_from_a_mapping() -> None:
+    purchase = {"uid": "u1", "kind": "one_time_purchase", "at": int(NOW), "amount": "19.99", "cur": "usd"}
+    revenue = spec(
+        "profile_id: uid\nrevenue_event_type: kind\nevent_timestamp: {path: at, unit: s}\nprice: amount\ncurrency: cur"
+    )
+    reading = Reading.of("revenue", "json", revenue)
+    values = [json.dumps(purchase).encode(), json.dumps({**purchase, "amount": "0.123456789"}).encode()]
+    result = transform(values, NOW, Rules(1111, None, 3600), WriterSchemas(), "revenue", reading)
+    assert rows_of(result) == [
+        {
+            "application_id": "1111",
+            "profile_id": "u1",
+            "revenue_event_type": "one_time_purchase",
+            "event_timestamp": str(int(NOW)),
+            "price": "19.99",
+            "currency": "usd",
+        }
+    ]
+    assert result.failures[1] == ("invalid", "price (path amount): '0.123456789' has more than 8 decimal places")
+
+    account = {"user": {"id": "u7"}, "plan": "pro", "seats": 3, "beta": True}
+    profiles = spec("profile_id: user.id\nattributes: {pack: rest}")
+    result = transform(
+        [json.dumps(account).encode()],
+        NOW,
+        Rules(1111, None, 3600),
+        WriterSchemas(),
+        "profiles",
+        Reading.of("profiles", "json", profiles),
+    )
+    (row,) = rows_of(result)
+    assert row["profile_id"] == "u7" and json.loads(row["attributes"]) == {"plan": "pro", "seats": 3, "beta": True}
+
+    codes = mapped(spec("product_promo_codes: codes"), [{"codes": ["A1", 7]}, {"codes": "A1"}], "ecommerce")
+    assert codes.records[0]["product_promo_codes"] == ["A1", "7"]
+    assert codes.failures[1] == "product_promo_codes (path codes): a str is not an array"

@@ -35,8 +35,9 @@ _NONE: Final = type(None)
 
 
 class Mapped(NamedTuple):
-    records: list[Record]
-    """Per record that converted, its parameters as the contract decodes them."""
+    columns: list[list[Any]]
+    """One list per parameter of the method, in declared order: a value (as the contract decodes it) per record
+    that converted, None for absent; what `RowMaker.table_of` takes."""
     positions: list[int]
     """Each of those records' position in the chunk."""
     failures: dict[int, str]
@@ -60,18 +61,14 @@ class CompiledMapping:
     def apply(self, chunk: Chunk) -> Mapped:
         count = len(chunk.records)
         errors: Errors = {}
-        absent = [None] * count
         by_name = {name: column(chunk, errors) for name, column in self._columns}
-        rows = zip(*(by_name.get(name, absent) for name in self.parameters), strict=True)
-        names = self.parameters
+        # Columns, not a dict per record: the row maker works by column, and building a dict of every parameter
+        # for each record cost a sixth of a mapped chunk.
+        columns = [by_name[name] if name in by_name else [None] * count for name in self.parameters]
         if not errors:
-            return Mapped([dict(zip(names, row, strict=True)) for row in rows], list(range(count)), {})
-        records, positions = [], []
-        for position, row in enumerate(rows):
-            if position not in errors:
-                records.append(dict(zip(names, row, strict=True)))
-                positions.append(position)
-        return Mapped(records, positions, errors)
+            return Mapped(columns, list(range(count)), {})
+        positions = [position for position in range(count) if position not in errors]
+        return Mapped([[column[p] for p in positions] for column in columns], positions, errors)
 
 
 def identity_mapping(method: str) -> MappingSpec:

@@ -16,6 +16,7 @@ from uuid import UUID
 import orjson
 
 from bridge.mapping.parameters import Parameter
+from bridge.methods import DECIMAL_SCALE, amount_bytes
 
 Unit = Literal["s", "ms", "us", "ns", "iso8601"]
 
@@ -145,7 +146,7 @@ def _to_json(value: Any) -> str:
         raise UnconvertibleError(f"cannot be written as JSON ({exc})") from None
 
 
-_SCALE: Final = Decimal(1).scaleb(-8)
+_SCALE: Final = Decimal(1).scaleb(-DECIMAL_SCALE)
 
 
 def _to_decimal(value: Any) -> bytes:
@@ -159,8 +160,7 @@ def _to_decimal(value: Any) -> bytes:
         raise UnconvertibleError(f"{show(value)} is not a decimal") from None
     if scaled != number:
         raise UnconvertibleError(f"{show(value)} has more than 8 decimal places")
-    unscaled = int(scaled.scaleb(8))
-    return unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
+    return amount_bytes(format(scaled, "f"))
 
 
 def _array(item: Callable[[Any], Any]) -> Callable[[Any], list[Any]]:
