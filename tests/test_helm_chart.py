@@ -21,7 +21,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from bridge.config import BridgeConfig, load_config
+from bridge.config import BridgeConfig, RouteConfig, load_config
+from bridge.methods import METHODS
 from bridge.metrics import Metrics
 from devtools import helm as pinned_helm
 from devtools.chart_manifests import Manifest, check_custom
@@ -131,6 +132,8 @@ def test_configmap_is_a_configuration_the_bridge_loads(helm: Path, tmp_path: Pat
     given = yaml.safe_load(values.read_text())["config"]
     assert settings.config.kafka.bootstrap_servers == given["kafka"]["bootstrap_servers"]
     assert settings.config.kafka.topics == given["kafka"]["topics"]
+    routes = [(route.method, route.topics) for route in settings.config.routes]
+    assert routes == [(route["method"], route["topics"]) for route in given.get("routes", [])]
     assert settings.keys.secrets(), "the pod's environment supplies no Post API key"
 
 
@@ -297,7 +300,7 @@ def test_grace_period_outlasts_the_drain(
         ({"terminationGracePeriodSeconds": 10, "config": {"shutdown": {"drain_timeout_s": 15}}}, "must exceed"),
         ({"postApiKey": {"existingSecret": ""}}, "postApiKey: set postApiKey.existingSecret"),
         ({"postApiKey": {"value": KEY}}, "either existingSecret or value"),
-        ({"config": {"kafka": {"topics": []}}}, "config.kafka.topics is required"),
+        ({"config": {"kafka": {"topics": []}}}, "config.kafka.topics or config.routes is required"),
         ({"config": {"avro": {"schema_registry_url": None}}}, "schema_registry_url is required"),
         ({"config": {"server": {"host": "127.0.0.1"}}}, "loopback"),
         ({"podDisruptionBudget": {"minAvailable": 1}}, "minAvailable or maxUnavailable, not both"),
@@ -382,7 +385,14 @@ def test_schema_and_defaults_mirror_the_bridge_configuration() -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
 
     assert set(schema["properties"]) == set(BridgeConfig.model_fields)
+    route = schema["properties"]["routes"]["items"]
+    assert set(route["properties"]) == set(RouteConfig.model_fields)
+    assert set(route["required"]) == {name for name, f in RouteConfig.model_fields.items() if f.is_required()}
+    assert route["properties"]["method"]["enum"] == list(METHODS)
+    assert defaults["routes"] == []
     for section, field in BridgeConfig.model_fields.items():
+        if section == "routes":
+            continue
         model = field.annotation
         assert isinstance(model, type)
         assert issubclass(model, BaseModel)
@@ -411,6 +421,15 @@ def test_keda_trigger_follows_the_bridge_configuration(helm: Path, tmp_path: Pat
     assert "HorizontalPodAutoscaler" not in rendered.kinds()
     assert check_custom(rendered.manifests) == []
     assert "sasl.password" not in rendered.config_text()
+
+
+def test_keda_names_the_topic_only_when_routes_leave_one(helm: Path, tmp_path: Path) -> None:
+    keda = {"autoscaling": {"keda": {"enabled": True}}}
+    routed = render(helm, tmp_path, CHART / "ci" / "routes-values.yaml", overrides=keda)
+    assert "topic" not in routed.one("ScaledObject")["spec"]["triggers"][0]["metadata"]
+    only_routes = {**keda, "config": {"kafka": {"topics": []}, "routes": [{"topics": ["crm"], "method": "profiles"}]}}
+    single = render(helm, tmp_path, DEFAULT_VALUES, overrides=only_routes)
+    assert single.one("ScaledObject")["spec"]["triggers"][0]["metadata"]["topic"] == "crm"
 
 
 def test_hpa_targets_the_deployment(helm: Path, tmp_path: Path) -> None:

@@ -290,3 +290,35 @@ def test_array_cells_are_written_as_the_docs_sample_writes_them() -> None:
     parsed = next(csv.DictReader(io.StringIO(body, newline="")))
     assert parsed["product_promo_codes"] == "[promo_code_1,promo_code_2]"
     assert parsed["cart_item_price_internal_value"] == "[0.00000001,0.00000001]"
+
+
+def _kinds() -> list[tuple[str, Kind]]:
+    """Every distinct kind the declaration uses, by a column that has it."""
+    seen: dict[str, tuple[str, Kind]] = {}
+    for method in METHODS.values():
+        for column in method.columns:
+            kind = column.kind
+            same = f"{type(kind).__name__}{sorted((k, str(v)) for k, v in vars(kind).items() if k != 'item')}"
+            seen.setdefault(same, (f"{method.name}.{column.name}", kind))
+    return list(seen.values())
+
+
+_digits = st.lists(st.integers(min_value=0, max_value=10**25).map(str), min_size=9, max_size=30)
+"""Columns of numbers, many distinct, some past a signed 64-bit integer: where column tests take shortcuts."""
+_cells = _digits | st.lists(
+    st.one_of(
+        st.text(max_size=12),
+        st.sampled_from(["", "0", "1", "-1", "007", "1.5", "-0.5", "12345678901", "1e5", "usd", "VES", "[a,b]", "[]"]),
+        st.integers(min_value=-(10**20), max_value=10**20).map(str),
+        st.integers(min_value=0, max_value=3 * 10**9).map(str),
+    ),
+    max_size=20,
+)
+
+
+@pytest.mark.parametrize(("where", "kind"), _kinds(), ids=[where for where, _ in _kinds()])
+@given(cells=_cells)
+def test_a_column_test_never_clears_a_cell_its_rule_refuses(where: str, kind: Kind, cells: list[str]) -> None:
+    """The fast column tests (bridge and sandbox alike) are sound: clearing means every cell passes the rule."""
+    if kind.clear(cells, WINDOW):
+        assert [kind.problem(where, cell, WINDOW) for cell in cells if cell] == [None] * sum(map(bool, cells))

@@ -72,6 +72,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- toYaml .Values.config }}
 {{- end }}
 
+{{/* Every topic the bridge consumes, config.kafka.topics first then each route's, as a JSON array. */}}
+{{- define "appmetrica-bridge.topics" -}}
+{{- $topics := .Values.config.kafka.topics | default list }}
+{{- range .Values.config.routes }}
+{{- $topics = concat $topics .topics }}
+{{- end }}
+{{- toJson $topics }}
+{{- end }}
+
 {{/*
 Checks across values that the schema cannot express, with messages an operator can act on. The ConfigMap
 includes it, so it runs in both modes.
@@ -81,8 +90,8 @@ includes it, so it runs in both modes.
 {{- if not $c.kafka.bootstrap_servers }}
 {{- fail "config.kafka.bootstrap_servers is required: the Kafka brokers as host:port[,host:port...]" }}
 {{- end }}
-{{- if not $c.kafka.topics }}
-{{- fail "config.kafka.topics is required: the topics the bridge consumes" }}
+{{- if not (include "appmetrica-bridge.topics" . | fromJsonArray) }}
+{{- fail "config.kafka.topics or config.routes is required: the topics the bridge consumes" }}
 {{- end }}
 {{- if and (eq $c.avro.format "confluent") (not $c.avro.schema_registry_url) }}
 {{- fail "config.avro.schema_registry_url is required when config.avro.format is confluent" }}
