@@ -66,6 +66,7 @@ async def preview(*args: str) -> tuple[int, str, str]:
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
+    assert KEY not in out.decode() + err.decode(), "the Post API key is never shown"
     return process.returncode, out.decode(), err.decode()
 
 
