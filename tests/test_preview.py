@@ -98,7 +98,7 @@ async def test_preview_of_a_live_avro_topic_shows_rows_and_reasons_and_commits_n
     values[27] = wire(schema_id, {**game(27), "ts": 5}, fastavro.parse_schema(GAME_SCHEMA))  # 1970: expired
     # The last four a moment later, so the newest records are known; the harness keys each call's values 0, 1, ...
     produce(kafka_bootstrap, topic, values[:26], partitions=2)
-    time.sleep(0.05)
+    await asyncio.sleep(0.05)
     produce(kafka_bootstrap, topic, values[26:], partitions=2)
     path = config_file(tmp_path, kafka_bootstrap, registry.url, topic)
 
