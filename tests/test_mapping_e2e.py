@@ -212,3 +212,44 @@ async def test_unseen_records_mapped_from_avro_and_json_arrive_as_computed(
     assert {m.key().decode(): dict(m.headers())[HEADER_REASON] for m in dead} == dict.fromkeys(refused, b"invalid")
     for message in dead:
         assert dict(message.headers())[HEADER_DETAIL].decode() == refused[message.key().decode()]
+
+
+async def test_a_mapped_route_waits_for_a_registry_that_is_down_and_stops_on_sigterm(
+    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, registry: SchemaRegistry, tmp_path: Path
+) -> None:
+    topic, dlq = new_topic(PARTITIONS), new_topic(1)
+    schema_id = registry.register(f"{topic}-value", json.dumps(SCHEMA))
+    port = int(registry.url.rsplit(":", 1)[1])
+    await registry.stop()
+    now_us = int(time.time() * 1_000_000)
+    produce(
+        kafka_bootstrap,
+        topic,
+        [(avro_value(schema_id, r), k, h) for r, k, h in (action("a", s, now_us) for s in range(500))],
+    )
+    group = f"g-{topic}"
+    config = bridge_config(
+        kafka_bootstrap,
+        topic,
+        sandbox.url,
+        group=group,
+        registry_url=f"http://127.0.0.1:{port}",
+        kafka={"topics": [], "dead_letter_topic": dlq},
+    )
+    config["routes"] = [{"topics": [topic], "method": "events", "mapping": yaml.safe_load(MAPPING)}]
+    bridge = BridgeProcess(config, tmp_path).start()
+    try:
+        await wait_for(
+            lambda: any(line.get("event") == "schema registry unavailable; records wait" for line in bridge.logs()),
+            60,
+            "the bridge to notice the registry is down",
+        )
+        bridge.signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        assert await bridge.wait(30) == 0
+        assert time.monotonic() - stopping < config["shutdown"]["drain_timeout_s"] + 5, "shutdown is bounded"
+    finally:
+        bridge.kill()
+    assert not sandbox.state.events
+    assert not consume_all(kafka_bootstrap, dlq, 1, timeout_s=3), "waiting records are not poison"
+    assert set(committed(kafka_bootstrap, group, topic).values()) <= {-1001}, "nothing committed"
