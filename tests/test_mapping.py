@@ -349,3 +349,27 @@ def test_other_methods_take_decimals_arrays_and_attributes_from_a_mapping() -> N
     codes = mapped(spec("product_promo_codes: codes"), [{"codes": ["A1", 7]}, {"codes": "A1"}], "ecommerce")
     assert codes.records[0]["product_promo_codes"] == ["A1", "7"]
     assert codes.failures[1] == "product_promo_codes (path codes): a str is not an array"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.binary(max_size=40)
+        | st.builds(
+            lambda r: json.dumps(r).encode(), st.dictionaries(st.sampled_from(["ts", "app", "user"]), json_values)
+        )
+        | st.builds(lambda b: b"\x00\x00\x00\x00\x01" + b, st.binary(max_size=20)),
+        max_size=20,
+    )
+)
+def test_hostile_json_values_are_rows_or_named_dead_letters(values: list[bytes]) -> None:
+    reading = Reading.of("events", "json", GAME_MAPPING)
+    result = transform(
+        values, NOW, Rules(1111, None, 3600), WriterSchemas(), "events", reading, values, [None] * len(values)
+    )
+    for index, group in enumerate(result.placed):
+        if group == FAILED:
+            reason, detail = result.failures[index]
+            assert reason in ("decode", "invalid", "expired") and detail
+        else:
+            assert result.lines[index]
