@@ -158,7 +158,7 @@ def _converting(
             return [v * multiplier // divisor for v in values]
         out: list[Any] = []
         for position, value in enumerate(values):
-            if value is None or value is _MISSING:
+            if value is None:
                 out.append(None)
                 continue
             try:
