@@ -7,8 +7,11 @@ needed. Records whose value cannot be converted are named with the parameter and
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
+
+import orjson
 
 from bridge.mapping.convert import TO_MILLISECONDS, UnconvertibleError, Unit, converter, show, to_text
 from bridge.mapping.forms import FieldForm, Form, HeaderForm, KeyForm, MappingSpec, PackForm, ValueForm
@@ -32,6 +35,8 @@ Column = Callable[[Chunk, Errors], list[Any]]
 
 _MISSING: Final = object()
 _NONE: Final = type(None)
+_CONTAINERS: Final = frozenset({dict, list})
+_dumps: Final = orjson.dumps
 
 
 class Mapped(NamedTuple):
@@ -149,13 +154,18 @@ def _converting(
 
     def converting(values: list[Any], errors: Errors) -> list[Any]:
         types = set(map(type, values))
+        nullable = _NONE in types
         types.discard(_NONE)
         if types <= ready:
             if kind != "timestamp" or (divisor == 1 and multiplier == 1):
                 return values
-            if _NONE in set(map(type, values)):
+            if nullable:
                 return [None if v is None else v * multiplier // divisor for v in values]
             return [v * multiplier // divisor for v in values]
+        if kind == "json" and types <= _CONTAINERS:
+            with contextlib.suppress(TypeError):
+                # Plain records and maps, the common case, in one pass; anything orjson refuses goes value by value.
+                return [None if v is None else _dumps(v).decode() for v in values]
         out: list[Any] = []
         for position, value in enumerate(values):
             if value is None:
@@ -218,8 +228,13 @@ def _looked_up(name: str, single: FieldForm) -> Column:
     path = _path(single.path)
 
     def looked_up(chunk: Chunk, errors: Errors) -> list[Any]:
+        values = path(chunk, errors)
+        if set(map(type, values)) == {str}:
+            hits: list[Any] = [table.get(value, _MISSING) for value in values]
+            if _MISSING not in hits:
+                return hits
         out: list[Any] = []
-        for position, value in enumerate(path(chunk, errors)):
+        for position, value in enumerate(values):
             if value is None:
                 out.append(None)
                 continue
