@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Final, NamedTuple
 
 import orjson
 
-from bridge.mapping.convert import TO_MILLISECONDS, UnconvertibleError, Unit, converter, show, to_text
+from bridge.mapping.convert import (
+    EPOCH,
+    MILLISECOND,
+    TO_MILLISECONDS,
+    UnconvertibleError,
+    Unit,
+    converter,
+    show,
+    to_text,
+)
 from bridge.mapping.forms import FieldForm, Form, HeaderForm, KeyForm, MappingSpec, PackForm, ValueForm
 from bridge.mapping.parameters import Parameter, method_parameters
 
@@ -36,6 +46,7 @@ Column = Callable[[Chunk, Errors], list[Any]]
 _MISSING: Final = object()
 _NONE: Final = type(None)
 _CONTAINERS: Final = frozenset({dict, list})
+_TIME: Final = frozenset({datetime})
 _dumps: Final = orjson.dumps
 
 
@@ -146,22 +157,34 @@ def _converting(
     kind = parameter.kind
     # The types a column may hold that need no conversion at all.
     ready: set[type] = set()
-    if kind in ("string", "json") or (kind == "integer" and parameter.bits == 64):
-        ready = {str} if kind != "integer" else {int}
-    elif kind == "timestamp" and unit != "iso8601":
+    if kind in ("string", "json"):
+        ready = {str}
+    elif kind == "integer" or (kind == "timestamp" and unit != "iso8601"):
         ready = {int}
+    low, high = -(1 << (parameter.bits - 1)), (1 << (parameter.bits - 1)) - 1
     multiplier, divisor = TO_MILLISECONDS.get(unit or "ms", (1, 1))
 
     def converting(values: list[Any], errors: Errors) -> list[Any]:
         types = set(map(type, values))
         nullable = _NONE in types
         types.discard(_NONE)
-        if types <= ready:
-            if kind != "timestamp" or (divisor == 1 and multiplier == 1):
+        if types and types <= ready:
+            if kind == "integer":
+                numbers = [v for v in values if v is not None] if nullable else values
+                if low <= min(numbers) and max(numbers) <= high:
+                    return values
+            elif kind != "timestamp" or (divisor == 1 and multiplier == 1):
                 return values
-            if nullable:
+            elif nullable:
                 return [None if v is None else v * multiplier // divisor for v in values]
-            return [v * multiplier // divisor for v in values]
+            else:
+                return [v * multiplier // divisor for v in values]
+        elif not types:
+            return values
+        if kind == "timestamp" and types == _TIME:
+            with contextlib.suppress(TypeError):
+                # Avro timestamp types, read as they are: aware UTC datetimes (a naive one goes value by value).
+                return [None if v is None else (v - EPOCH) // MILLISECOND for v in values]
         if kind == "json" and types <= _CONTAINERS:
             with contextlib.suppress(TypeError):
                 # Plain records and maps, the common case, in one pass; anything orjson refuses goes value by value.

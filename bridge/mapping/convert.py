@@ -90,8 +90,8 @@ def _integral(value: Any) -> bool:
     return isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value()
 
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MILLISECOND: Final = timedelta(milliseconds=1)
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND: Final = timedelta(milliseconds=1)
 TO_MILLISECONDS: Final[dict[str, tuple[int, int]]] = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 10**6)}
 """(multiplier, divisor) from each unit to milliseconds; a number with no unit is milliseconds, as in the contract."""
 
@@ -104,7 +104,7 @@ def _timestamp(unit: Unit | None) -> Callable[[Any], int]:
         if isinstance(value, datetime):
             # An Avro timestamp type, read as it is; a naive (local-timestamp) value is taken as UTC.
             aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-            return int((aware - _EPOCH) // _MILLISECOND)
+            return int((aware - EPOCH) // MILLISECOND)
         if kind is str and (unit == "iso8601" or (unit is None and not value.isdigit())):
             return _iso_millis(value)
         if unit == "iso8601":
@@ -128,7 +128,7 @@ def _iso_millis(text: str) -> int:
         raise UnconvertibleError(f"{show(text)} is not an ISO 8601 timestamp") from None
     if moment.tzinfo is None:
         raise UnconvertibleError(f"{show(text)} has no UTC offset")
-    return int((moment - _EPOCH) // _MILLISECOND)
+    return int((moment - EPOCH) // MILLISECOND)
 
 
 def _json_default(value: Any) -> Any:
