@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from itertools import repeat
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -47,6 +48,8 @@ _MISSING: Final = object()
 _NONE: Final = type(None)
 _CONTAINERS: Final = frozenset({dict, list})
 _TIME: Final = frozenset({datetime})
+_DICT: Final = frozenset({dict})
+_get: Final[Callable[[Any, str], Any]] = dict.get
 _dumps: Final = orjson.dumps
 
 
@@ -223,9 +226,13 @@ def _path(text: str) -> Column:
     first, *rest = text.split(".")
 
     def path(chunk: Chunk, errors: Errors) -> list[Any]:
-        values = [record.get(first) for record in chunk.records]
+        # map() over dict.get runs in C; records are always dicts, nested values only where every one is.
+        values = list(map(_get, chunk.records, repeat(first)))
         for step in rest:
-            values = [v.get(step) if type(v) is dict else None for v in values]
+            if set(map(type, values)) == _DICT:
+                values = list(map(_get, values, repeat(step)))
+            else:
+                values = [v.get(step) if type(v) is dict else None for v in values]
         return values
 
     return path
