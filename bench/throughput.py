@@ -173,6 +173,8 @@ class BridgeResult:
     exit_code: int | None
     log: str
     ratio: float | None = None
+    contract_ratio: float | None = None
+    """Mapped GameEvents: events/s over the contract events' (median) ceiling, whose records cost more to decode."""
     profile: ProfileSummary | None = None
 
     @property
@@ -871,10 +873,11 @@ def render(report: Report) -> str:
     ]
     for r in report.runs:
         broker = f"{r.broker_cpu_s:.1f}" if r.broker_cpu_s is not None else "n/a"
+        beside = f"; {r.contract_ratio:.2f} of the contract ceiling" if r.contract_ratio is not None else ""
         lines += [
             f"{_run_title(r)}:",
             f"  end to end {r.end_to_end_rate:,.0f} ev/s (ready -> last 200); {r.wall_s:.1f} s from exec to the last "
-            f"200; exit code {r.exit_code} after SIGTERM",
+            f"200; exit code {r.exit_code} after SIGTERM{beside}",
             f"  answers {r.by_status}, peak concurrency at the sandbox {r.peak_concurrency}",
             f"  CPU s over the run: bridge {r.cpu_s:.1f} (its own process {r.main_cpu_s:.1f}, the transform workers "
             f"{r.cpu_s - r.main_cpu_s:.1f}; +{r.startup_cpu_s:.1f} start-up), sandbox "
@@ -1046,6 +1049,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         same = [c.rate for c in report.ceilings if c.workload == records]
         if same:
             run.ratio = run.rate / statistics.median(same)
+        contract = [c.rate for c in report.ceilings if c.workload == "contract"]
+        if contract and records != "contract":
+            run.contract_ratio = run.rate / statistics.median(contract)
     print(json.dumps(as_json(report), indent=2) if args.json else render(report))
     return 0
 
