@@ -1049,9 +1049,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         same = [c.rate for c in report.ceilings if c.workload == records]
         if same:
             run.ratio = run.rate / statistics.median(same)
-        contract = [c.rate for c in report.ceilings if c.workload == "contract"]
-        if contract and records != "contract":
-            run.contract_ratio = run.rate / statistics.median(contract)
+        contract_rates = [c.rate for c in report.ceilings if c.workload == "contract"]
+        if contract_rates and records != "contract":
+            run.contract_ratio = run.rate / statistics.median(contract_rates)
     print(json.dumps(as_json(report), indent=2) if args.json else render(report))
     return 0
 
