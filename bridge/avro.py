@@ -70,6 +70,14 @@ class Reader(NamedTuple):
 
     @classmethod
     def of(cls, writer: Any, reader: Any) -> Reader:
+        """The pair for a writer schema and a parsed contract.
+
+        The writer's top-level record takes the contract's name: Avro resolution matches records by full name, but
+        the topic already says which method a record is, and a producer's own copy of the contract under a name
+        of its own (`shop.Purchase`) is still that contract. Nested named types keep their names.
+        """
+        if isinstance(writer, dict) and writer.get("type") == "record" and isinstance(reader, dict):
+            writer = {key: value for key, value in writer.items() if key != "namespace"} | {"name": reader["name"]}
         parsed = parse(writer)
         same = fastavro.schema.to_parsing_canonical_form(parsed) == fastavro.schema.to_parsing_canonical_form(reader)
         return cls(parsed, None if same else reader)

@@ -90,6 +90,10 @@ class Kind:
         """Why a non-empty ``cell`` breaks this kind's rule, or None."""
         return None
 
+    def describe(self) -> str:
+        """The rule in words, for the README's tables of each method."""
+        return "as is"
+
     def clear(self, cells: Sequence[str], window: Window) -> bool:
         """True only if no cell has a problem (empty cells are absent values); False says nothing.
 
@@ -108,6 +112,9 @@ class Kind:
 
 class Text(Kind):
     """Any string."""
+
+    def describe(self) -> str:
+        return "as is"
 
     def clear(self, cells: Sequence[str], window: Window) -> bool:
         return True
@@ -129,6 +136,9 @@ class Integer(Kind):
             what = "positive" if self.minimum == 1 else "non-negative"
             return _invalid(f"{name} {shorten(cell)} is not a {what} integer")
         return None
+
+    def describe(self) -> str:
+        return "a positive 64-bit integer" if self.minimum == 1 else "a non-negative 64-bit integer"
 
     def clear(self, cells: Sequence[str], window: Window) -> bool:
         distinct = set(cells) - {""}
@@ -155,6 +165,9 @@ class DeviceId(Kind):
             return _invalid(f"{name} {shorten(cell)} is not a non-negative decimal integer")
         return None
 
+    def describe(self) -> str:
+        return "decimal digits (may exceed a signed 64-bit long)"
+
     def clear(self, cells: Sequence[str], window: Window) -> bool:
         digits = "".join(cells)
         return not digits or (digits.isascii() and digits.isdigit())
@@ -164,6 +177,12 @@ class Timestamp(Kind):
     """Unix seconds within the 14-day window and at most ``max_future_s`` ahead; the contract writes milliseconds."""
 
     avro = {"type": "long", "logicalType": "timestamp-millis"}
+
+    def describe(self) -> str:
+        return (
+            "Unix milliseconds, sent as seconds floored; at most 14 days old (else `expired`) and at most "
+            "`post_api.max_future_s` ahead"
+        )
 
     def problem(self, name: str, cell: str, window: Window) -> Violation | None:
         if bad_decimal(cell):
@@ -224,6 +243,10 @@ class Amount(Kind):
             )
         return None
 
+    def describe(self) -> str:
+        sign = "may be negative" if self.signed else "not negative"
+        return f"decimal(10.8): at most 10 digits before the point and 8 after, {sign}; sent as plain decimal text"
+
     def clear(self, cells: Sequence[str], window: Window) -> bool:
         match = self._pattern.fullmatch
         return all(map(match, filter(None, cells)))
@@ -256,6 +279,9 @@ class Currency(Kind):
             return _invalid(f"{name} {shorten(cell)} is not an ISO 4217 currency code AppMetrica supports")
         return None
 
+    def describe(self) -> str:
+        return "a three-letter ISO 4217 code in either case, not one the docs exclude (`BOV`, `VES`, `XUA`, …)"
+
 
 class Choice(Kind):
     """One of a documented enumeration, exactly as written."""
@@ -269,6 +295,9 @@ class Choice(Kind):
             return _invalid(f"{name} {shorten(cell)} is not one of {self._listed}")
         return None
 
+    def describe(self) -> str:
+        return "one of " + ", ".join(f"`{value}`" for value in sorted(self.values))
+
     def clear(self, cells: Sequence[str], window: Window) -> bool:
         return self.values.issuperset(cells) or (self.values | {""}).issuperset(cells)
 
@@ -280,12 +309,18 @@ class JsonObject(Kind):
         problem = json_object_problem(cell, name)
         return None if problem is None else _invalid(problem)
 
+    def describe(self) -> str:
+        return "JSON text of an object (may nest; no `NaN` or `Infinity`)"
+
     def clear(self, cells: Sequence[str], window: Window) -> bool:
         return json_objects([cell for cell in cells if cell])
 
 
 class Attributes(Kind):
     """JSON text of a flat object whose values are strings, numbers or booleans (a counter is a number)."""
+
+    def describe(self) -> str:
+        return "JSON text of a flat object whose values are strings, numbers (counters too) or bools"
 
     def problem(self, name: str, cell: str, window: Window) -> Violation | None:
         problem = json_object_problem(cell, name)
@@ -317,6 +352,9 @@ class ArrayOf(Kind):
             if violation is not None:
                 return violation
         return None
+
+    def describe(self) -> str:
+        return f"an array, sent as `[a,b]`, no item empty or holding `,` `[` `]`; each item {self.item.describe()}"
 
     def cells(self, values: list[Any]) -> list[str]:
         return ["" if items is None else "[" + ",".join(self.item.cells(list(items))) + "]" for items in values]

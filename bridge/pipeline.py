@@ -395,6 +395,7 @@ class Pipeline:
                 state.halted = True
                 log.error(
                     "poison record and no dead-letter topic: partition stopped, nothing after it is committed",
+                    method=self._method_of[state.topic],
                     topic=state.topic,
                     partition=state.partition,
                     offset=item.offset,

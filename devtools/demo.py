@@ -2,8 +2,10 @@
 
 Starts a local Kafka (its own port and data dir, so it never meets the tests' brokers), the Post API sandbox and
 the schema registry (in this process, on a thread of their own), produces sample events in the contract schema
-through confluent-kafka's own AvroSerializer, runs `appmetrica-bridge run` as a child process, waits until every
-event is accepted and every offset committed, stops the bridge with SIGTERM and prints what happened.
+through confluent-kafka's own AvroSerializer, and beside them, on topics of their own routed to the `revenue` and
+`profiles` methods, purchases a server validated and profile attributes a backend computed, each in its method's
+contract. It runs `appmetrica-bridge run` as a child process, waits until every row is accepted and every offset
+committed, stops the bridge with SIGTERM and prints what happened.
 Exits 0 only when everything arrived exactly once, unaltered, the poison records reached the dead-letter topic,
 the committed offsets reached the end and the bridge exited 0.
 """
@@ -31,6 +33,7 @@ from collections import Counter
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, TypeVar
@@ -46,7 +49,8 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from bridge.avro import contract_schema
-from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON
+from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
+from bridge.methods import MethodName
 from bridge.sandbox import Keys, Sandbox, SandboxOptions, SchemaRegistry
 from devtools.kafka_local import (
     HOST,
@@ -138,6 +142,22 @@ class Sample:
     by_app: Counter[int] = field(default_factory=Counter)
     poison: list[tuple[str, bytes, dict[str, Any] | bytes]] = field(default_factory=list)
     """(expected dead-letter reason, key, an Avro record or raw bytes)."""
+    routed: list[Routed] = field(default_factory=list)
+    """The records of the other methods, each on a topic of its own."""
+
+
+@dataclass
+class Routed:
+    """One route's records, in its method's contract, and the fingerprint of each row the Post API must receive."""
+
+    method: MethodName
+    records: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)
+    expected: set[int] = field(default_factory=set)
+    poison: list[tuple[str, bytes, dict[str, Any]]] = field(default_factory=list)
+
+    def add(self, key: bytes, record: dict[str, Any], row: dict[str, str]) -> None:
+        self.records.append((key, record))
+        self.expected.add(fingerprint(row))
 
 
 def expected_row(record: dict[str, Any]) -> dict[str, str]:
@@ -177,6 +197,10 @@ class Events:
             sample.expected.add(row)
             sample.events.append((key, record))
             sample.by_app[record["application_id"] or GAME.id] += 1
+        sample.routed = [
+            self._validated(max(1, count // 10), with_poison),
+            self._profiles(max(1, count // 10), with_poison),
+        ]
         if with_poison:
             late_key, late = self._purchase()
             # A purchase confirmed offline 20 days later: past the Post API's 14-day window.
@@ -192,6 +216,63 @@ class Events:
                 ("decode", b"household-0042", misrouted),
             ]
         return sample
+
+    def _validated(self, count: int, with_poison: bool) -> Routed:
+        """Purchases the game's server validated with the store (`revenue`): each receipt once, refunds negative."""
+        rng = self._rng
+        routed = Routed("revenue")
+        for number in range(count):
+            sku, _, price, currency = rng.choice(ITEMS)
+            refund = rng.random() < 0.1
+            amount = -Decimal(str(price)) if refund else Decimal(str(price))
+            player = rng.randrange(1, 900)
+            profile = f"player-{player:05d}"
+            record: dict[str, Any] = {
+                **dict.fromkeys(f["name"] for f in contract_schema("revenue")["fields"]),
+                "profile_id": profile,
+                "revenue_event_type": "refund" if refund else "one_time_purchase",
+                "event_timestamp": self._ms(self._now_s - rng.uniform(60, 5 * DAY_S)),
+                "price": amount,
+                "currency": currency.lower() if rng.random() < 0.5 else currency,
+                "product_id": sku,
+                "quantity": 1,
+                "transaction_id": 7_000_000_000 + number,
+                "payload": json.dumps({"store": "google_play", "receipt": f"GPA.{number:08d}"}),
+            }
+            row = {name: str(value) for name, value in record.items() if value is not None}
+            # Plain decimal text, without exponent or trailing zeros: what the contract's decimal(18, 8) becomes.
+            row |= {"price": format(amount.normalize(), "f"), "application_id": str(GAME.id)}
+            row["event_timestamp"] = str(record["event_timestamp"] // 1000)
+            routed.add(profile.encode(), record, row)
+        if with_poison:
+            key, gift = routed.records[0]
+            # A gift is no revenue_event_type the Post API knows.
+            routed.poison.append(("invalid", key, {**gift, "revenue_event_type": "gift", "transaction_id": 1}))
+        return routed
+
+    def _profiles(self, count: int, with_poison: bool) -> Routed:
+        """Profile attributes the game's backend computed (`profiles`): no timestamp, profile_id the identity."""
+        rng = self._rng
+        routed = Routed("profiles")
+        for player in rng.sample(range(1, 900), min(count, 899)):
+            attributes = {
+                "level": rng.randint(1, 80),
+                "vip": rng.random() < 0.1,
+                "guild": rng.choice(["Звездопад", "Nebula", "Ёжики"]),
+                "spent_rub": round(rng.uniform(0, 20_000), 2),
+            }
+            profile = f"player-{player:05d}"
+            record = {
+                "application_id": GAME.id,
+                "profile_id": profile,
+                "attributes": json.dumps(attributes, ensure_ascii=False),
+            }
+            routed.add(profile.encode(), record, {k: str(v) for k, v in record.items()})
+        if with_poison:
+            # A nested object is no attribute value: the Post API takes strings, numbers and bools.
+            nested = {"application_id": GAME.id, "profile_id": "player-00000", "attributes": '{"stats": {"wins": 3}}'}
+            routed.poison.append(("invalid", b"player-00000", nested))
+        return routed
 
     def _record(self, **values: Any) -> dict[str, Any]:
         record: dict[str, Any] = dict.fromkeys(self._fields)
@@ -511,6 +592,10 @@ class Demo:
         self.run_dir = RUNS_DIR / run_id
         suffix = secrets.token_hex(3)
         self.topic = f"demo.appmetrica.events.{suffix}"
+        self.routed_topics: dict[MethodName, str] = {
+            "revenue": f"demo.shop.purchases.{suffix}",
+            "profiles": f"demo.crm.profiles.{suffix}",
+        }
         self.dlq = f"{self.topic}.dlq"
         self.group = f"demo-bridge-{suffix}"
         self.bootstrap = f"{HOST}:{args.kafka_port}"
@@ -533,7 +618,7 @@ class Demo:
         self._judge(bridge, sandbox, sample, produced, outcome, exit_line)
         if outcome.problems:
             outcome.log_tail = bridge.tail()
-            outcome.kept = f"{self.topic} and {self.dlq} on {self.bootstrap}"
+            outcome.kept = f"{', '.join(self._topics())} on {self.bootstrap}"
         else:
             self._delete_topics(admin)
         return outcome
@@ -598,9 +683,12 @@ class Demo:
         self.say(f"Post API sandbox at {sandbox.url}, schema registry at {registry.url}")
         return sandbox, registry
 
+    def _topics(self) -> list[str]:
+        return [self.topic, *self.routed_topics.values(), self.dlq]
+
     def _create_topics(self, admin: AdminClient) -> None:
         futures = admin.create_topics(
-            [NewTopic(self.topic, num_partitions=PARTITIONS), NewTopic(self.dlq, num_partitions=1)]
+            [NewTopic(t, num_partitions=1 if t == self.dlq else PARTITIONS) for t in self._topics()]
         )
         try:
             for future in futures.values():
@@ -610,7 +698,8 @@ class Demo:
         # create_topics() answers once the controller accepted them; a client starting right after could still
         # find no leader and, with auto-creation off, call the topic unknown.
         deadline = time.monotonic() + 30
-        for topic, count in ((self.topic, PARTITIONS), (self.dlq, 1)):
+        for topic in self._topics():
+            count = 1 if topic == self.dlq else PARTITIONS
             while True:
                 metadata = admin.list_topics(topic, timeout=10).topics[topic]
                 leaders = [p.leader for p in metadata.partitions.values()]
@@ -619,7 +708,11 @@ class Demo:
                 if time.monotonic() > deadline:
                     raise DemoError(f"topic {topic} has no leader for every partition after 30 s")
                 time.sleep(0.05)
-        self.say(f"created topic {self.topic} ({PARTITIONS} partitions) and dead-letter topic {self.dlq}")
+        routed = ", ".join(f"{topic} ({method})" for method, topic in self.routed_topics.items())
+        self.say(
+            f"created topics {self.topic} (events), {routed}, {PARTITIONS} partitions each, "
+            f"and dead-letter topic {self.dlq}"
+        )
 
     def _produce(self, registry_url: str, sample: Sample) -> int:
         began = time.monotonic()
@@ -649,23 +742,42 @@ class Demo:
         for index, (_, key, value) in enumerate(sample.poison, 1):
             raw = value if isinstance(value, bytes) else serializer(value, context)
             records.insert(len(records) * index // (len(sample.poison) + 1), (key, raw))
+        self._send(producer, self.topic, records, delivered)
+        produced = len(records)
+        for routed in sample.routed:
+            topic = self.routed_topics[routed.method]
+            # Each method's own contract, registered by the serializer under "<topic>-value" like the events'.
+            own = AvroSerializer(
+                SchemaRegistryClient({"url": registry_url}), json.dumps(contract_schema(routed.method))
+            )
+            own_context = SerializationContext(topic, MessageField.VALUE)
+            values = [(key, own(record, own_context)) for key, record in routed.records]
+            for index, (_, key, record) in enumerate(routed.poison, 1):
+                values.insert(len(values) * index // (len(routed.poison) + 1), (key, own(record, own_context)))
+            self._send(producer, topic, values, delivered)
+            produced += len(values)
+        unsent = producer.flush(60)
+        if unsent or failures:
+            raise DemoError(f"producing failed: {failures[:3]} ({unsent} unsent)")
+        poison = len(sample.poison) + sum(len(r.poison) for r in sample.routed)
+        shown_poison = f" and {_count(poison, 'poison record')}" if poison else ""
+        others = ", ".join(f"{_count(len(r.records), f'{r.method} row')}" for r in sample.routed)
+        self.say(
+            f"produced {_count(len(sample.events), 'event')} ({sample.by_app[GAME.id]:,} of the game, "
+            f"{sample.by_app[TV.id]:,} of the TV app), {others}{shown_poison} in {time.monotonic() - began:.1f} s"
+        )
+        return produced
+
+    @staticmethod
+    def _send(producer: Producer, topic: str, records: list[tuple[bytes, bytes]], delivered: Any) -> None:
         for key, raw in records:
             while True:
                 try:
-                    producer.produce(self.topic, value=raw, key=key, on_delivery=delivered)
+                    producer.produce(topic, value=raw, key=key, on_delivery=delivered)
                     break
                 except BufferError:
                     producer.poll(0.1)
             producer.poll(0)
-        unsent = producer.flush(60)
-        if unsent or failures:
-            raise DemoError(f"producing failed: {failures[:3]} ({unsent} unsent)")
-        poison = f" and {_count(len(sample.poison), 'poison record')}" if sample.poison else ""
-        self.say(
-            f"produced {_count(len(sample.events), 'event')}{poison} in {time.monotonic() - began:.1f} s "
-            f"({sample.by_app[GAME.id]:,} of the game, {sample.by_app[TV.id]:,} of the TV app)"
-        )
-        return len(records)
 
     def _start_bridge(self, sandbox_url: str, registry_url: str) -> BridgeChild:
         metrics_port = free_ports(1)[0]
@@ -676,6 +788,7 @@ class Demo:
                 "topics": [self.topic],
                 "dead_letter_topic": self.dlq,
             },
+            "routes": [{"topics": [topic], "method": method} for method, topic in self.routed_topics.items()],
             "avro": {"format": "confluent", "schema_registry_url": registry_url},
             "post_api": {
                 "url": sandbox_url,
@@ -705,7 +818,8 @@ class Demo:
     # -- the bridge at work --------------------------------------------------------------------------------
 
     def _wait_for_delivery(self, bridge: BridgeChild, sandbox: Sandbox, sample: Sample, outcome: Outcome) -> None:
-        expected, poison = len(sample.events), len(sample.poison)
+        expected = len(sample.events) + sum(len(r.records) for r in sample.routed)
+        poison = len(sample.poison) + sum(len(r.poison) for r in sample.routed)
         deadline = time.monotonic() + self.args.timeout
         last_said, last_seen = 0.0, (-1, -1, "")
         with _probe(self.bootstrap) as probe:
@@ -722,7 +836,7 @@ class Demo:
                 if done or (now - last_said >= 1.0 and seen != last_seen) or now - last_said >= 5.0:
                     dead_letters = f", {dead} of {poison} poison records dead-lettered" if poison else ""
                     self.say(
-                        f"{accepted:,} of {_count(expected, 'event')} accepted in "
+                        f"{accepted:,} of {_count(expected, 'row')} accepted in "
                         f"{_count(len(sandbox.state.requests), 'request')}{dead_letters}; /readyz: {ready}"
                     )
                     last_said, last_seen = now, seen
@@ -730,14 +844,15 @@ class Demo:
                     break
                 if now > deadline:
                     outcome.problems.append(
-                        f"timed out after {self.args.timeout:g} s: {accepted:,} of {expected:,} events accepted, "
+                        f"timed out after {self.args.timeout:g} s: {accepted:,} of {expected:,} rows accepted, "
                         f"{dead} of {poison} dead-lettered"
                     )
                     return
                 time.sleep(0.25)
-            self.say("every event accepted; waiting for the committed offsets to reach the end")
+            self.say("every row accepted; waiting for the committed offsets to reach the end")
             deadline = time.monotonic() + COMMIT_WAIT_S
-            while not _offsets_at_end(probe, self.bootstrap, self.group, self.topic)[0]:
+            topics = [self.topic, *self.routed_topics.values()]
+            while not all(_offsets_at_end(probe, self.bootstrap, self.group, topic)[0] for topic in topics):
                 if time.monotonic() > deadline:
                     outcome.problems.append(f"the committed offsets did not reach the end within {COMMIT_WAIT_S:g} s")
                     return
@@ -785,6 +900,8 @@ class Demo:
         outcome.check(missing == 0, f"{missing:,} events never arrived")
         outcome.check(altered == 0, f"{altered:,} events arrived different from what the contract says they should be")
         outcome.add("arrived as produced", _yes(missing == 0 and altered == 0) + " (every field compared)")
+        for routed in sample.routed:
+            self._judge_route(sandbox, routed, outcome)
 
         requests = sandbox.state.requests
         statuses = Counter("dropped" if r.status is None else str(r.status) for r in requests)
@@ -803,19 +920,28 @@ class Demo:
             total_s = ok_arrivals[-1] - bridge.started
             outcome.add(
                 "time",
-                f"{total_s:.1f} s from starting the bridge to the last event accepted "
+                f"{total_s:.1f} s from starting the bridge to the last row accepted "
                 f"(first upload after {ok_arrivals[0] - bridge.started:.1f} s)",
             )
-            rate = f"{_rate(expected, total_s)} end to end"
+            rows = expected + sum(len(routed.records) for routed in sample.routed)
+            rate = f"{_rate(rows, total_s)} end to end"
             uploading_s = ok_arrivals[-1] - ok_arrivals[0]
             if len(ok_arrivals) > 1 and uploading_s > 0.1:
-                rate += f", {_rate(expected, uploading_s)} from the first upload to the last"
-            outcome.add("events a second", rate)
+                rate += f", {_rate(rows, uploading_s)} from the first upload to the last"
+            outcome.add("rows a second", rate)
 
         with _probe(self.bootstrap) as probe:
-            at_end, partitions, records = _offsets_at_end(probe, self.bootstrap, self.group, self.topic)
-        outcome.add("committed == end", f"{_yes(at_end)} ({partitions} partitions, {_count(records, 'record')})")
-        outcome.check(at_end, "the committed offsets are not at the end of the topic")
+            ends = [
+                _offsets_at_end(probe, self.bootstrap, self.group, t)
+                for t in (self.topic, *self.routed_topics.values())
+            ]
+        at_end = all(end[0] for end in ends)
+        partitions, records = sum(end[1] for end in ends), sum(end[2] for end in ends)
+        outcome.add(
+            "committed == end",
+            f"{_yes(at_end)} ({len(ends)} topics, {partitions} partitions, {_count(records, 'record')})",
+        )
+        outcome.check(at_end, "the committed offsets are not at the end of every topic")
         outcome.check(records == produced, f"the topic holds {records:,} records; {produced:,} were produced")
         outcome.add("bridge exit code", exit_line)
 
@@ -842,16 +968,31 @@ class Demo:
         outcome.check(not leaked, "a Post API key appears in the bridge's log")
         outcome.add("bridge log", _shown(bridge.log_path))
 
+    def _judge_route(self, sandbox: Sandbox, routed: Routed, outcome: Outcome) -> None:
+        """A routed method's rows, checked as the events are: every row once, every field as produced."""
+        accepted = [fingerprint(row) for row in sandbox.state.kept[routed.method]]
+        distinct = set(accepted)
+        missing, altered = len(routed.expected - distinct), len(distinct - routed.expected)
+        duplicates = len(accepted) - len(distinct)
+        outcome.add(
+            f"{routed.method} rows",
+            f"{len(distinct & routed.expected):,} of {len(routed.records):,} delivered to {routed.method}.csv, "
+            f"{duplicates} duplicates, as produced: {_yes(missing == altered == 0)}",
+        )
+        outcome.check(missing == 0, f"{missing:,} {routed.method} rows never arrived")
+        outcome.check(altered == 0, f"{altered:,} {routed.method} rows arrived different from what was produced")
+        outcome.check(duplicates == 0, f"{duplicates:,} {routed.method} rows were accepted more than once")
+
     def _judge_dead_letters(self, sample: Sample, outcome: Outcome) -> None:
         letters = _read_all(self.bootstrap, self.dlq, timeout_s=15)
         reasons = Counter(str(letter["reason"]) for letter in letters)
         wanted = Counter(reason for reason, _, _ in sample.poison)
+        wanted.update(reason for routed in sample.routed for reason, _, _ in routed.poison)
         summary = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items()))
-        if sample.poison or letters:
+        if wanted or letters:
             outcome.add(
                 "dead-lettered",
-                f"{len(letters)} of {_count(len(sample.poison), 'poison record')}"
-                + (f" ({summary})" if summary else ""),
+                f"{len(letters)} of {_count(wanted.total(), 'poison record')}" + (f" ({summary})" if summary else ""),
             )
         else:
             outcome.add("dead-lettered", "0 (no poison records were produced: --no-poison)")
@@ -860,14 +1001,15 @@ class Demo:
             detail = str(letter["detail"])
             outcome.add(
                 None,
-                f"{letter['reason']:<8} partition {letter['partition']} offset {letter['offset']:<6} "
+                f"{letter['reason']:<8} {str(letter['topic']).rsplit('.', 1)[0]:<24} "
+                f"partition {letter['partition']} offset {letter['offset']:<6} "
                 f"{detail if len(detail) <= 100 else detail[:99] + '…'}",
             )
 
     def _delete_topics(self, admin: AdminClient) -> None:
         # Every run makes new topics; deleting them keeps the broker's data dir from growing run after run.
         with contextlib.suppress(KafkaException):
-            for future in admin.delete_topics([self.topic, self.dlq]).values():
+            for future in admin.delete_topics(self._topics()).values():
                 future.result(timeout=30)
 
 
@@ -930,6 +1072,7 @@ def _read_all(bootstrap: str, topic: str, timeout_s: float) -> list[dict[str, ob
                 letters.append(
                     {
                         "reason": headers.get(HEADER_REASON, "?"),
+                        "topic": headers.get(HEADER_TOPIC, "?"),
                         "detail": headers.get(HEADER_DETAIL, ""),
                         "partition": headers.get(HEADER_PARTITION, "?"),
                         "offset": headers.get(HEADER_OFFSET, "?"),

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -165,6 +166,19 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def sample(metrics: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include `labels`; 0 when none is exported yet."""
+    total = 0.0
+    for line in metrics.splitlines():
+        match = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
+        if match is None:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(match.group(2))
+    return total
 
 
 def seqs(events: Iterable[dict[str, str]]) -> list[int]:

@@ -42,6 +42,7 @@ from bridge.methods import (
 )
 from bridge.rows import RowMaker
 from bridge.sandbox.intake import BadRequestError, read_csv_batch, read_query_batch
+from devtools import method_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_800_000_000.0
@@ -322,3 +323,14 @@ def test_a_column_test_never_clears_a_cell_its_rule_refuses(where: str, kind: Ki
     """The fast column tests (bridge and sandbox alike) are sound: clearing means every cell passes the rule."""
     if kind.clear(cells, WINDOW):
         assert [kind.problem(where, cell, WINDOW) for cell in cells if cell] == [None] * sum(map(bool, cells))
+
+
+def test_the_readme_shows_each_method_s_table_as_declared() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for method in METHODS.values():
+        if method.name != "events":
+            assert method_tables.table(method) in readme, (
+                f"README's {method.name} table; python -m devtools.method_tables"
+            )
+    events = {line.split("`")[1] for line in readme.splitlines() if line.startswith("| `") and "` | `null`" in line}
+    assert set(METHODS["events"].names) <= events | {"event_name", "event_timestamp"}

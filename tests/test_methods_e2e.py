@@ -7,6 +7,7 @@ dead-lettered with the broken rule named, committed offsets reach the end, and S
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -30,6 +31,7 @@ from tests.harness import (
     consume_all,
     end_offsets,
     produce,
+    sample,
     wait_for,
     wire,
 )
@@ -81,7 +83,9 @@ PRODUCER_FIELDS: dict[str, list[tuple[str, Any]]] = {
     ],
     "profiles": [("profile_id", "string"), ("attributes", "string")],
 }
-RECORD_NAMES = {"events": "Event", "revenue": "Revenue", "adrevenue": "AdRevenue", "ecommerce": "Ecommerce"}
+RECORD_NAMES = {"events": "Event", "revenue": "Revenue", "adrevenue": "AdRevenue", "profiles": "Profile"}
+"""The contracts' record names, but for e-commerce, whose producer names its record its own way (`shop.Order`):
+the topic, not the name, says which method a record is."""
 AMOUNTS = {"price", "revenue", "original_price_value", "actual_price_value"}
 
 
@@ -91,12 +95,9 @@ def producer_schema(method: str) -> dict[str, Any]:
         for name, kind in PRODUCER_FIELDS[method]
     ]
     fields.append({"name": "producer_only", "type": STRING, "default": None})
-    return {
-        "type": "record",
-        "name": RECORD_NAMES.get(method, "Profile"),
-        "namespace": "appmetrica.postapi",
-        "fields": fields,
-    }
+    if method == "ecommerce":
+        return {"type": "record", "name": "Order", "namespace": "shop", "fields": fields}
+    return {"type": "record", "name": RECORD_NAMES[method], "namespace": "appmetrica.postapi", "fields": fields}
 
 
 def unscaled(amount: Decimal) -> bytes:
@@ -274,3 +275,55 @@ async def test_every_method_routed_by_topic_arrives_exactly_once_and_its_poison_
     progress = [line for line in bridge.logs() if line.get("event") == "bridge stopped"]
     assert progress and progress[-1]["uploaded_by_method"] == count
     assert progress[-1]["dead_lettered_by_method"] == dict.fromkeys(count, 1)
+
+
+async def test_a_row_another_method_s_api_refuses_is_isolated_at_default_sizes(
+    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, registry: SchemaRegistry, tmp_path: Path
+) -> None:
+    """A 400 on a revenue batch of 10,000 rows: bisected to the one row, dead-lettered as rejected, the rest
+    delivered, the metrics labelled with the method, every offset committed; SIGTERM then exits 0."""
+    topic, dlq = new_topic(4), new_topic(1)
+    now_ms = int(time.time() * 1000)
+    total, refused = 12_000, 7_777
+    schema = producer_schema("revenue")
+    schema["fields"].append({"name": "product_id", "type": STRING, "default": None})
+    parsed = fastavro.parse_schema(schema)
+    schema_id = registry.register(f"{topic}-value", json.dumps(schema))
+    # product_id is the label the sandbox refuses revenue rows by.
+    records = [made("revenue", seq, now_ms).record | {"product_id": f"p{seq}"} for seq in range(total)]
+    records[refused]["product_id"] = "refuse-me"
+    sandbox.set_faults(refuse_event_names={"refuse-me"}, latency_ms=200)
+    values = [wire(schema_id, record, parsed) for record in records]
+    produce(kafka_bootstrap, topic, values)
+    group = f"g-{topic}"
+    config = bridge_config(
+        kafka_bootstrap, topic, sandbox.url, group=group, registry_url=registry.url, kafka={"dead_letter_topic": dlq}
+    )
+    config["kafka"]["topics"] = []
+    config["routes"] = [{"topics": [topic], "method": "revenue"}]
+    config["batch"] = {}  # the defaults: 10,000 rows a batch
+    bridge = BridgeProcess(config, tmp_path).start()
+    try:
+        await wait_for(lambda: len(sandbox.state.kept["revenue"]) >= total - 1, 120, "the other rows delivered")
+        dead = consume_all(kafka_bootstrap, dlq, 1)
+        await wait_for(at_end(kafka_bootstrap, group, topic, end_offsets(kafka_bootstrap, topic)), 30, "committed")
+        prefix = "appmetrica_bridge_"
+        metrics = ""
+        for _ in range(50):
+            _, metrics = await bridge.get("/metrics")
+            uploaded = sample(metrics, prefix + "rows_uploaded_total", method="revenue", application=str(APP))
+            rejected = sample(metrics, prefix + "rows_dead_lettered_total", method="revenue", reason="rejected")
+            if (uploaded, rejected) == (total - 1, 1):
+                break
+            await asyncio.sleep(0.2)
+        bridge.signal(signal.SIGTERM)
+        assert await bridge.wait(30) == 0
+    finally:
+        bridge.kill()
+    products = [row["product_id"] for row in sandbox.state.kept["revenue"]]
+    assert sorted(products) == sorted(f"p{seq}" for seq in range(total) if seq != refused)
+    (letter,) = dead
+    assert dict(letter.headers())[HEADER_REASON] == b"rejected"
+    assert letter.value() == values[refused]
+    assert (uploaded, rejected) == (total - 1, 1), [line for line in metrics.splitlines() if "rows_" in line]
+    assert sample(metrics, prefix + "rows_uploaded_total", method="events") == 0

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 from pathlib import Path
 
 from bridge.sandbox.server import Sandbox
 from tests.conftest import TopicFactory
-from tests.harness import APP, KEY, BridgeProcess, bridge_config, event, produce, raw_avro, wait_for
-
-
-def sample(metrics: str, name: str, **labels: str) -> float:
-    """The sum of a metric's samples whose labels include `labels`; 0 when none is exported yet."""
-    total = 0.0
-    for line in metrics.splitlines():
-        match = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
-        if match is None:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(match.group(2))
-    return total
+from tests.harness import APP, KEY, BridgeProcess, bridge_config, event, produce, raw_avro, sample, wait_for
 
 
 async def test_health_readiness_and_metrics_follow_the_work(

@@ -11,9 +11,11 @@ import pickle
 import struct
 import time
 from concurrent.futures import ProcessPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pytest
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient
 
@@ -238,3 +240,37 @@ def test_a_raw_schema_file_that_is_not_a_schema_is_refused(tmp_path: Path) -> No
         RawDecoder(path, parse(contract_schema()))
     schemas = RawDecoder(ROOT / "schemas" / "appmetrica_event.avsc", parse(contract_schema())).schemas("events")
     assert schemas.raw is not None and json.loads(schemas.raw) == contract_schema()
+
+
+def test_a_producer_s_own_copy_of_a_contract_under_another_name_reads_into_the_method_s_contract() -> None:
+    """Field names and types as the contract's, its own order, a field of its own, a record name of its own."""
+    own = {
+        "type": "record",
+        "name": "Purchase",
+        "namespace": "shop",
+        "fields": [
+            {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 18, "scale": 8}},
+            {"name": "note", "type": "string"},
+            {"name": "revenue_event_type", "type": "string"},
+            {"name": "event_timestamp", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "profile_id", "type": ["null", "string"], "default": None},
+        ],
+    }
+    record = {
+        "price": Decimal("-0.00000001"),
+        "note": "x",
+        "revenue_event_type": "refund",
+        "event_timestamp": NOW_MS,
+        "profile_id": "p",
+    }
+    value = raw_avro(record, fastavro.parse_schema(own))
+    result = transform([value], NOW, RULES, WriterSchemas(raw=json.dumps(own)), "revenue")
+    assert result.failures == {}
+    (row,) = csv.DictReader(io.StringIO((result.groups[0][2] + result.lines[0]).decode(), newline=""))
+    assert row == {
+        "application_id": "1111",
+        "profile_id": "p",
+        "revenue_event_type": "refund",
+        "event_timestamp": str(NOW_MS // 1000),
+        "price": "-0.00000001",
+    }
