@@ -373,3 +373,19 @@ def test_hostile_json_values_are_rows_or_named_dead_letters(values: list[bytes])
             assert reason in ("decode", "invalid", "expired") and detail
         else:
             assert result.lines[index]
+
+
+@pytest.mark.parametrize(
+    ("mapping", "value", "detail"),
+    [
+        ("mcc: t", "1" * 5000, "has too many digits to be an integer"),
+        ("event_timestamp: {path: t, unit: s}", "9" * 5000, "has too many digits to be an integer"),
+        ("event_timestamp: {path: t, unit: s}", 1e308, "is not a timestamp in s"),
+        ("event_timestamp: {path: t, unit: s}", float("inf"), "is not a timestamp in s"),
+        ("price: t", "1" * 5000, "is not a decimal"),
+    ],
+)
+def test_values_past_pythons_limits_are_dead_letters_not_errors(mapping: str, value: Any, detail: str) -> None:
+    method = "revenue" if mapping.startswith("price") else "events"
+    result = mapped(spec(mapping), [{"t": value}], method)
+    assert detail in result.failures[0]

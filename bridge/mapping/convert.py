@@ -69,7 +69,7 @@ def _integer(bits: int) -> Callable[[Any], int]:
         if kind is int:
             number: int = value
         elif _integral(value):
-            number = int(value)
+            number = _exact(value)
         else:
             raise UnconvertibleError(f"{show(value)} is not an integer")
         if not low <= number <= high:
@@ -77,6 +77,14 @@ def _integer(bits: int) -> Callable[[Any], int]:
         return number
 
     return to_integer
+
+
+def _exact(value: Any) -> int:
+    """`int(value)` of a value `_integral` took; digit strings past Python's conversion limit are refused."""
+    try:
+        return int(value)
+    except ValueError:
+        raise UnconvertibleError(f"{show(value)} has too many digits to be an integer") from None
 
 
 def _integral(value: Any) -> bool:
@@ -110,12 +118,13 @@ def _timestamp(unit: Unit | None) -> Callable[[Any], int]:
         if unit == "iso8601":
             raise UnconvertibleError(f"{show(value)} is not an ISO 8601 text")
         if kind is str and value.isascii() and value.isdigit():
-            return int(value) * multiplier // divisor
+            return _exact(value) * multiplier // divisor
         if kind is int:
             return int(value) * multiplier // divisor
-        if kind is float and math.isfinite(value):
-            number: float = value
-            return math.floor(number * multiplier / divisor)
+        if kind is float:
+            scaled: float = value * multiplier / divisor
+            if math.isfinite(scaled):
+                return math.floor(scaled)
         raise UnconvertibleError(f"{show(value)} is not a timestamp in {unit or 'ms'}")
 
     return to_millis
