@@ -20,6 +20,7 @@ from importlib import resources
 from typing import Any, Final, Literal, NamedTuple, cast
 
 import fastavro
+from fastavro.read import SchemaResolutionError
 
 from bridge.methods import METHODS, MethodName
 
@@ -62,6 +63,21 @@ def parse(schema: Any) -> Any:
     return fastavro.parse_schema(_plain(schema))
 
 
+def named_as(writer: Any, contract: Any) -> Any:
+    """The writer schema with its top-level record under the contract's full name.
+
+    Avro resolution matches records by full name, but the topic already says which method a record is, and a
+    producer's own copy of a contract under a name of its own (`shop.Purchase`) is still that contract. Nested
+    named types keep their names.
+    """
+    if not (isinstance(writer, dict) and writer.get("type") == "record" and isinstance(contract, dict)):
+        return writer
+    name = contract["name"]
+    namespace = contract.get("namespace")
+    full = name if "." in name or not namespace else f"{namespace}.{name}"
+    return {key: value for key, value in writer.items() if key != "namespace"} | {"name": full}
+
+
 class Reader(NamedTuple):
     """A parsed (writer, reader) pair; the reader is None when the writer is the contract itself."""
 
@@ -70,15 +86,8 @@ class Reader(NamedTuple):
 
     @classmethod
     def of(cls, writer: Any, reader: Any) -> Reader:
-        """The pair for a writer schema and a parsed contract.
-
-        The writer's top-level record takes the contract's name: Avro resolution matches records by full name, but
-        the topic already says which method a record is, and a producer's own copy of the contract under a name
-        of its own (`shop.Purchase`) is still that contract. Nested named types keep their names.
-        """
-        if isinstance(writer, dict) and writer.get("type") == "record" and isinstance(reader, dict):
-            writer = {key: value for key, value in writer.items() if key != "namespace"} | {"name": reader["name"]}
-        parsed = parse(writer)
+        """The pair for a writer schema and a parsed contract, the writer `named_as` the contract."""
+        parsed = parse(named_as(writer, reader))
         same = fastavro.schema.to_parsing_canonical_form(parsed) == fastavro.schema.to_parsing_canonical_form(reader)
         return cls(parsed, None if same else reader)
 
@@ -87,6 +96,9 @@ def _read(reader: Reader, payload: io.BytesIO, size: int) -> Record:
     # Called once per record, so the fastavro call is made here directly.
     try:
         record = _schemaless_reader(payload, reader.writer, reader.reader)
+    except SchemaResolutionError as exc:
+        # A writer union branch the contract lacks, met only by the records that use it.
+        raise DecodeError("schema", f"cannot be read into the contract: {exc}") from None
     except Exception as exc:
         raise DecodeError("decode", f"not a valid Avro record for its schema: {type(exc).__name__}: {exc}") from None
     if payload.tell() != size:

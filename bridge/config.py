@@ -9,9 +9,11 @@ the file itself: `BRIDGE_POST_API_KEY` or `post_api.api_key_file` gives the defa
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -25,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from bridge.logs import REDACTED
+from bridge.logs import REDACTED, Redactor
 from bridge.mapping import MappingSpec, check_mapping
 from bridge.methods import MethodName
 from bridge.postapi import MAX_ROWS_PER_REQUEST
@@ -99,7 +101,15 @@ def _named_topics(topics: list[str]) -> list[str]:
 class AvroConfig(_Section):
     format: Literal["confluent", "raw"] = "confluent"
     schema_registry_url: str | None = None
+    """One URL, or several separated by commas (tried in turn)."""
     schema_file: Path | None = None
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry_urls(cls, urls: str | None) -> str | None:
+        if urls:
+            check_registry_urls(urls)
+        return urls
 
     @model_validator(mode="after")
     def _source_of_schemas(self) -> AvroConfig:
@@ -152,6 +162,8 @@ class BatchConfig(_Section):
 class UploadConfig(_Section):
     max_in_flight: int = Field(default=4, ge=1, le=256)
     requests_per_second: float = Field(default=10.0, gt=0)
+    rate_scope: Literal["instance", "group"] = "instance"
+    """`group`: requests_per_second caps the whole consumer group, each member taking its share."""
     timeout_s: float = Field(default=30.0, gt=0)
     retry_base_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)
@@ -240,6 +252,7 @@ class PostApiKeys:
     def __init__(self, default: SecretStr | None, by_application: Mapping[int, SecretStr]) -> None:
         self._default = default
         self._by_application = dict(by_application)
+        self._redactor: Redactor | None = None
 
     def for_application(self, application_id: int) -> SecretStr | None:
         return self._by_application.get(application_id, self._default)
@@ -252,6 +265,12 @@ class PostApiKeys:
         """Every key as plain text, for the log redactor."""
         keys = [*self._by_application.values(), *([self._default] if self._default else [])]
         return [k.get_secret_value() for k in keys]
+
+    def redact(self, text: str) -> str:
+        """`text` with every key masked in any spelling (an answer that echoes the request URL, say)."""
+        if self._redactor is None:
+            self._redactor = Redactor(self.secrets())
+        return self._redactor.redact(text)
 
     def describe(self) -> dict[str, str]:
         described = {"default": "set" if self._default else "not set"}
@@ -270,6 +289,8 @@ class Settings:
         """The effective configuration as plain data, keys shown only as set or not, Kafka secrets masked."""
         data = self.config.model_dump(mode="json")
         data["post_api"]["keys"] = self.keys.describe()
+        if urls := self.config.avro.schema_registry_url:
+            data["avro"]["schema_registry_url"] = mask_registry_urls(urls)
         data["kafka"]["properties"] = {
             name: REDACTED if _secret_property(name) else value for name, value in data["kafka"]["properties"].items()
         }
@@ -277,27 +298,95 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value the configuration holds, for the log redactor."""
-        kafka = [str(v) for k, v in self.config.kafka.properties.items() if _secret_property(k) and str(v)]
-        return [*self.keys.secrets(), *kafka]
+        properties = self.config.kafka.properties.items()
+        kafka = [secret for k, v in properties if _secret_property(k) for secret in _property_secrets(str(v))]
+        registry = registry_url_secrets(self.config.avro.schema_registry_url or "")
+        return [*self.keys.secrets(), *kafka, *registry]
+
+
+_SECRET_WORDS = ("password", "secret", "credential", "token", "jaas", "oauthbearer.config")
+_EMBEDDED_SECRET = re.compile(
+    r"""[\w.-]*(?:password|secret|token|credential)[\w.-]*\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s;,"']+))""",
+    re.IGNORECASE,
+)
+"""A `name=value` pair whose name says it is a secret, inside a property such as sasl.oauthbearer.config
+("clientId=bridge clientSecret=…") or sasl.jaas.config ('… password="…";')."""
 
 
 def _secret_property(name: str) -> bool:
-    """librdkafka properties that carry credentials (sasl.password, ssl.key.password, *.client.secret, ...)."""
+    """librdkafka properties that carry credentials (sasl.password, ssl.key.password, *.client.secret, the OAuth
+    and JAAS configs, ...)."""
     lowered = name.lower()
-    return any(word in lowered for word in ("password", "secret", "credential", "token")) or lowered.endswith(
-        ".key.pem"
-    )
+    return any(word in lowered for word in _SECRET_WORDS) or lowered.endswith(".key.pem")
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read, merge and check the configuration; raise ConfigError with a one-line reason."""
+def _property_secrets(value: str) -> list[str]:
+    """What the log must never show of a secret property: its whole value and each secret embedded in it."""
+    embedded = ["".join(match.groups(default="")) for match in _EMBEDDED_SECRET.finditer(value)]
+    return [value, *embedded]
+
+
+def _registry_url_parts(urls: str) -> list[SplitResult]:
+    return [urlsplit(url.strip()) for url in urls.split(",")]
+
+
+def check_registry_urls(urls: str) -> None:
+    """Raise ValueError unless every comma-separated URL is http(s) with a host and a valid port.
+
+    The message counts the URLs instead of quoting them: a URL can carry a password.
+    """
+    parts = _registry_url_parts(urls)
+    for number, url in enumerate(parts, 1):
+        try:
+            port_ok = url.port is None or url.port > 0
+        except ValueError:
+            port_ok = False
+        if url.scheme not in ("http", "https") or not url.hostname or not port_ok:
+            which = f"URL {number} of {len(parts)}" if len(parts) > 1 else "the URL"
+            raise ValueError(
+                f"{which} is not an http:// or https:// URL with a host and a valid port "
+                "(for example https://registry.example.com:8081)"
+            )
+
+
+def mask_registry_urls(urls: str) -> str:
+    """The registry URLs with any `user:password@` masked, for check-config and the log."""
+    masked = []
+    for url in _registry_url_parts(urls):
+        if url.username is not None or url.password is not None:
+            url = url._replace(netloc=f"{REDACTED}@{url.netloc.rpartition('@')[2]}")
+        masked.append(urlunsplit(url))
+    return ",".join(masked)
+
+
+def registry_url_secrets(urls: str) -> list[str]:
+    """The user info of each registry URL, as written and decoded, for the log redactor."""
+    secrets = []
+    for url in _registry_url_parts(urls):
+        userinfo = url.netloc.rpartition("@")[0]
+        if userinfo:
+            secrets += [userinfo, unquote(userinfo), *(unquote(p) for p in (url.password,) if p)]
+    return secrets
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None, *, keys_required: bool = True) -> Settings:
+    """Read, merge and check the configuration; raise ConfigError with a one-line reason.
+
+    `keys_required=False` is for tools that never call the Post API (`dead-letters`): keys that cannot be resolved
+    are then left out instead of refused.
+    """
     env = os.environ if environ is None else environ
     raw = _read_yaml(path)
     try:
         config = BridgeConfig.model_validate(_with_environ(env, raw))
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
-    keys = _resolve_keys(config, env)
+    try:
+        keys = _resolve_keys(config, env)
+    except ConfigError:
+        if keys_required:
+            raise
+        keys = PostApiKeys(None, {})
     return Settings(config, keys)
 
 

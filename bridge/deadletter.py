@@ -12,6 +12,8 @@ from typing import Any, Literal
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from bridge.logs import REDACTOR
+
 log = structlog.get_logger("bridge.deadletter")
 
 Reason = Literal["decode", "schema", "invalid", "expired", "rejected"]
@@ -21,8 +23,18 @@ HEADER_DETAIL = "appmetrica.dlq.detail"
 HEADER_TOPIC = "appmetrica.dlq.source.topic"
 HEADER_PARTITION = "appmetrica.dlq.source.partition"
 HEADER_OFFSET = "appmetrica.dlq.source.offset"
+HEADER_REPLAYED = "appmetrica.dlq.replayed"
+"""Set by `dead-letters replay` on what it sends back: the dead letter's own coordinates (topic:partition:offset)."""
+HEADER_ORIGINAL_TOPIC = "appmetrica.dlq.original.topic"
+HEADER_ORIGINAL_PARTITION = "appmetrica.dlq.original.partition"
+HEADER_ORIGINAL_OFFSET = "appmetrica.dlq.original.offset"
+"""Where a replayed record was first read from; kept through every later replay."""
+HEADER_VALUE_DROPPED = "appmetrica.dlq.value.dropped"
 
 _RETRY_S = 5.0
+_TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+DETAIL_LIMIT = 1000
+"""Characters of a detail the header keeps."""
 
 
 class StartupError(Exception):
@@ -65,20 +77,41 @@ class DeadLetters:
             )
 
     async def write(self, message: Any, reason: Reason, detail: str) -> None:
-        """Copy `message` (key, value, headers) to the dead-letter topic with reason headers; retry until acked."""
-        headers: list[tuple[str, str | bytes | None]] = list(message.headers() or [])
-        headers += [
+        """Copy `message` (key, value, headers) to the dead-letter topic with reason headers; retry until acked.
+
+        A copy the topic refuses as too large (a source record near the size limit, plus these headers) is written
+        once more without its value and original headers, `appmetrica.dlq.value.dropped` saying so: a copy that
+        can never be written would hold its partition's commit back for good.
+        """
+        # The detail can quote an answer or a record: never a secret, and never so long that Kafka refuses it.
+        detail = REDACTOR.redact(detail)[:DETAIL_LIMIT]
+        ours: list[tuple[str, str | bytes | None]] = [
             (HEADER_REASON, reason.encode()),
             (HEADER_DETAIL, detail.encode("utf-8", "replace")),
             (HEADER_TOPIC, message.topic().encode()),
             (HEADER_PARTITION, str(message.partition()).encode()),
             (HEADER_OFFSET, str(message.offset()).encode()),
         ]
+        value: bytes | None = message.value()
+        headers = [*(message.headers() or []), *ours]
         while True:
             try:
-                await self._produce(message.key(), message.value(), headers)
+                await self._produce(message.key(), value, headers)
                 return
             except KafkaException as exc:
+                too_large = exc.args[0].code() in _TOO_LARGE
+                if too_large and value is not None:
+                    dropped = f"{len(value)} bytes, too large for the dead-letter topic with these headers"
+                    log.error(
+                        "dead-letter copy too large; writing it without its value and original headers",
+                        topic=self.topic,
+                        source_topic=message.topic(),
+                        partition=message.partition(),
+                        offset=message.offset(),
+                        value_bytes=len(value),
+                    )
+                    value, headers = None, [*ours, (HEADER_VALUE_DROPPED, dropped.encode())]
+                    continue
                 log.error(
                     "dead-letter write failed, retrying",
                     topic=self.topic,

@@ -41,6 +41,12 @@ class Metrics:
             ["method", "application", "reason"],
             registry=r,
         )
+        self.retry_after_wait = Counter(
+            f"{PREFIX}_upload_retry_after_seconds",
+            "Seconds the Post API asked the bridge to wait with Retry-After.",
+            ["method", "application"],
+            registry=r,
+        )
         self.upload_latency = Histogram(
             f"{PREFIX}_upload_latency_seconds",
             "Time from sending a request to its answer.",
@@ -58,6 +64,11 @@ class Metrics:
         self.concurrency_limit = Gauge(
             f"{PREFIX}_upload_concurrency_limit",
             "Requests allowed at once now (lowered while the API pushes back).",
+            registry=r,
+        )
+        self.rate_limit = Gauge(
+            f"{PREFIX}_upload_rate_limit",
+            "Requests a second this instance may send now (its share of the group's budget with rate_scope group).",
             registry=r,
         )
         self.held_records = Gauge(

@@ -133,6 +133,8 @@ class Pipeline:
             reasons.append("Kafka is unreachable")
         if not self._partitions:
             reasons.append("no partitions assigned")
+        if (registry := self._decoder.problem()) is not None:
+            reasons.append(registry)
         refused = sorted(self._uploader.refused_applications)
         if refused:
             reasons.append(f"the Post API refuses the key of application(s) {', '.join(map(str, refused))}")
@@ -528,7 +530,9 @@ class Pipeline:
         keys = {(p.topic, p.partition) for p in partitions}
         states = [self._partitions[k] for k in keys if k in self._partitions]
         self._drop_waiting(keys)
-        deadline = time.monotonic() + self._config.kafka.revoke_timeout_s
+        # The close after a drain revokes everything: the drain already waited its deadline and cancelled what was
+        # left, so those records never finish and waiting for them again would only stretch the shutdown.
+        deadline = time.monotonic() + (0.0 if self._draining else self._config.kafka.revoke_timeout_s)
         # Their records in the workers come back as rows (or poison) first, to be batched with the rest.
         await self._settle_transforms(deadline)
         for batch in self._batcher.drain():

@@ -85,7 +85,7 @@ def json_objects(texts: Sequence[str]) -> bool:
 
 
 def parse_json(value: str) -> Any:
-    """``value`` parsed as JSON, NaN and Infinity refused (ValueError)."""
+    """``value`` parsed as JSON, NaN and Infinity refused (ValueError), too deep a nesting too (RecursionError)."""
     return _JSON_DECODER.decode(value)
 
 
@@ -95,7 +95,7 @@ def json_object_problem(value: str, name: str) -> str | None:
     if value[0] == "{" and value[-1] == "}":
         try:
             _, end = _JSON_DECODER.raw_decode(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
         else:
             if end == len(value):
@@ -104,6 +104,9 @@ def json_object_problem(value: str, name: str) -> str | None:
         parsed = _JSON_DECODER.decode(value)
     except ValueError as exc:  # JSONDecodeError and the NaN/Infinity refusal
         return f"{name} is not valid JSON: {exc}"
+    except RecursionError:
+        # The scanner recurses once per level and stops at the interpreter's recursion limit.
+        return f"{name} is nested too deeply to be read (more levels than the recursion limit allows)"
     if not isinstance(parsed, dict):
         return f"{name} must be a JSON object, got {type(parsed).__name__}"
     return None

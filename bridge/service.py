@@ -16,6 +16,7 @@ from bridge import logs
 from bridge.config import Settings
 from bridge.deadletter import DeadLetters, StartupError
 from bridge.decode import make_decoder
+from bridge.group_budget import GroupBudget
 from bridge.health import make_app
 from bridge.lanes import needs_own_schemas
 from bridge.metrics import Metrics
@@ -69,7 +70,11 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
     connector = aiohttp.TCPConnector(limit=config.upload.max_in_flight)
     async with aiohttp.ClientSession(connector=connector) as session:
         uploader = Uploader(session, config.post_api.url, settings.keys, config.upload, metrics)
-        pipeline = Pipeline(config, Source, decoder, rules, uploader, dead_letters, metrics, own_schemas)
+        budget = None
+        if config.upload.rate_scope == "group":
+            budget = GroupBudget(config.kafka, config.upload.requests_per_second, uploader.rate_limit, metrics)
+        source = budget.source_factory() if budget is not None else Source
+        pipeline = Pipeline(config, source, decoder, rules, uploader, dead_letters, metrics, own_schemas)
         stale_after = max(30.0, config.kafka.revoke_timeout_s + 10, config.shutdown.drain_timeout_s + 10)
         runner = web.AppRunner(make_app(pipeline, metrics.registry, stale_after), access_log=None)
         await runner.setup()
@@ -86,6 +91,7 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
             dead_letter_topic=config.kafka.dead_letter_topic,
         )
         progress = loop.create_task(_report_progress(pipeline, config.log.progress_interval_s))
+        sharing = loop.create_task(budget.run()) if budget is not None else None
         code = 0
         try:
             await pipeline.run()
@@ -93,9 +99,11 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
             log.exception("the bridge failed")
             code = EXIT_FAILED
         finally:
-            progress.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await progress
+            for task in (progress, sharing):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await runner.cleanup()
             if dead_letters is not None:
                 await dead_letters.close()

@@ -13,23 +13,29 @@ import os
 import signal
 import threading
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from bridge import csvbody
 from bridge.avro import DecodeError, Readers, ReasonClass, WriterSchemas
 from bridge.mapping import Headers
 from bridge.methods import METHODS, MethodName
 from bridge.reading import Reading, RecordReaders
-from bridge.rows import RowMaker
+from bridge.rows import RowMaker, Table
 
 Failure = tuple[ReasonClass | Literal["invalid", "expired"], str]
 """A record's dead-letter reason class and a readable detail."""
 
 FAILED: Final = -1
 """The group index of a record that made no row."""
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_DETAIL_TEXT: Final = 200
+"""Characters of an unexpected exception's text a detail keeps: some exceptions quote the whole value."""
 
 _READERS: Final = Readers()
 """Parsed schemas live as long as the process, so a worker parses each writer schema once."""
@@ -77,61 +83,109 @@ def transform(
     """Decode each value into `method_name`'s contract, make its row (or name the rule it breaks), and encode the
     rows to CSV lines.
 
-    A route's `reading` (its format and mapping) turns values into contract records instead; the Kafka keys and
-    headers are passed only for a reading that uses them.
+    A route's `reading` (its format and mapping) turns values into the contract's values instead; the Kafka keys
+    and headers are passed only for a reading that uses them.
+
+    A record is judged alone: whatever one record makes the reader, the mapping, the row maker or the encoder raise
+    fails that record, with the exception named, and never its neighbours or the chunk.
     """
     method = METHODS[method_name]
     maker = RowMaker(method, rules.default_application, rules.has_key, rules.max_future_s)
-    if reading is None:
-        records, indexes, failures = _contract_records(values, schemas, method_name)
-        table = maker.table(records, now)
-    else:
+    if reading is not None:
         read = _RECORD_READERS.read(reading, values, schemas, keys, headers)
-        indexes, failures = read.indexes, dict(read.failures)
-        table = maker.table_of(read.columns, now)
+        failures: dict[int, Failure] = dict(read.failures)
+        mapped = read.columns
+        count = len(read.indexes)
+        table, kept, unmade = _alone(
+            lambda some: maker.table_of(mapped if len(some) == count else _pick(mapped, some), now), range(count)
+        )
+        indexes = read.indexes
+    else:
+        table, indexes, kept, unmade, failures = _contract_table(values, schemas, method_name, maker, now)
+    for position, why in unmade.items():
+        failures[indexes[position]] = ("invalid", _unexpected("making its row", why))
+    indexes = [indexes[position] for position in kept]
+    records = len(kept)
     for position, violation in table.violations.items():
         failures[indexes[position]] = (violation.reason, violation.detail)
     by_application: dict[int, list[int]] = {}
     for position, application in enumerate(table.applications):
         if application is not None:
             by_application.setdefault(application, []).append(position)
-    groups = []
+    groups: list[tuple[MethodName, int, bytes]] = []
     placed = array("i", [FAILED]) * len(values)
     lines = [b""] * len(values)
-    for group, (application, positions) in enumerate(by_application.items()):
-        columns = table.columns if len(positions) == len(indexes) else _pick(table.columns, positions)
-        used, group_lines = csvbody.lines(columns)
+    columns = table.columns
+    for application, positions in by_application.items():
+        encoded, kept, unencoded = _alone(
+            lambda some: csvbody.lines(columns if len(some) == records else _pick(columns, some)), positions
+        )
+        for at, why in unencoded.items():
+            failures[indexes[positions[at]]] = ("invalid", _unexpected("encoding it as CSV", why))
+        used, group_lines = encoded
+        group = len(groups)
         groups.append((method_name, application, csvbody.header(method.names, used)))
-        for position, line in zip(positions, group_lines, strict=True):
-            index = indexes[position]
+        for at, line in zip(kept, group_lines, strict=True):
+            index = indexes[positions[at]]
             placed[index] = group
             lines[index] = line
     return Transformed(groups, placed, lines, failures)
 
 
-def _contract_records(
-    values: Sequence[bytes | None], schemas: WriterSchemas, method_name: MethodName
-) -> tuple[list[dict[str, Any]], list[int], dict[int, Failure]]:
-    """The values decoded into the method's contract, each one's index in the chunk, and why the others could not
-    be."""
+def _contract_table(
+    values: Sequence[bytes | None], schemas: WriterSchemas, method_name: MethodName, maker: RowMaker, now: float
+) -> tuple[Table, list[int], Sequence[int], dict[int, Exception], dict[int, Failure]]:
+    """The values decoded into the method's contract and made into rows, each record judged alone: the table,
+    each decoded record's index in the chunk, which of them the table holds, why the rest made no row, and the
+    failures of the values that did not decode."""
     decode = _READERS.decoder(schemas, method_name)
     failures: dict[int, Failure] = {}
-    records = []
-    indexes = []
+    decoded = []
+    indexes = []  # the chunk index of each decoded record
     for index, value in enumerate(values):
         if value is None:
             failures[index] = ("decode", "null value (a tombstone): there is no row to upload")
             continue
         try:
-            records.append(decode(value))
+            decoded.append(decode(value))
         except DecodeError as failure:
             failures[index] = (failure.reason, failure.detail)
             continue
+        except Exception as exc:
+            failures[index] = ("decode", _unexpected("decoding it", exc))
+            continue
         indexes.append(index)
-    return records, indexes, failures
+    table, kept, unmade = _alone(lambda records: maker.table(records, now), decoded)
+    return table, indexes, kept, unmade, failures
 
 
-def _pick(columns: list[list[str]], positions: list[int]) -> list[list[str]]:
+def _alone(work: Callable[[Sequence[T]], R], items: Sequence[T]) -> tuple[R, Sequence[int], dict[int, Exception]]:
+    """`work` over `items`, or, when that raises, over the items that do not raise when tried one by one.
+
+    Returns what `work` gave, the positions of the items it was given, and the exception of each item left out.
+    The try costs nothing while no item raises, so the column-wise path keeps its pace. Items that pass alone but
+    raise together would be a bug of the chunk, not of a record: that raises, and the bridge fails loudly.
+    """
+    try:
+        return work(items), range(len(items)), {}
+    except Exception:
+        failed: dict[int, Exception] = {}
+    for position, item in enumerate(items):
+        try:
+            work([item])
+        except Exception as exc:
+            failed[position] = exc
+    kept = [position for position in range(len(items)) if position not in failed]
+    return work([items[position] for position in kept]), kept, failed
+
+
+def _unexpected(doing: str, exc: Exception) -> str:
+    """A failure no rule names, as a dead-letter detail: the exception's type and the start of its text."""
+    text = str(exc)
+    return f"{type(exc).__name__} while {doing}" + (f": {text[:_DETAIL_TEXT]}" if text else "")
+
+
+def _pick(columns: list[list[Any]], positions: Sequence[int]) -> list[list[Any]]:
     """The cells at `positions` of every column."""
     return [[column[p] for p in positions] for column in columns]
 

@@ -28,6 +28,8 @@ log = structlog.get_logger("bridge.upload")
 
 _RETRY_AFTER_CAP_S = 3600.0
 _DETAIL_LIMIT = 500
+_REDACT_LIMIT = 65_536
+"""Characters of an answer searched for keys: enough for any key past the detail's cut, bounded for a huge body."""
 
 
 class Verdict(Enum):
@@ -52,6 +54,16 @@ class RateLimit:
         self._clock = clock
         self._next = 0.0
         self._held_until = 0.0
+
+    @property
+    def rate(self) -> float:
+        return 1.0 / self._interval
+
+    @rate.setter
+    def rate(self, rate: float) -> None:
+        """A new rate applies from the next request on (a group member's share changed)."""
+        self._next += 1.0 / rate - self._interval
+        self._interval = 1.0 / rate
 
     def hold(self, seconds: float) -> None:
         """No request leaves before `seconds` from now (a Retry-After)."""
@@ -147,10 +159,16 @@ class Uploader:
         self._metrics = metrics
         self._rng = rng or random.Random()
         self._rate = RateLimit(config.requests_per_second)
+        metrics.rate_limit.set(config.requests_per_second)
         self._concurrency = ConcurrencyLimit(config.max_in_flight, metrics.concurrency_limit.set)
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         self._refused_keys: set[int] = set()
         self._probes: dict[int, asyncio.Lock] = {}
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        """The requests-a-second limit, which a group budget adjusts to this member's share."""
+        return self._rate
 
     @property
     def refused_applications(self) -> frozenset[int]:
@@ -214,11 +232,13 @@ class Uploader:
 
     async def _back_off(self, method: MethodName, application_id: int, outcome: _Attempt, attempt: int) -> None:
         self._concurrency.pushed_back()
-        self._metrics.upload_retries.labels(method, str(application_id), outcome.label).inc()
+        app = str(application_id)
+        self._metrics.upload_retries.labels(method, app, outcome.label).inc()
         ceiling = min(self._config.retry_max_s, self._config.retry_base_s * 2 ** min(attempt - 1, 30))
         delay = self._rng.uniform(0, ceiling)
         if outcome.retry_after is not None:
             self._rate.hold(outcome.retry_after)
+            self._metrics.retry_after_wait.labels(method, app).inc(outcome.retry_after)
             delay = max(delay, outcome.retry_after)
         log.warning(
             "upload failed, retrying",
@@ -254,7 +274,8 @@ class Uploader:
                     outcome = _Attempt(
                         response.status,
                         str(response.status),
-                        text[:_DETAIL_LIMIT].strip(),
+                        # Redacted whole before it is cut, so no part of a key survives at the cut.
+                        self._keys.redact(text[:_REDACT_LIMIT])[:_DETAIL_LIMIT].strip(),
                         retry_after_s(response.headers.get("Retry-After")),
                     )
             except TimeoutError:

@@ -1,7 +1,8 @@
 """Split rendered chart manifests: Kubernetes' own kinds go on to kubernetes-validate, custom resources stop here.
 
 kubernetes-validate bundles only Kubernetes' schemas and lets any other kind through with a mere warning. The
-custom resources this chart renders (KEDA's ScaledObject, the Prometheus Operator's ServiceMonitor) therefore
+custom resources this chart renders (KEDA's ScaledObject, the Prometheus Operator's ServiceMonitor and
+PrometheusRule) therefore
 get a structural check here of the fields the chart relies on and of what they point at in the same release;
 a custom kind this module does not know fails, so a new one cannot pass unchecked.
 
@@ -125,9 +126,38 @@ def _check_scaled_object(scaled: Manifest, manifests: Sequence[Manifest]) -> lis
     return problems
 
 
+def _check_prometheus_rule(rule: Manifest, _: Sequence[Manifest]) -> list[str]:
+    """The structure the Prometheus Operator needs; the PromQL itself is parsed by tests/test_dashboard.py."""
+    groups = _get(rule, "spec", "groups")
+    if not isinstance(groups, list) or not groups:
+        return ["spec.groups must be a non-empty list"]
+    problems = []
+    for i, group in enumerate(groups):
+        where = f"spec.groups[{i}]"
+        rules = _get(group, "rules")
+        if not _get(group, "name") or not isinstance(rules, list) or not rules:
+            problems.append(f"{where} needs a name and a non-empty list of rules")
+            continue
+        for j, entry in enumerate(rules):
+            at = f"{where}.rules[{j}]"
+            if not isinstance(entry, dict) or not (entry.get("alert") or entry.get("record")):
+                problems.append(f"{at} must be a mapping with alert or record")
+                continue
+            if not isinstance(entry.get("expr"), str) or not entry["expr"].strip():
+                problems.append(f"{at}.expr must be a PromQL expression")
+            if "for" in entry and not _DURATION.match(str(entry["for"])):
+                problems.append(f"{at}.for {entry['for']!r} is not a duration such as 5m")
+            for field in ("labels", "annotations"):
+                values = entry.get(field, {})
+                if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+                    problems.append(f"{at}.{field} must map names to strings")
+    return problems
+
+
 _CHECKS: dict[tuple[str, str], Callable[[Manifest, Sequence[Manifest]], list[str]]] = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): _check_service_monitor,
     ("keda.sh/v1alpha1", "ScaledObject"): _check_scaled_object,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): _check_prometheus_rule,
 }
 
 

@@ -616,10 +616,11 @@ class Demo:
         self._wait_for_delivery(bridge, sandbox, sample, outcome)
         exit_line = self._stop_bridge(bridge, outcome)
         self._judge(bridge, sandbox, sample, produced, outcome, exit_line)
+        if outcome.problems or self.args.keep_topics:
+            outcome.kept = f"{', '.join(self._topics())} on {self.bootstrap}"
         if outcome.problems:
             outcome.log_tail = bridge.tail()
-            outcome.kept = f"{', '.join(self._topics())} on {self.bootstrap}"
-        else:
+        elif not self.args.keep_topics:
             self._delete_topics(admin)
         return outcome
 
@@ -1145,6 +1146,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds to wait for every event to arrive (default 180)",
     )
     parser.add_argument("--seed", metavar="N", type=int, default=1, help="seed of the sample events (default 1)")
+    parser.add_argument(
+        "--keep-topics",
+        action="store_true",
+        help="keep the topic and the dead-letter topic, for `appmetrica-bridge dead-letters` on a broker left running",
+    )
     return parser.parse_args(argv)
 
 
@@ -1193,8 +1199,9 @@ def _print(outcome: Outcome, took_s: float) -> None:
         print(f"  {label:<{width}}  {value}" if label is not None else f"  {'':<{width}}    {value}")
     for problem in outcome.problems:
         print(f"  PROBLEM: {problem}")
-    if outcome.problems:
+    if outcome.kept:
         print(f"  topics kept for a look: {outcome.kept}")
+    if outcome.problems:
         print(f"  the bridge's log ends with:\n{outcome.log_tail}")
 
 

@@ -233,7 +233,8 @@ def bridge_config(
 class BridgeProcess:
     """`appmetrica-bridge run` in a child process, its JSON log lines kept in a file."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, name: str = "bridge", key: str = KEY) -> None:
+    def __init__(self, config: dict[str, Any], workdir: Path, name: str = "bridge", key: str | None = KEY) -> None:
+        """`key` is the default Post API key (BRIDGE_POST_API_KEY); None leaves it unset."""
         self.config = config
         self.port: int = config["server"]["port"]
         workdir.mkdir(parents=True, exist_ok=True)
@@ -244,7 +245,10 @@ class BridgeProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> BridgeProcess:
-        env = {**os.environ, "BRIDGE_POST_API_KEY": self._key, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("BRIDGE_POST_API_KEY", None)
+        if self._key is not None:
+            env["BRIDGE_POST_API_KEY"] = self._key
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "bridge", "run", "--config", str(self.config_path)],

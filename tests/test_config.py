@@ -71,6 +71,7 @@ def test_per_application_keys_from_env_and_file(tmp_path: Path) -> None:
         (GOOD.replace("format: confluent", "format: protobuf"), "avro.format"),
         (GOOD.replace('  schema_registry_url: "http://registry:8081"\n', ""), "schema_registry_url is required"),
         ("kafka: [unclosed", "at line 1"),
+        (GOOD + "upload:\n  rate_scope: cluster\n", "upload.rate_scope: Input should be 'instance' or 'group'"),
     ],
 )
 def test_bad_files_name_the_key(tmp_path: Path, text: str, words: str) -> None:
@@ -111,8 +112,15 @@ def test_check_config_on_a_bad_file_exits_2_with_one_line(tmp_path: Path) -> Non
 def test_help_lists_the_commands() -> None:
     result = run_cli("--help", env={})
     assert result.returncode == 0
-    for command in ("run", "check-config", "sandbox"):
+    for command in ("run", "check-config", "dead-letters", "sandbox"):
         assert command in result.stdout
+
+
+def test_the_dead_letter_tools_read_a_file_without_keys(tmp_path: Path) -> None:
+    settings = load_config(write(tmp_path, GOOD), {}, keys_required=False)
+    assert settings.config.kafka.dead_letter_topic == "appmetrica.events.dlq"
+    with pytest.raises(ConfigError, match="no Post API key"):
+        load_config(write(tmp_path, GOOD), {})
 
 
 ROUTES = """

@@ -64,7 +64,9 @@ class Rendered:
         return found[0]
 
     def config_text(self) -> str:
-        text: str = self.one("ConfigMap")["data"]["config.yaml"]
+        # The bridge's own ConfigMap; the Grafana dashboard's is another.
+        (config_map,) = [m for m in self.manifests if m["kind"] == "ConfigMap" and "config.yaml" in m.get("data", {})]
+        text: str = config_map["data"]["config.yaml"]
         return text
 
     def pod(self) -> Manifest:

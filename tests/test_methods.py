@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +22,9 @@ from hypothesis import strategies as st
 from multidict import MultiDict
 
 from bridge import csvbody
+from bridge.avro import contract_schema, parse
+from bridge.config import BridgeConfig
+from bridge.deadletters.show import decode_all
 from bridge.methods import (
     EXCLUDED_CURRENCIES,
     METHODS,
@@ -40,9 +44,11 @@ from bridge.methods import (
     amount_bytes,
     amount_text,
 )
+from bridge.postapi import Violation
 from bridge.rows import RowMaker
 from bridge.sandbox.intake import BadRequestError, read_csv_batch, read_query_batch
 from devtools import method_tables
+from tests.harness import raw_avro
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_800_000_000.0
@@ -334,3 +340,61 @@ def test_the_readme_shows_each_method_s_table_as_declared() -> None:
             )
     events = {line.split("`")[1] for line in readme.splitlines() if line.startswith("| `") and "` | `null`" in line}
     assert set(METHODS["events"].names) <= events | {"event_name", "event_timestamp"}
+
+
+def _records(method: Method) -> st.SearchStrategy[list[dict[str, Any]]]:
+    """Records of `method` valid but for at most two fields, each absent or one of its kind's bad values.
+
+    Few broken fields a record, so that a column test clearing what it should not is not hidden behind another
+    broken field that sends the record to the verdict anyway.
+    """
+    base = valid_record(method)
+    changes = {
+        column.name: st.sampled_from([None, *(value for value, _ in samples(column.kind).bad)])
+        for column in method.columns
+    }
+    record = st.lists(st.sampled_from(method.names), max_size=2).flatmap(
+        lambda names: st.fixed_dictionaries({name: changes[name] for name in names})
+    )
+    return st.lists(record.map(lambda changed: {**base, **changed}), min_size=1, max_size=12)
+
+
+@pytest.mark.parametrize("method", METHODS.values(), ids=lambda m: m.name)
+@given(data=st.data())
+def test_the_row_maker_judges_every_record_as_its_verdict_does(method: Method, data: st.DataObject) -> None:
+    """Column tests and verdict agree on every record of every method: cleared ones obey every rule."""
+    records = data.draw(_records(method))
+    table = maker(method).table(records, NOW)
+    for position, record in enumerate(records):
+        lossy = [c.kind.unencodable(record[c.name]) for c in method.columns if c.kind.lossy]
+        if any(lossy):
+            assert position in table.violations
+            continue
+        row = {n: c[position] for n, c in zip(method.names, table.columns, strict=True)}
+        expected = (
+            Violation("invalid", "application_id is missing and post_api.application_id is not set")
+            if record["application_id"] is None
+            else method.verdict(row, WINDOW)
+        )
+        assert table.violations.get(position) == expected, (position, record)
+        assert (table.applications[position] is None) == (expected is not None)
+
+
+def test_dead_letters_show_reads_each_letter_into_its_source_topic_s_method() -> None:
+    config = BridgeConfig.model_validate(
+        {
+            "kafka": {"bootstrap_servers": "127.0.0.1:1", "topics": ["app.events"]},
+            "routes": [{"topics": ["shop.purchases"], "method": "revenue"}],
+            "avro": {"format": "raw", "schema_file": str(ROOT / "schemas" / "appmetrica_event.avsc")},
+            "post_api": {"application_id": APP},
+        }
+    )
+    revenue = {**valid_record(METHODS["revenue"]), "event_timestamp": int(time.time() * 1000)}
+    value = raw_avro(revenue, parse(contract_schema("revenue")))
+    (shown, foreign) = decode_all(config, [("shop.purchases", value), ("app.events", value)])
+    assert (
+        shown.row is not None
+        and shown.row["price"] == "-4.99"
+        and shown.row["revenue_event_type"] == revenue["revenue_event_type"]
+    )
+    assert foreign.row is None and foreign.problem.startswith("not decoded")

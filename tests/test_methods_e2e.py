@@ -327,3 +327,49 @@ async def test_a_row_another_method_s_api_refuses_is_isolated_at_default_sizes(
     assert letter.value() == values[refused]
     assert (uploaded, rejected) == (total - 1, 1), [line for line in metrics.splitlines() if "rows_" in line]
     assert sample(metrics, prefix + "rows_uploaded_total", method="events") == 0
+
+
+async def test_sigterm_during_an_outage_of_the_api_commits_nothing_and_a_restart_delivers_every_method(
+    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, registry: SchemaRegistry, tmp_path: Path
+) -> None:
+    now_ms = int(time.time() * 1000)
+    count: dict[MethodName, int] = {"events": 300, "revenue": 300, "profiles": 300}
+    topics = {method: new_topic(4) for method in count}
+    for method, topic in topics.items():
+        schema = producer_schema(method)
+        schema_id = registry.register(f"{topic}-value", json.dumps(schema))
+        parsed = fastavro.parse_schema(schema)
+        produce(
+            kafka_bootstrap, topic, [wire(schema_id, made(method, seq, now_ms).record, parsed) for seq in range(300)]
+        )
+    group = f"g-{topics['events']}"
+    config = bridge_config(kafka_bootstrap, topics["events"], sandbox.url, group=group, registry_url=registry.url)
+    config["routes"] = [{"topics": [topics[m]], "method": m} for m in count if m != "events"]
+    config["shutdown"] = {"drain_timeout_s": 3}
+    sandbox.set_faults(fault_5xx=1.0)
+    first = BridgeProcess(config, tmp_path, name="first").start()
+    try:
+        await wait_for(lambda: len({r.path for r in sandbox.state.requests}) == 3, 60, "every method tried")
+        first.signal(signal.SIGTERM)
+        began = time.monotonic()
+        assert await first.wait(20) == 0
+        assert time.monotonic() - began < 3 + 5, "shutdown.drain_timeout_s bounds the shutdown"
+    finally:
+        first.kill()
+    assert sandbox.state.rows_accepted == 0
+    for topic in topics.values():
+        assert all(offset < 0 for offset in committed(kafka_bootstrap, group, topic).values()), topic
+
+    sandbox.set_faults(fault_5xx=0.0)
+    second = BridgeProcess(config, tmp_path, name="second").start()
+    try:
+        await wait_for(lambda: all(len(sandbox.state.kept[m]) >= count[m] for m in count), 60, "every row delivered")
+        for topic in topics.values():
+            await wait_for(at_end(kafka_bootstrap, group, topic, end_offsets(kafka_bootstrap, topic)), 30, topic)
+        second.signal(signal.SIGTERM)
+        assert await second.wait(30) == 0
+    finally:
+        second.kill()
+    for method in count:
+        rows = sandbox.state.kept[method]
+        assert len({LABELS[method](row) for row in rows}) == len(rows) == count[method], method

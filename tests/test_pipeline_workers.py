@@ -12,7 +12,6 @@ from typing import Any, cast
 import psutil
 from confluent_kafka import TopicPartition
 
-from bridge.avro import contract_schema, parse
 from bridge.config import AvroConfig, BatchConfig, BridgeConfig, KafkaConfig, TransformConfig
 from bridge.decode import RawDecoder
 from bridge.metrics import Metrics
@@ -56,7 +55,7 @@ def pipeline(workers: int, source: type[Any] = NoSource) -> Pipeline:
         transform=TransformConfig(workers=workers),
         batch=BatchConfig(max_rows=100_000, linger_ms=600_000),
     )
-    decoder = RawDecoder(SCHEMA_FILE, parse(contract_schema()))
+    decoder = RawDecoder(SCHEMA_FILE)
     rules = Rules(default_application=4242, keyed=None, max_future_s=3600)
     # Nothing here reaches Kafka or the Post API: batches stay open (100,000 rows, a ten-minute linger).
     return Pipeline(config, cast(type[Source], source), decoder, rules, cast(Uploader, None), None, Metrics())

@@ -217,7 +217,7 @@ def test_a_worker_process_gives_the_same_answer() -> None:
 
 async def test_the_confluent_decoder_hands_fetched_and_unknown_ids_to_the_transform(registry: SchemaRegistry) -> None:
     schema_id = registry.register("t-value", CONTRACT_TEXT)
-    decoder = ConfluentDecoder(AsyncSchemaRegistryClient({"url": registry.url}), parse(contract_schema()))
+    decoder = ConfluentDecoder(AsyncSchemaRegistryClient({"url": registry.url}))
     values = [wire(schema_id, minimal()), wire(schema_id + 1000, minimal()), b"\x05short", None]
     await decoder.prepare(values)
     schemas = decoder.schemas("events")
@@ -237,8 +237,8 @@ def test_a_raw_schema_file_that_is_not_a_schema_is_refused(tmp_path: Path) -> No
     path = tmp_path / "writer.avsc"
     path.write_text(json.dumps({"type": "record", "name": "Other", "fields": [{"name": "x", "type": "no-such"}]}))
     with pytest.raises(ValueError, match="cannot be read into the contract"):
-        RawDecoder(path, parse(contract_schema()))
-    schemas = RawDecoder(ROOT / "schemas" / "appmetrica_event.avsc", parse(contract_schema())).schemas("events")
+        RawDecoder(path)
+    schemas = RawDecoder(ROOT / "schemas" / "appmetrica_event.avsc").schemas("events")
     assert schemas.raw is not None and json.loads(schemas.raw) == contract_schema()
 
 

@@ -16,11 +16,14 @@ from typing import Final, Protocol
 from multidict import MultiMapping
 
 from bridge.methods import Method, Window
-from bridge.postapi import MAX_ROWS_PER_REQUEST
+from bridge.postapi import MAX_BODY_BYTES, MAX_ROWS_PER_REQUEST
 
 _CSV_QUERY_PARAMETERS = frozenset({"post_api_key", "application_id"})
 _CHUNK_ROWS: Final = 300
 """Rows read at a time: fewer than the garbage collector's first threshold (700 new containers)."""
+
+# The csv module refuses a cell over 128 KiB by default; the Post API documents no limit below a body's own.
+csv.field_size_limit(MAX_BODY_BYTES)
 
 
 class BadRequestError(Exception):

@@ -20,6 +20,8 @@ from bridge.sandbox.serving import LocalServer
 _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 _ERRORS: dict[int, type[web.HTTPException]] = {
     400: web.HTTPBadRequest,
+    401: web.HTTPUnauthorized,
+    403: web.HTTPForbidden,
     404: web.HTTPNotFound,
     422: web.HTTPUnprocessableEntity,
 }
@@ -38,6 +40,8 @@ class SchemaRegistry(LocalServer):
         self._schemas: list[_Schema] = []
         self._ids_by_canonical: dict[str, int] = {}
         self._subjects: dict[str, list[int]] = {}
+        self.refuse_with: int | None = None
+        """401 or 403 to have schema fetches refused as a registry refuses bad credentials; None answers them."""
         app = web.Application()
         app.router.add_post("/subjects/{subject}/versions", self._register)
         app.router.add_post("/subjects/{subject}", self._lookup)
@@ -100,6 +104,8 @@ class SchemaRegistry(LocalServer):
         return self._subject_version(subject, int(text))
 
     async def _schema_by_id(self, request: web.Request) -> web.Response:
+        if self.refuse_with is not None:
+            raise _error(self.refuse_with, self.refuse_with * 100 + 1, "Unauthorized")
         text = request.match_info["id"]
         if not text.isdecimal() or not 1 <= int(text) <= len(self._schemas):
             raise _error(404, 40403, f"Schema {text} not found")

@@ -1,0 +1,207 @@
+"""`dead-letters replay`: chosen dead letters back to their source topic, each exactly once.
+
+Each chunk of sends and the replay's progress (the dead-letter offsets it got past, committed in a consumer group
+of its own) go into one Kafka transaction, so a replay killed at any point resumes where the last committed chunk
+ended: what an aborted chunk wrote is never read by a read_committed consumer (the bridge's default), and is
+written again by the next run. The group's name comes from the filters (bridge/deadletters/progress.py), so the
+same command resumes, and another choice of records skips what earlier replays already sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from bridge.config import KafkaConfig
+from bridge.deadletter import _client_properties
+from bridge.deadletters.progress import EarlierReplay, earlier_replays, group_name
+from bridge.deadletters.reading import consumer, read, stretch
+from bridge.deadletters.records import DeadLetter, Filters
+
+CHUNK = 500
+"""Dead letters per transaction: a killed replay re-reads at most this many."""
+_TIMEOUT_S = 60.0
+
+
+class ReplayError(Exception):
+    """The replay stopped; everything before the chunk it names was sent and committed, nothing after it."""
+
+
+@dataclass
+class ReplayTotals:
+    read: int = 0
+    sent: int = 0
+    skipped_loop: int = 0
+    """Replayed before and dead-lettered again: left alone without --force."""
+    skipped_unknown_source: int = 0
+    skipped_value_dropped: int = 0
+    """Held without their value (too large for the dead-letter topic): nothing to send back."""
+    skipped_sent: int = 0
+    """Sent by an earlier replay with other filters."""
+    by_topic: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+    """Stopped by `stop` before the end: what was read is settled, the same command resumes after it."""
+
+
+class Replay:
+    """Reads the dead-letter topic from the replay's committed progress to its current end and sends the chosen
+    records (or, without `send`, only says which it would send)."""
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        topic: str,
+        filters: Filters,
+        *,
+        force: bool,
+        say: Callable[[str], None],
+        progress: Callable[[int, int], None],
+        stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._config = config
+        self._topic = topic
+        self._filters = filters
+        self._force = force
+        self._say = say
+        self._progress = progress
+        self._stop = stop
+        self.group = group_name(config, topic, filters, force)
+        """The consumer group (and transactional id) this replay keeps its progress under."""
+        self._earlier: list[EarlierReplay] = []
+
+    def run(self, send: bool) -> ReplayTotals:
+        producer = self._producer() if send else None
+        client = consumer(self._config, self.group)
+        try:
+            starts = self._progress_so_far(client)
+            self._earlier = earlier_replays(self._config, self._topic, sorted(starts), self.group)
+            span = stretch(client, self._topic, self._filters, starts)
+            totals = ReplayTotals()
+            chunk: list[DeadLetter] = []
+            for letter in read(client, span, self._progress):
+                totals.read += 1
+                chunk.append(letter)
+                if len(chunk) >= CHUNK:
+                    self._settle(chunk, producer, client, totals)
+                    chunk = []
+                if self._stop():
+                    totals.interrupted = True
+                    break
+            if chunk:
+                self._settle(chunk, producer, client, totals)
+            return totals
+        finally:
+            client.close()
+            if producer is not None:
+                producer.flush(_TIMEOUT_S)
+
+    def _producer(self) -> Producer:
+        producer = Producer(
+            {
+                **_client_properties(self._config.properties),
+                "bootstrap.servers": self._config.bootstrap_servers,
+                "transactional.id": self.group,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 20,
+            }
+        )
+        try:
+            # Fences an earlier run of the same replay that was killed, and aborts its open transaction.
+            producer.init_transactions(_TIMEOUT_S)
+        except KafkaException as exc:
+            raise ReplayError(f"cannot start a Kafka transaction (does the cluster allow them?): {exc}") from None
+        return producer
+
+    def _progress_so_far(self, client: Consumer) -> dict[int, int]:
+        try:
+            metadata = client.list_topics(self._topic, timeout=_TIMEOUT_S).topics.get(self._topic)
+            if metadata is None or metadata.error is not None:
+                return {}
+            asked = [TopicPartition(self._topic, p) for p in metadata.partitions]
+            return {tp.partition: tp.offset for tp in client.committed(asked, timeout=_TIMEOUT_S)}
+        except KafkaException as exc:
+            raise ReplayError(f"cannot read the progress of {self.group}: {exc}") from None
+
+    def _chosen(self, letter: DeadLetter, totals: ReplayTotals) -> bool:
+        if not self._filters.matches(letter):
+            return False
+        if letter.replayed_before and not self._force:
+            totals.skipped_loop += 1
+            return False
+        if not letter.source_topic:
+            totals.skipped_unknown_source += 1
+            return False
+        if letter.value_dropped:
+            totals.skipped_value_dropped += 1
+            return False
+        if any(earlier.sent(letter) for earlier in self._earlier):
+            totals.skipped_sent += 1
+            return False
+        return True
+
+    def _settle(
+        self, chunk: list[DeadLetter], producer: Producer | None, client: Consumer, totals: ReplayTotals
+    ) -> None:
+        chosen = [letter for letter in chunk if self._chosen(letter, totals)]
+        if producer is None:
+            for letter in chosen:
+                self._say(_line("would send", letter))
+            self._count(chosen, totals)
+            return
+        positions: dict[int, int] = {}
+        for letter in chunk:
+            positions[letter.partition] = letter.offset + 1
+        try:
+            producer.begin_transaction()
+            for letter in chosen:
+                _produce(producer, letter)
+            producer.send_offsets_to_transaction(
+                [TopicPartition(self._topic, p, o) for p, o in positions.items()],
+                client.consumer_group_metadata(),
+                _TIMEOUT_S,
+            )
+            producer.commit_transaction(_TIMEOUT_S)
+        except KafkaException as exc:
+            _abort(producer)
+            first = chunk[0].coordinates
+            raise ReplayError(f"the chunk from {first} was not sent (its transaction was aborted): {exc}") from None
+        self._count(chosen, totals)
+        self._say(f"sent {totals.sent:,} so far; progress committed up to {chunk[-1].coordinates}")
+
+    @staticmethod
+    def _count(chosen: list[DeadLetter], totals: ReplayTotals) -> None:
+        totals.sent += len(chosen)
+        for letter in chosen:
+            totals.by_topic[letter.source_topic] = totals.by_topic.get(letter.source_topic, 0) + 1
+
+
+def _produce(producer: Producer, letter: DeadLetter) -> None:
+    extra: dict[str, Any] = {"partition": letter.source_partition} if letter.source_partition >= 0 else {}
+    while True:
+        try:
+            producer.produce(
+                letter.source_topic, value=letter.value, key=letter.key, headers=letter.replay_headers(), **extra
+            )
+            break
+        except BufferError:
+            producer.poll(0.1)
+    producer.poll(0)
+
+
+def _abort(producer: Producer) -> None:
+    # Should this fail too, the next run's init_transactions aborts the transaction.
+    with contextlib.suppress(KafkaException):
+        producer.abort_transaction(_TIMEOUT_S)
+
+
+def _line(verb: str, letter: DeadLetter) -> str:
+    target = f"{letter.source_topic}[{letter.source_partition}]"
+    return (
+        f"{verb}  {letter.coordinates} -> {target}  first read at offset {letter.source_offset}  "
+        f"reason {letter.reason}: {' '.join(letter.detail.split())[:120]}"
+    )
