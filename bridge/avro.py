@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Final, Literal, NamedTuple, cast
@@ -76,6 +76,50 @@ def named_as(writer: Any, contract: Any) -> Any:
     namespace = contract.get("namespace")
     full = name if "." in name or not namespace else f"{namespace}.{name}"
     return {key: value for key, value in writer.items() if key != "namespace"} | {"name": full}
+
+
+_NAMED_TYPES = frozenset({"record", "error", "enum", "fixed"})
+
+
+def with_references(schema_text: str, referenced: Sequence[str]) -> str:
+    """One self-contained schema text: `schema_text` with the named types of `referenced` (each schema after
+    those it needs) written out where first used, as a Confluent registry's schema references mean.
+
+    fastavro expands named types everywhere they appear, which Avro forbids past the first definition; the
+    walk that keeps only the first is written here because no library does it. Raises when a name is unknown.
+    """
+    named: dict[str, Any] = {}
+    for text in referenced:
+        fastavro.parse_schema(json.loads(text), named_schemas=named)
+    expanded = fastavro.parse_schema(json.loads(schema_text), named_schemas=named, expand=True, _write_hint=False)
+    return json.dumps(_defined_once(expanded, "", set()))
+
+
+def _defined_once(schema: Any, namespace: str, seen: set[str]) -> Any:
+    if isinstance(schema, list):
+        return [_defined_once(branch, namespace, seen) for branch in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kind = schema.get("type")
+    if kind in _NAMED_TYPES:
+        name = schema["name"]
+        space = schema.get("namespace", namespace)
+        full = name if "." in name or not space else f"{space}.{name}"
+        if full in seen:
+            return full
+        seen.add(full)
+        if kind in ("record", "error"):
+            inner = full.rpartition(".")[0]
+            fields = [{**f, "type": _defined_once(f["type"], inner, seen)} for f in schema["fields"]]
+            return {**schema, "fields": fields}
+        return schema
+    if kind == "array":
+        return {**schema, "items": _defined_once(schema["items"], namespace, seen)}
+    if kind == "map":
+        return {**schema, "values": _defined_once(schema["values"], namespace, seen)}
+    if isinstance(kind, dict | list):
+        return {**schema, "type": _defined_once(kind, namespace, seen)}
+    return schema
 
 
 class Reader(NamedTuple):

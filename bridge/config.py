@@ -3,7 +3,9 @@
 Environment overrides use `BRIDGE_<SECTION>__<KEY>` (for example `BRIDGE_KAFKA__BOOTSTRAP_SERVERS`); values are
 read as YAML scalars or flow collections, so `BRIDGE_KAFKA__TOPICS='[a, b]'` works. Post API keys never live in
 the file itself: `BRIDGE_POST_API_KEY` or `post_api.api_key_file` gives the default key, and each entry of
-`post_api.applications` may name its own variable or file.
+`post_api.applications` may name its own variable or file. The schema registry's credentials never live there
+either: `BRIDGE_SCHEMA_REGISTRY_USER_INFO` (or `avro.schema_registry_user_info_file`) gives basic auth's
+`user:password`, `BRIDGE_SCHEMA_REGISTRY_BEARER_TOKEN` (or `avro.schema_registry_bearer_token_file`) a static token.
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ from bridge.methods import MethodName
 from bridge.postapi import MAX_ROWS_PER_REQUEST
 
 DEFAULT_KEY_ENV = "BRIDGE_POST_API_KEY"
+REGISTRY_USER_INFO_ENV = "BRIDGE_SCHEMA_REGISTRY_USER_INFO"
+REGISTRY_BEARER_TOKEN_ENV = "BRIDGE_SCHEMA_REGISTRY_BEARER_TOKEN"
+_REGISTRY_CREDENTIAL_PROPERTIES = {
+    "basic.auth.user.info": REGISTRY_USER_INFO_ENV,
+    "bearer.auth.token": REGISTRY_BEARER_TOKEN_ENV,
+    "url": "avro.schema_registry_url",
+}
 ENV_PREFIX = "BRIDGE_"
 
 
@@ -103,6 +112,20 @@ class AvroConfig(_Section):
     schema_registry_url: str | None = None
     """One URL, or several separated by commas (tried in turn)."""
     schema_file: Path | None = None
+    schema_registry_properties: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """Passed to confluent-kafka's registry client as they are (ssl.ca.location, ssl.certificate.location, ...)."""
+    schema_registry_user_info_file: Path | None = None
+    schema_registry_bearer_token_file: Path | None = None
+
+    @field_validator("schema_registry_properties")
+    @classmethod
+    def _no_credentials_in_properties(
+        cls, props: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        for name, instead in _REGISTRY_CREDENTIAL_PROPERTIES.items():
+            if name in props:
+                raise ValueError(f"{name} is not set here: use {instead}")
+        return props
 
     @field_validator("schema_registry_url")
     @classmethod
@@ -144,6 +167,15 @@ class PostApiConfig(_Section):
     applications: dict[int, ApplicationConfig] = Field(default_factory=dict)
     max_future_s: float = Field(default=3600.0, ge=0)
     """Events stamped further ahead than this are refused before upload: the API does not say what it does."""
+    ca_file: Path | None = None
+    """PEM certificates trusted for the Post API instead of the system's (a TLS-inspecting proxy's private CA)."""
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_exists(cls, ca_file: Path | None) -> Path | None:
+        if ca_file is not None and not ca_file.is_file():
+            raise ValueError(f"{ca_file} does not exist")
+        return ca_file
 
     @field_validator("url")
     @classmethod
@@ -278,12 +310,48 @@ class PostApiKeys:
         return described
 
 
+class RegistryCredentials:
+    """The schema registry's basic-auth user info or bearer token, resolved from the environment or a file."""
+
+    def __init__(self, user_info: SecretStr | None = None, bearer_token: SecretStr | None = None) -> None:
+        self._user_info = user_info
+        self._bearer_token = bearer_token
+
+    def client_properties(self) -> dict[str, str]:
+        """What confluent-kafka's registry client takes for them."""
+        if self._user_info is not None:
+            return {"basic.auth.user.info": self._user_info.get_secret_value()}
+        if self._bearer_token is not None:
+            return {
+                "bearer.auth.credentials.source": "STATIC_TOKEN",
+                "bearer.auth.token": self._bearer_token.get_secret_value(),
+            }
+        return {}
+
+    def secrets(self) -> list[str]:
+        """The user info whole and its password alone (a client may show either), and the token."""
+        found = []
+        if self._user_info is not None:
+            user_info = self._user_info.get_secret_value()
+            found += [user_info, user_info.partition(":")[2]]
+        if self._bearer_token is not None:
+            found.append(self._bearer_token.get_secret_value())
+        return [secret for secret in found if secret]
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "user_info": "set" if self._user_info is not None else "not set",
+            "bearer_token": "set" if self._bearer_token is not None else "not set",
+        }
+
+
 class Settings:
     """A checked configuration together with its resolved keys."""
 
-    def __init__(self, config: BridgeConfig, keys: PostApiKeys) -> None:
+    def __init__(self, config: BridgeConfig, keys: PostApiKeys, registry: RegistryCredentials | None = None) -> None:
         self.config = config
         self.keys = keys
+        self.registry = registry or RegistryCredentials()
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, keys shown only as set or not, Kafka secrets masked."""
@@ -294,6 +362,11 @@ class Settings:
         data["kafka"]["properties"] = {
             name: REDACTED if _secret_property(name) else value for name, value in data["kafka"]["properties"].items()
         }
+        data["avro"]["schema_registry_properties"] = {
+            name: REDACTED if _secret_property(name) else value
+            for name, value in data["avro"]["schema_registry_properties"].items()
+        }
+        data["avro"]["schema_registry_credentials"] = self.registry.describe()
         return data
 
     def secrets(self) -> list[str]:
@@ -301,7 +374,13 @@ class Settings:
         properties = self.config.kafka.properties.items()
         kafka = [secret for k, v in properties if _secret_property(k) for secret in _property_secrets(str(v))]
         registry = registry_url_secrets(self.config.avro.schema_registry_url or "")
-        return [*self.keys.secrets(), *kafka, *registry]
+        registry_properties = [
+            secret
+            for k, v in self.config.avro.schema_registry_properties.items()
+            if _secret_property(k)
+            for secret in _property_secrets(str(v))
+        ]
+        return [*self.keys.secrets(), *kafka, *registry, *registry_properties, *self.registry.secrets()]
 
 
 _SECRET_WORDS = ("password", "secret", "credential", "token", "jaas", "oauthbearer.config")
@@ -387,7 +466,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None, *, keys_re
         if keys_required:
             raise
         keys = PostApiKeys(None, {})
-    return Settings(config, keys)
+    return Settings(config, keys, _resolve_registry_credentials(config.avro, env))
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -421,7 +500,8 @@ def _with_environ(env: Mapping[str, str], raw: dict[str, Any]) -> dict[str, Any]
             child = node.get(part)
             node[part] = child = dict(child) if isinstance(child, dict) else {}
             node = child
-        node[path[-1]] = _env_value(value)
+        # A password is text as given: read as YAML, "0123" would become 83 and "yes" true.
+        node[path[-1]] = value if _secret_property(path[-1]) else _env_value(value)
     return merged
 
 
@@ -463,6 +543,46 @@ def _resolve_keys(config: BridgeConfig, env: Mapping[str, str]) -> PostApiKeys:
     if post_api.application_id is not None and default is None and post_api.application_id not in by_app:
         raise ConfigError(f"post_api.application_id: application {post_api.application_id} has no key")
     return PostApiKeys(default, by_app)
+
+
+def _resolve_registry_credentials(avro: AvroConfig, env: Mapping[str, str]) -> RegistryCredentials:
+    user_info = _secret_from(
+        env.get(REGISTRY_USER_INFO_ENV),
+        avro.schema_registry_user_info_file,
+        f"avro.schema_registry_user_info_file / {REGISTRY_USER_INFO_ENV}",
+    )
+    token = _secret_from(
+        env.get(REGISTRY_BEARER_TOKEN_ENV),
+        avro.schema_registry_bearer_token_file,
+        f"avro.schema_registry_bearer_token_file / {REGISTRY_BEARER_TOKEN_ENV}",
+    )
+    if user_info is not None and ":" not in user_info.get_secret_value():
+        raise ConfigError(f"avro.schema_registry_user_info_file / {REGISTRY_USER_INFO_ENV}: must be user:password")
+    if user_info is not None and token is not None:
+        raise ConfigError("avro: give the schema registry basic-auth user info or a bearer token, not both")
+    urls = _registry_url_parts(avro.schema_registry_url or "")
+    if user_info is not None and any(url.username for url in urls):
+        # confluent-kafka refuses both at once; say so here, exit 2, rather than at start-up.
+        raise ConfigError(
+            f"avro.schema_registry_url: holds user info as well as {REGISTRY_USER_INFO_ENV} "
+            "(or avro.schema_registry_user_info_file): give one"
+        )
+    return RegistryCredentials(user_info, token)
+
+
+def _secret_from(value: str | None, file: Path | None, where: str) -> SecretStr | None:
+    """A credential from a file (which wins) or the environment; surrounding whitespace dropped."""
+    if file is not None:
+        try:
+            value = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read {file}: {exc.strerror}") from None
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        raise ConfigError(f"{where}: the value is empty")
+    return SecretStr(value)
 
 
 def _key_from(value: str | None, file: Path | None, where: str) -> SecretStr | None:

@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import fastavro
-from confluent_kafka.schema_registry import AsyncSchemaRegistryClient
+from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, Schema
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from bridge.avro import WIRE_HEADER, Reader, WriterSchemas, contract_schema, named_as, parse
+from bridge.avro import WIRE_HEADER, Reader, WriterSchemas, contract_schema, named_as, parse, with_references
+from bridge.config import AvroConfig, RegistryCredentials
 from bridge.methods import MethodName
 from bridge.resolution import resolution_problem
 
@@ -106,7 +107,7 @@ class ConfluentDecoder:
 
     async def _fetch(self, schema_id: int) -> None:
         try:
-            schema = await self._registry.get_schema(schema_id)
+            schema = await self._resolved(await self._registry.get_schema(schema_id))
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 self._not_readable(schema_id, time.monotonic() + _UNKNOWN_ID_TTL_S, "the registry knows no such id")
@@ -135,6 +136,30 @@ class ConfluentDecoder:
         self._writers[schema_id] = schema.schema_str
         self._unknown.pop(schema_id, None)
         self._schemas.clear()
+
+    async def _resolved(self, schema: Schema) -> Schema:
+        """The schema with the named types it references (from other subjects) written in."""
+        if not schema.references or schema.schema_str is None:
+            return schema
+        referenced: list[str] = []
+        await self._referenced(schema, referenced, set())
+        try:
+            text = with_references(schema.schema_str, referenced)
+        except Exception:
+            return schema  # the contract check below names the type it cannot find
+        return Schema(text, schema.schema_type)
+
+    async def _referenced(self, schema: Schema, found: list[str], visited: set[tuple[str, int]]) -> None:
+        # Depth first, so each referenced schema comes after the ones it needs itself.
+        for reference in schema.references or []:
+            subject, version = reference.subject or "", reference.version or -1
+            if (subject, version) in visited:
+                continue
+            visited.add((subject, version))
+            registered = await self._registry.get_version(subject, version)
+            await self._referenced(registered.schema, found, visited)
+            if registered.schema.schema_str is not None:
+                found.append(registered.schema.schema_str)
 
     def _not_readable(self, schema_id: int, until: float, why: str) -> None:
         unknown = self._unknown
@@ -207,8 +232,17 @@ def _tls_failure(exc: BaseException) -> str | None:
     return None
 
 
+def registry_client_conf(avro: AvroConfig, credentials: RegistryCredentials) -> dict[str, Any]:
+    """The operator's registry client properties as given, with the credentials from the environment or files."""
+    return {**avro.schema_registry_properties, **credentials.client_properties()}
+
+
 def make_decoder(
-    fmt: str, schema_registry_url: str | None, schema_file: Path | None, own_schema: bool = False
+    fmt: str,
+    schema_registry_url: str | None,
+    schema_file: Path | None,
+    registry_conf: Mapping[str, Any] | None = None,
+    own_schema: bool = False,
 ) -> Decoder:
     """The decoder the configuration asks for: each method's contract is its reader schema, or, for routes with a
     mapping (`own_schema`), each writer's own."""
@@ -216,5 +250,7 @@ def make_decoder(
         assert schema_file is not None
         return RawDecoder(schema_file, own_schema)
     assert schema_registry_url is not None
-    registry = AsyncSchemaRegistryClient({"url": schema_registry_url, "max.retries": 1, "timeout": 10})
+    registry = AsyncSchemaRegistryClient(
+        {"max.retries": 1, "timeout": 10, **(registry_conf or {}), "url": schema_registry_url}
+    )
     return ConfluentDecoder(registry, own_schema)

@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from bridge.avro import WriterSchemas
 from bridge.config import BridgeConfig, ConfigError, RouteConfig, Settings, load_config
-from bridge.decode import RegistryUnavailableError, make_decoder
+from bridge.decode import RegistryUnavailableError, make_decoder, registry_client_conf
 from bridge.mapping import Headers
 from bridge.reading import Reading
 from bridge.transform import FAILED, Rules, transform
@@ -268,7 +268,9 @@ def outcomes_of(settings: Settings, route: RouteConfig, records: list[Sampled]) 
     if route.format == "avro" and records:
         avro = settings.config.avro
         try:
-            decoder = make_decoder(avro.format, avro.schema_registry_url, avro.schema_file, reading is not None)
+            conf = registry_client_conf(avro, settings.registry)
+            own = reading is not None
+            decoder = make_decoder(avro.format, avro.schema_registry_url, avro.schema_file, conf, own_schema=own)
             asyncio.run(decoder.prepare(r.value for r in records))
         except (ValueError, RegistryUnavailableError) as exc:
             raise PreviewError(str(exc)) from None

@@ -13,9 +13,10 @@ import structlog
 from aiohttp import web
 
 from bridge import logs
+from bridge.access import check_kafka_access
 from bridge.config import Settings
 from bridge.deadletter import DeadLetters, StartupError
-from bridge.decode import make_decoder
+from bridge.decode import make_decoder, registry_client_conf
 from bridge.group_budget import GroupBudget
 from bridge.health import make_app
 from bridge.lanes import needs_own_schemas
@@ -23,7 +24,7 @@ from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline, Totals
 from bridge.source import Source
 from bridge.transform import Rules, collect_rarely
-from bridge.upload import Uploader
+from bridge.upload import Uploader, post_api_tls
 
 log = structlog.get_logger("bridge")
 
@@ -46,11 +47,23 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
     config = settings.config
     metrics = metrics or Metrics()
     try:
-        decoder = make_decoder(config.avro.format, config.avro.schema_registry_url, config.avro.schema_file)
+        await check_kafka_access(config.kafka)
+    except StartupError as exc:
+        log.error("cannot start", error=str(exc))
+        return EXIT_STARTUP
+    try:
+        registry_conf = registry_client_conf(config.avro, settings.registry)
+        decoder = make_decoder(
+            config.avro.format, config.avro.schema_registry_url, config.avro.schema_file, registry_conf
+        )
         own_schemas = None
         if needs_own_schemas(config):
             own_schemas = make_decoder(
-                config.avro.format, config.avro.schema_registry_url, config.avro.schema_file, own_schema=True
+                config.avro.format,
+                config.avro.schema_registry_url,
+                config.avro.schema_file,
+                registry_conf,
+                own_schema=True,
             )
     except ValueError as exc:
         log.error("cannot start", error=str(exc))
@@ -67,8 +80,9 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
             await dead_letters.close()
             return EXIT_STARTUP
     rules = Rules(config.post_api.application_id, settings.keys.keyed_applications(), config.post_api.max_future_s)
-    connector = aiohttp.TCPConnector(limit=config.upload.max_in_flight)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    connector = aiohttp.TCPConnector(limit=config.upload.max_in_flight, ssl=post_api_tls(config.post_api))
+    # trust_env: HTTPS_PROXY and NO_PROXY, as corporate networks set them, route the uploads.
+    async with aiohttp.ClientSession(connector=connector, trust_env=True) as session:
         uploader = Uploader(session, config.post_api.url, settings.keys, config.upload, metrics)
         budget = None
         if config.upload.rate_scope == "group":

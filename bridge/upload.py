@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from enum import Enum
 import aiohttp
 import structlog
 
-from bridge.config import PostApiKeys, UploadConfig
+from bridge.config import PostApiConfig, PostApiKeys, UploadConfig
 from bridge.csvbody import CONTENT_TYPE
 from bridge.methods import METHODS, MethodName
 from bridge.metrics import Metrics
@@ -128,6 +129,13 @@ def retry_after_s(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return min(max(0.0, when.timestamp() - time.time()), _RETRY_AFTER_CAP_S)
+
+
+def post_api_tls(config: PostApiConfig) -> ssl.SSLContext | bool:
+    """Certificate checks for the Post API: against `post_api.ca_file` when given, else the system's CAs."""
+    if config.ca_file is None:
+        return True
+    return ssl.create_default_context(cafile=str(config.ca_file))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,10 +5,17 @@ KRaft broker+controller bound to loopback only.
 
     python -m devtools.kafka_local ensure-jars
     python -m devtools.kafka_local start [--port 19092] [--controller-port 19093] [--data-dir DIR]
+        [--secure --sasl-port N --ssl-port N --scram-user NAME:PASSWORD ...]
     python -m devtools.kafka_local status [--port 19092]
     python -m devtools.kafka_local stop [--port 19092]
 
 `BRIDGE_KAFKA_CACHE` moves the cache root (default `~/.cache/appmetrica-bridge`).
+
+`--secure` adds two listeners beside the plain one: SASL_SSL with SCRAM-SHA-512 (the `--scram-user`s, created
+when the data directory is formatted) and SSL that demands a client certificate (mutual TLS), both with a CA made
+for this broker in `<data-dir>/tls`, and turns on the StandardAuthorizer. The plain and controller listeners stay
+unauthenticated and their principal (User:ANONYMOUS) is a super user, so the plain listener administers the
+broker (topics, ACLs) while clients on the secured ones get only what ACLs grant them.
 """
 
 from __future__ import annotations
@@ -25,8 +32,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from devtools.tls_local import CLIENT_NAME, TlsFiles, make_tls_files
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
@@ -203,6 +213,18 @@ def _is_kafka_process(pid: int) -> bool:
     return state != "Z" and b"kafka.Kafka" in cmdline
 
 
+@dataclass(frozen=True)
+class Secured:
+    """The secured listeners of a broker: ports, SCRAM users and ACL super users beyond the plain principal."""
+
+    sasl_port: int
+    ssl_port: int
+    scram_users: Mapping[str, str] = field(default_factory=dict)
+    """SCRAM-SHA-512 user name -> password."""
+    super_users: Sequence[str] = ()
+    """Principals (`User:name`) the authorizer lets do anything; the mutual-TLS client is `User:bridge-mtls`."""
+
+
 class LocalKafka:
     """One combined KRaft broker+controller on loopback, with its state in `data_dir`.
 
@@ -217,8 +239,10 @@ class LocalKafka:
         data_dir: Path | None = None,
         version: str = KAFKA_VERSION,
         heap: str = "512m",
+        secured: Secured | None = None,
     ) -> None:
         self.port = port
+        self.secured = secured
         self.controller_port = controller_port
         self.data_dir = data_dir if data_dir is not None else cache_root() / "state" / f"kafka-{port}"
         self.version = version
@@ -228,6 +252,35 @@ class LocalKafka:
     @property
     def bootstrap(self) -> str:
         return f"{HOST}:{self.port}"
+
+    @property
+    def tls(self) -> TlsFiles:
+        """The broker's CA and certificates (made at the first secured start, kept with the data directory)."""
+        directory = self.data_dir / "tls"
+        keystore_password_file = directory / "keystore.password"
+        if not keystore_password_file.exists():
+            files = make_tls_files(directory)
+            keystore_password_file.write_text(files.keystore_password)
+            return files
+        return TlsFiles(
+            ca=directory / "ca.pem",
+            server_cert=directory / "server.pem",
+            server_key=directory / "server.key",
+            client_cert=directory / "client.pem",
+            client_key=directory / "client.key",
+            keystore=directory / "broker.p12",
+            keystore_password=keystore_password_file.read_text(),
+        )
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        assert self.secured is not None
+        return f"{HOST}:{self.secured.sasl_port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        assert self.secured is not None
+        return f"{HOST}:{self.secured.ssl_port}"
 
     @property
     def log_file(self) -> Path:
@@ -251,7 +304,10 @@ class LocalKafka:
         began = time.monotonic()
         if self.pid() is not None:
             raise KafkaLocalError(f"a broker started by this tool already runs on {self.bootstrap}")
-        for port in (self.port, self.controller_port):
+        ports = [self.port, self.controller_port]
+        if self.secured is not None:
+            ports += [self.secured.sasl_port, self.secured.ssl_port]
+        for port in ports:
             if port_open(port):
                 raise KafkaLocalError(f"{HOST}:{port} is already in use by another process")
         libs = ensure_jars(self.version)
@@ -265,6 +321,7 @@ class LocalKafka:
                 [
                     *(java, logging_config, *classpath, "kafka.tools.StorageTool", "format"),
                     *("--cluster-id", _new_cluster_id(), "--config", str(properties)),
+                    *self._scram_arguments(),
                 ],
                 capture_output=True,
                 text=True,
@@ -352,6 +409,38 @@ class LocalKafka:
     def _log_tail(self, offset: int, lines: int = 40) -> str:
         return "\n".join(self._log_since(offset).decode(errors="replace").splitlines()[-lines:])
 
+    def _scram_arguments(self) -> list[str]:
+        users = self.secured.scram_users if self.secured is not None else {}
+        return [f"--add-scram=SCRAM-SHA-512=[name={name},password={password}]" for name, password in users.items()]
+
+    def _secured_settings(self) -> dict[str, str]:
+        if self.secured is None:
+            return {}
+        tls = self.tls
+        secured = self.secured
+        return {
+            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port},"
+            f"SASL_SSL://{HOST}:{secured.sasl_port},SSL://{HOST}:{secured.ssl_port}",
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port},SASL_SSL://{HOST}:{secured.sasl_port},"
+            f"SSL://{HOST}:{secured.ssl_port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(tls.keystore),
+            "ssl.keystore.password": tls.keystore_password,
+            "ssl.key.password": tls.keystore_password,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(tls.ca),
+            "listener.name.ssl.ssl.client.auth": "required",
+            # A client certificate's principal is its common name, as SCRAM users are plain names.
+            "ssl.principal.mapping.rules": "RULE:^.*CN=([a-zA-Z0-9._-]+).*$/$1/,DEFAULT",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": ";".join(["User:ANONYMOUS", *secured.super_users]),
+        }
+
     def _write_config(self) -> Path:
         (self.data_dir / "log4j2.properties").write_text(
             "\n".join(
@@ -395,6 +484,7 @@ class LocalKafka:
             "share.coordinator.state.topic.min.isr": "1",
             # The cleaner's default 128 MiB dedupe buffer would take a quarter of the small heap.
             "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
+            **self._secured_settings(),
         }
         properties.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
         return properties
@@ -414,17 +504,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.add_argument("--controller-port", type=int, default=DEFAULT_CONTROLLER_PORT)
         command.add_argument("--data-dir", type=Path, help="default: <cache>/state/kafka-<port>")
         command.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+        if name == "start":
+            command.add_argument("--secure", action="store_true", help="add the SASL_SSL and mutual-TLS listeners")
+            command.add_argument("--sasl-port", type=int, help="SASL_SSL listener (default: port + 2)")
+            command.add_argument("--ssl-port", type=int, help="mutual-TLS listener (default: port + 3)")
+            command.add_argument(
+                "--scram-user",
+                action="append",
+                default=[],
+                metavar="NAME:PASSWORD",
+                help="a SCRAM-SHA-512 user, created when the data directory is first formatted (repeatable)",
+            )
+            command.add_argument(
+                "--super-user", action="append", default=[], metavar="NAME", help="a user the authorizer lets do all"
+            )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="kafka_local: %(message)s")
     try:
         if args.command == "ensure-jars":
             print(ensure_jars())
             return 0
-        kafka = LocalKafka(port=args.port, controller_port=args.controller_port, data_dir=args.data_dir)
+        kafka = LocalKafka(
+            port=args.port, controller_port=args.controller_port, data_dir=args.data_dir, secured=_secured(args)
+        )
         return _run(args.command, kafka, args.timeout)
     except KafkaLocalError as error:
         print(f"kafka_local: error: {error}", file=sys.stderr)
         return 1
+
+
+def _secured(args: argparse.Namespace) -> Secured | None:
+    if not getattr(args, "secure", False):
+        return None
+    users = dict(user.partition(":")[::2] for user in args.scram_user)
+    return Secured(
+        sasl_port=args.sasl_port or args.port + 2,
+        ssl_port=args.ssl_port or args.port + 3,
+        scram_users=users,
+        super_users=[f"User:{name}" for name in args.super_user],
+    )
 
 
 def _run(command: str, kafka: LocalKafka, timeout: float) -> int:
@@ -438,6 +556,11 @@ def _run(command: str, kafka: LocalKafka, timeout: float) -> int:
             return 0
         kafka.start(timeout)
         print(f"Kafka {kafka.version} running at {kafka.bootstrap} (pid {kafka.pid()}, log {kafka.log_file})")
+        if kafka.secured is not None:
+            print(
+                f"SASL_SSL (SCRAM-SHA-512) at {kafka.sasl_bootstrap}, mutual TLS at {kafka.ssl_bootstrap} "
+                f"(client certificate CN={CLIENT_NAME}); CA and certificates in {kafka.tls.ca.parent}"
+            )
         return 0
     if command == "stop":
         if kafka.stop(timeout):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,10 +25,11 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from bridge.sandbox.config import Keys
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox, SandboxOptions
-from devtools.kafka_local import DEFAULT_PORT, HOST, LocalKafka, free_ports, port_open
-from tests.harness import APP, KEY
+from devtools.kafka_local import DEFAULT_PORT, HOST, LocalKafka, Secured, free_ports, port_open
+from tests.harness import APP, KEY, SecuredKafka
 
 _STARTED = pytest.StashKey[tuple[str, float]]()
+_SECURED_STARTED = pytest.StashKey[tuple[str, float]]()
 
 
 class TopicFactory(Protocol):
@@ -45,6 +47,27 @@ def kafka_broker(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathF
     pytestconfig.stash[_STARTED] = (broker.bootstrap, broker.start())
     try:
         yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def secured_kafka(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKafka]:
+    """A broker of the session's own with SASL_SSL and mutual-TLS listeners and the authorizer on.
+
+    Started only by the tests that ask for it, once a session: a shared plain broker cannot have them.
+    """
+    port, controller_port, sasl_port, ssl_port = free_ports(4)
+    password = secrets.token_urlsafe(18)
+    broker = LocalKafka(
+        port=port,
+        controller_port=controller_port,
+        data_dir=tmp_path_factory.mktemp("secured-kafka"),
+        secured=Secured(sasl_port=sasl_port, ssl_port=ssl_port, scram_users={"bridge": password}),
+    )
+    pytestconfig.stash[_SECURED_STARTED] = (broker.sasl_bootstrap, broker.start())
+    try:
+        yield SecuredKafka(broker, "bridge", password)
     finally:
         broker.stop()
 
@@ -134,3 +157,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     if _STARTED in config.stash:
         bootstrap, seconds = config.stash[_STARTED]
         terminalreporter.write_line(f"the session's Kafka at {bootstrap} started in {seconds:.1f}s")
+    if _SECURED_STARTED in config.stash:
+        bootstrap, seconds = config.stash[_SECURED_STARTED]
+        terminalreporter.write_line(f"the session's secured Kafka (SASL_SSL at {bootstrap}) started in {seconds:.1f}s")

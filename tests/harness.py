@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -23,7 +24,19 @@ import fastavro
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+# The ACL types are documented in confluent_kafka.admin, which re-exports them without listing them as public.
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
+
 from bridge.avro import contract_schema, parse
+from devtools.kafka_local import LocalKafka
+from devtools.tls_local import TlsFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = parse(contract_schema())
@@ -141,7 +154,7 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
 
 
 @contextlib.asynccontextmanager
-async def bridge_command(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+async def bridge_command(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[asyncio.subprocess.Process]:
     """`python -m bridge ARGS` with its output piped; killed on the way out if the test left it running."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -151,7 +164,7 @@ async def bridge_command(*args: str) -> AsyncIterator[asyncio.subprocess.Process
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     try:
         yield process
@@ -233,9 +246,17 @@ def bridge_config(
 class BridgeProcess:
     """`appmetrica-bridge run` in a child process, its JSON log lines kept in a file."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, name: str = "bridge", key: str | None = KEY) -> None:
-        """`key` is the default Post API key (BRIDGE_POST_API_KEY); None leaves it unset."""
+    def __init__(
+        self,
+        config: dict[str, Any],
+        workdir: Path,
+        name: str = "bridge",
+        key: str | None = KEY,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`key` is the default Post API key (BRIDGE_POST_API_KEY); None leaves it unset. `env` adds variables."""
         self.config = config
+        self._env = env or {}
         self.port: int = config["server"]["port"]
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / f"{name}.yaml"
@@ -249,6 +270,7 @@ class BridgeProcess:
         env.pop("BRIDGE_POST_API_KEY", None)
         if self._key is not None:
             env["BRIDGE_POST_API_KEY"] = self._key
+        env.update(self._env)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "bridge", "run", "--config", str(self.config_path)],
@@ -311,3 +333,65 @@ class BridgeProcess:
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclasses.dataclass(frozen=True)
+class SecuredKafka:
+    """The session's secured broker: SASL_SSL (SCRAM-SHA-512) and mutual-TLS listeners with ACLs enforced.
+
+    `plain` is its unauthenticated listener, whose principal is a super user: tests create topics and ACLs and
+    produce through it, so only the bridge's own connections meet the security under test.
+    """
+
+    broker: LocalKafka
+    user: str
+    password: str
+
+    @property
+    def plain(self) -> str:
+        return self.broker.bootstrap
+
+    @property
+    def tls(self) -> TlsFiles:
+        return self.broker.tls
+
+    def sasl_properties(self) -> dict[str, str]:
+        """The bridge's properties for the SASL_SSL listener, all but the password (given by the environment)."""
+        return {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": self.user,
+            "ssl.ca.location": str(self.tls.ca),
+        }
+
+    def mtls_properties(self) -> dict[str, str]:
+        return {
+            "security.protocol": "SSL",
+            "ssl.ca.location": str(self.tls.ca),
+            "ssl.certificate.location": str(self.tls.client_cert),
+            "ssl.key.location": str(self.tls.client_key),
+        }
+
+    def grant(self, principal: str, topics: Sequence[str], group: str, dead_letter_topic: str | None) -> None:
+        """Exactly the ACLs docs/operations.md lists: Read on the topics and the group, Write on the DLQ topic."""
+        allow = AclPermissionType.ALLOW
+        literal = ResourcePatternType.LITERAL
+        bindings = [
+            AclBinding(ResourceType.TOPIC, t, literal, principal, "*", AclOperation.READ, allow) for t in topics
+        ]
+        bindings.append(AclBinding(ResourceType.GROUP, group, literal, principal, "*", AclOperation.READ, allow))
+        if dead_letter_topic is not None:
+            bindings.append(
+                AclBinding(ResourceType.TOPIC, dead_letter_topic, literal, principal, "*", AclOperation.WRITE, allow)
+            )
+        self._create(bindings)
+
+    def grant_describe(self, principal: str, topic: str) -> None:
+        """Describe alone on a topic: metadata, but no records."""
+        literal, allow = ResourcePatternType.LITERAL, AclPermissionType.ALLOW
+        self._create([AclBinding(ResourceType.TOPIC, topic, literal, principal, "*", AclOperation.DESCRIBE, allow)])
+
+    def _create(self, bindings: list[AclBinding]) -> None:
+        admin = AdminClient({"bootstrap.servers": self.plain})
+        for future in admin.create_acls(bindings).values():
+            future.result(timeout=30)

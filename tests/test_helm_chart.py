@@ -80,7 +80,8 @@ class Rendered:
     def pod_environ(self) -> dict[str, str]:
         """The bridge container's environment as the pod would see it, Secret references filled with stand-ins."""
         return {
-            env["name"]: env.get("value", f"stand-in-{env['name'].lower()}")
+            # user:password shaped, as BRIDGE_SCHEMA_REGISTRY_USER_INFO must be.
+            env["name"]: env.get("value", f"stand-in:{env['name'].lower()}")
             for env in self.bridge_container().get("env", [])
         }
 
@@ -180,6 +181,42 @@ def test_check_config_hides_a_kafka_password_from_a_secret(helm: Path, tmp_path:
 
     assert result.returncode == 0, result.stderr
     assert env["BRIDGE_KAFKA__PROPERTIES__SASL.PASSWORD"] not in result.stdout
+
+
+def test_secured_values_fill_passwords_from_secrets_and_mount_certificates(helm: Path, tmp_path: Path) -> None:
+    rendered = render(helm, tmp_path, CHART / "ci" / "secured-values.yaml")
+    env = {e["name"]: e for e in rendered.bridge_container()["env"]}
+    assert env["BRIDGE_KAFKA__PROPERTIES__SASL.PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "kafka-credentials",
+        "key": "password",
+    }
+    assert env["BRIDGE_SCHEMA_REGISTRY_USER_INFO"]["valueFrom"]["secretKeyRef"] == {
+        "name": "registry-credentials",
+        "key": "user-info",
+    }
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    mounts = {m["mountPath"]: m for m in rendered.bridge_container()["volumeMounts"]}
+    for path, secret in [("/etc/kafka-tls", "kafka-ca"), ("/etc/registry-tls", "registry-client-tls")]:
+        assert mounts[path]["readOnly"] is True
+        assert secrets[mounts[path]["name"]] == secret
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(rendered.config_text())
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")} | rendered.pod_environ()
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "check-config", "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=REPO,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("BRIDGE_KAFKA__PROPERTIES__SASL.PASSWORD", "BRIDGE_SCHEMA_REGISTRY_USER_INFO"):
+        assert environ[name] not in result.stdout
+    assert yaml.safe_load(result.stdout)["avro"]["schema_registry_credentials"]["user_info"] == "set"
 
 
 def test_key_given_as_value_lives_only_in_the_secret(helm: Path, tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ async def call(function: Any, *args: Any) -> Any:
 
 async def test_register_is_idempotent_and_ids_are_global(registry: SchemaRegistry) -> None:
     first, second = client(registry), client(registry)  # two clients: no cache hides a second request
+    await call(first.set_compatibility, SUBJECT, "NONE")  # SMALL follows the contract, which BACKWARD forbids
     schema_id = await call(first.register_schema, SUBJECT, Schema(CONTRACT, "AVRO"))
     reformatted = json.dumps(json.loads(CONTRACT), indent=None, separators=(", ", ": "))
     assert await call(second.register_schema, SUBJECT, Schema(reformatted, "AVRO")) == schema_id
@@ -61,6 +62,7 @@ async def test_register_is_idempotent_and_ids_are_global(registry: SchemaRegistr
 
 
 async def test_fetch_by_id_version_and_lookup(registry: SchemaRegistry) -> None:
+    await call(client(registry).set_compatibility, SUBJECT, "NONE")
     schema_id = await call(client(registry).register_schema, SUBJECT, Schema(CONTRACT, "AVRO"))
     await call(client(registry).register_schema, SUBJECT, Schema(SMALL, "AVRO"))
     fetched = await call(client(registry).get_schema, schema_id)

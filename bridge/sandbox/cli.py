@@ -7,8 +7,10 @@ import asyncio
 import math
 import re
 import signal
+import ssl
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -17,7 +19,7 @@ from bridge import logs
 from bridge.sandbox.config import Faults, Keys, explain
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox, SandboxOptions
-from bridge.sandbox.serving import LocalServer
+from bridge.sandbox.serving import LocalServer, server_tls
 
 _Number = TypeVar("_Number", int, float)
 _SETTING = re.compile(r"\b(?:post_api_key|application_id|fault_429|fault_5xx|fault_drop)\b")
@@ -90,6 +92,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="An in-memory Schema Registry (Avro) for local runs and tests.",
     )
     _add_listen_flags(registry, default_port=8081)
+    registry.add_argument(
+        "--basic-auth",
+        metavar="USER:PASSWORD",
+        type=_user_password,
+        help="demand these HTTP basic-auth credentials (401 otherwise)",
+    )
     registry.set_defaults(func=_run_registry)
 
 
@@ -98,6 +106,9 @@ def _add_listen_flags(parser: argparse.ArgumentParser, default_port: int) -> Non
     parser.add_argument(
         "--port", type=_port, default=default_port, help="port to listen on, 0 for any (default: %(default)s)"
     )
+    parser.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate chain")
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    parser.add_argument("--tls-client-ca", type=Path, metavar="PEM", help="demand client certificates from this CA")
 
 
 def _run_sandbox(args: argparse.Namespace) -> int:
@@ -123,18 +134,28 @@ def _run_sandbox(args: argparse.Namespace) -> int:
         return 2
     return _serve(
         Sandbox(options),
-        args.host,
-        args.port,
+        args,
         lambda url: [f"Post API sandbox listening on {url}", f"stats: {url}/sandbox/stats"],
     )
 
 
 def _run_registry(args: argparse.Namespace) -> int:
-    return _serve(SchemaRegistry(), args.host, args.port, lambda url: [f"Schema Registry listening on {url}"])
+    return _serve(SchemaRegistry(args.basic_auth), args, lambda url: [f"Schema Registry listening on {url}"])
 
 
-def _serve(server: LocalServer, host: str, port: int, banner: Callable[[str], list[str]]) -> int:
-    """Run ``server`` until SIGINT or SIGTERM; 0 after a clean stop, 1 if it cannot listen."""
+def _serve(server: LocalServer, args: argparse.Namespace, banner: Callable[[str], list[str]]) -> int:
+    """Run ``server`` until SIGINT or SIGTERM; 0 after a clean stop, 1 if it cannot listen, 2 for bad TLS files."""
+    host, port = args.host, args.port
+    tls = None
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
+        print("appmetrica-bridge: error: give --tls-cert and --tls-key together", file=sys.stderr)
+        return 2
+    if args.tls_cert is not None:
+        try:
+            tls = server_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"appmetrica-bridge: error: cannot use --tls-cert/--tls-key: {exc}", file=sys.stderr)
+            return 2
 
     async def serve() -> int:
         stop = asyncio.Event()
@@ -142,7 +163,7 @@ def _serve(server: LocalServer, host: str, port: int, banner: Callable[[str], li
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         try:
-            url = await server.start(host, port)
+            url = await server.start(host, port, tls)
         except OSError as exc:
             print(f"appmetrica-bridge: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
             return 1
@@ -197,6 +218,14 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text}")
     return value
+
+
+def _user_password(text: str) -> tuple[str, str]:
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        # Not echoed: the text holds a password.
+        raise argparse.ArgumentTypeError("must be USER:PASSWORD with both non-empty")
+    return user, password
 
 
 def _app_key(text: str) -> tuple[int, str]:

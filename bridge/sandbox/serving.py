@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -23,21 +25,22 @@ class LocalServer:
             raise RuntimeError(f"{type(self).__name__} is not started")
         return self._url
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen on ``host:port`` (0: a free port) and return the server's URL."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> str:
+        """Listen on ``host:port`` (0: a free port), over TLS when given, and return the server's URL."""
         if self._runner is not None:
             raise RuntimeError(f"{type(self).__name__} is already started")
         # aiohttp's access log prints the query string, which carries the Post API key.
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, ssl_context=tls).start()
         except BaseException:
             await runner.cleanup()
             raise
         bound_port = runner.addresses[0][1]
         self._runner = runner
-        self._url = f"http://[{host}]:{bound_port}" if ":" in host else f"http://{host}:{bound_port}"
+        scheme = "https" if tls is not None else "http"
+        self._url = f"{scheme}://[{host}]:{bound_port}" if ":" in host else f"{scheme}://{host}:{bound_port}"
         return self._url
 
     async def stop(self) -> None:
@@ -53,3 +56,14 @@ class LocalServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+
+def server_tls(cert_file: Path, key_file: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+    """A TLS server context from a PEM certificate chain and its key; with `client_ca`, clients must present a
+    certificate that CA issued (mutual TLS)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    if client_ca is not None:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context

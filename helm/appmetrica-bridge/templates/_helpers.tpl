@@ -184,7 +184,7 @@ Its volume, port and container names carry the bridge's prefix so that they cann
     - --config
     - /etc/appmetrica-bridge/config.yaml
   {{- $secret := include "appmetrica-bridge.secretName" . }}
-  {{- if or $secret .Values.extraEnv }}
+  {{- if or $secret .Values.extraEnv .Values.secretEnv }}
   env:
     {{- if $secret }}
     - name: BRIDGE_POST_API_KEY
@@ -192,6 +192,13 @@ Its volume, port and container names carry the bridge's prefix so that they cann
         secretKeyRef:
           name: {{ $secret }}
           key: {{ .Values.postApiKey.secretKey }}
+    {{- end }}
+    {{- range .Values.secretEnv }}
+    - name: {{ .name | quote }}
+      valueFrom:
+        secretKeyRef:
+          name: {{ .secretName }}
+          key: {{ .secretKey | quote }}
     {{- end }}
     {{- with .Values.extraEnv }}
     {{- toYaml . | nindent 4 }}
@@ -231,6 +238,11 @@ Its volume, port and container names carry the bridge's prefix so that they cann
       readOnly: true
     - name: appmetrica-bridge-tmp
       mountPath: /tmp
+    {{- range $index, $file := .Values.secretFiles }}
+    - name: secret-file-{{ $index }}
+      mountPath: {{ $file.mountPath }}
+      readOnly: true
+    {{- end }}
     {{- with .Values.extraVolumeMounts }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -248,6 +260,13 @@ Its volume, port and container names carry the bridge's prefix so that they cann
   {{- else }}
   emptyDir: {}
   {{- end }}
+{{- range $index, $file := .Values.secretFiles }}
+- name: secret-file-{{ $index }}
+  secret:
+    secretName: {{ $file.secretName }}
+    # Readable by the bridge's user only (the pod's fsGroup owns the files).
+    defaultMode: 0440
+{{- end }}
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
