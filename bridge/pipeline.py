@@ -118,6 +118,8 @@ class Pipeline:
         self._task_finished = asyncio.Event()
         self._transform_finished = asyncio.Event()
         self._draining = False
+        self._drained = False
+        """The drain has waited its deadline: what it cancelled never finishes, so the close waits for nothing."""
         self._kafka_up = True
         self.heartbeat = time.monotonic()
         self.totals = Totals()
@@ -213,6 +215,7 @@ class Pipeline:
                 log.warning("drain deadline passed; unfinished records stay uncommitted", tasks=len(pending))
                 await asyncio.gather(*pending, return_exceptions=True)
         await self._commit()
+        self._drained = True
         if self._pool is not None:
             # Not waited for: a worker still busy past the deadline ends when its chunk does.
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -532,7 +535,7 @@ class Pipeline:
         self._drop_waiting(keys)
         # The close after a drain revokes everything: the drain already waited its deadline and cancelled what was
         # left, so those records never finish and waiting for them again would only stretch the shutdown.
-        deadline = time.monotonic() + (0.0 if self._draining else self._config.kafka.revoke_timeout_s)
+        deadline = time.monotonic() + (0.0 if self._drained else self._config.kafka.revoke_timeout_s)
         # Their records in the workers come back as rows (or poison) first, to be batched with the rest.
         await self._settle_transforms(deadline)
         for batch in self._batcher.drain():
