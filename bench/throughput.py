@@ -1,7 +1,7 @@
 """How fast the bridge moves events, next to the least work any bridge must do (issue 6: measure first).
 
     .venv/bin/python -m bench.throughput [--events N] [--partitions 4] [--latency-ms MS [MS ...]]
-                                         [--profile [py-spy]] [--repeat R] [--json]
+                                         [--profile [py-spy]] [--repeat R] [--mapped] [--json]
 
 Everything runs on this machine, on loopback only:
 
@@ -29,6 +29,10 @@ Then, on that one topic:
   pyinstrument (a dev dependency) traces the main thread and inflates call-heavy code; py-spy (`pip install
   py-spy`) samples every thread of the bridge and its workers from outside at 100 Hz and barely slows them.
 - `--repeat R`: R interleaved rounds of ceiling and bridge runs, with medians, for a machine others also use.
+- `--mapped`: after the contract runs of each round, the mapped workloads of `bench.workloads` at the first
+  latency: the contract topic through an identity mapping (ratio to the contract's ceiling), and the issue's
+  `GameEvent` through its mapping as Avro and as JSON, each after a ceiling of its own records (consume plus
+  fastavro with the GameEvent schema, or orjson).
 
 Rates come from one clock: `time.monotonic()` is CLOCK_MONOTONIC on Linux, shared by every process, so the
 sandbox's request log and this script's samples can be compared directly.
@@ -65,11 +69,13 @@ from types import FrameType
 from typing import Any
 
 import fastavro
+import orjson
 import psutil
 import yaml
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from bench.workloads import GAME_EVENT, GAME_MAPPING, IDENTITY_MAPPING, Workload, game_values
 from bridge.avro import contract_schema, parse
 from bridge.config import KafkaConfig
 from bridge.pipeline import FETCH_MAX, FETCH_TIMEOUT_S
@@ -113,6 +119,7 @@ def say(message: str) -> None:
 @dataclass
 class CeilingResult:
     name: str
+    workload: str
     events: int
     seconds: float
     rate: float
@@ -138,6 +145,7 @@ class ProfileSummary:
 @dataclass
 class BridgeResult:
     name: str
+    workload: str
     latency_ms: float
     events: int
     profiler: str | None
@@ -165,6 +173,8 @@ class BridgeResult:
     exit_code: int | None
     log: str
     ratio: float | None = None
+    contract_ratio: float | None = None
+    """Mapped GameEvents: events/s over the contract events' (median) ceiling, whose records cost more to decode."""
     profile: ProfileSummary | None = None
 
     @property
@@ -321,6 +331,8 @@ class Parts:
     topic: str
     schema_id: int
     workdir: Path
+    workloads: list[Workload]
+    """The contract topic's workload first, then the mapped ones `--mapped` asks for."""
 
 
 @contextlib.contextmanager
@@ -356,7 +368,32 @@ def local_parts(children: Children, args: argparse.Namespace, workdir: Path) -> 
         began = time.monotonic()
         produce(kafka.bootstrap, topic, make_values(args.events, schema_id), partitions=args.partitions)
         say(f"produced in {time.monotonic() - began:.1f} s")
-        yield Parts(kafka.bootstrap, kafka.pid(), registry_url, topic, schema_id, workdir)
+        workloads = [Workload("contract", topic, "avro", contract_schema(), None)]
+        if args.mapped:
+            workloads += _mapped_workloads(kafka.bootstrap, registry_url, topic, args, undo if not started else None)
+        yield Parts(kafka.bootstrap, kafka.pid(), registry_url, topic, schema_id, workdir, workloads)
+
+
+def _mapped_workloads(
+    bootstrap: str, registry_url: str, topic: str, args: argparse.Namespace, undo: contextlib.ExitStack | None
+) -> list[Workload]:
+    """The identity mapping over the contract topic, and two GameEvent topics (Avro, JSON) of N events each."""
+    identity = {"topics": [topic], "method": "events", "mapping": IDENTITY_MAPPING}
+    workloads = [Workload("identity", topic, "avro", contract_schema(), identity)]
+    for decoding in ("avro", "json"):
+        game_topic = f"{topic}-game-{decoding}"
+        _create_topic(bootstrap, game_topic, args.partitions)
+        if undo is not None:
+            undo.callback(_delete_topic, bootstrap, game_topic)
+        registered = http_json(
+            f"{registry_url}/subjects/{game_topic}-value/versions", {"schema": json.dumps(GAME_EVENT)}
+        )
+        say(f"producing {args.events:,} GameEvents to {game_topic} ({decoding})")
+        values = game_values(args.events, int(time.time() * 1_000_000), decoding, int(registered["id"]))
+        produce(bootstrap, game_topic, values, partitions=args.partitions)
+        route = {"topics": [game_topic], "method": "events", "format": decoding, "mapping": GAME_MAPPING}
+        workloads.append(Workload(f"game-{decoding}", game_topic, decoding, GAME_EVENT, route))
+    return workloads
 
 
 def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
@@ -387,8 +424,18 @@ def make_values(count: int, schema_id: int) -> list[bytes]:
 # -- the ceiling ------------------------------------------------------------------------------------------------------
 
 
-def run_ceiling(children: Children, parts: Parts, events: int, timeout_s: float, name: str) -> CeilingResult:
-    spec = {"bootstrap": parts.bootstrap, "topic": parts.topic, "group": f"{parts.topic}-{name}", "events": events}
+def run_ceiling(
+    children: Children, parts: Parts, events: int, timeout_s: float, name: str, workload: Workload
+) -> CeilingResult:
+    spec: dict[str, Any] = {
+        "bootstrap": parts.bootstrap,
+        "topic": workload.topic,
+        "group": f"{workload.topic}-{name}",
+        "events": events,
+        "decoding": workload.decoding,
+        "schema": workload.schema,
+        "workload": workload.name,
+    }
     log = parts.workdir / f"{name}.log"
     out = parts.workdir / f"{name}.json"
     spec["out"] = str(out)
@@ -421,9 +468,11 @@ def ceiling_child(spec: dict[str, Any]) -> None:
     # where the bridge's AIOConsumer awaits it.
     consumer = Consumer({**consumer_config(kafka, unused), "error_cb": on_error})
     consumer.subscribe([spec["topic"]])
-    # The registered writer schema is the contract itself, so (as in bridge.avro) no reader schema is needed.
-    schema = parse(contract_schema())
+    # Each value is decoded with its own writer schema (the contract's, as in bridge.avro, or the GameEvent's), so
+    # no reader schema is needed; JSON values are parsed by orjson, as the bridge parses them.
+    schema = parse(spec["schema"]) if spec["decoding"] == "avro" else None
     read = fastavro.schemaless_reader
+    loads = orjson.loads
     wanted: int = spec["events"]
     seen = 0
     first = cpu_first = 0.0
@@ -440,15 +489,19 @@ def ceiling_child(spec: dict[str, Any]) -> None:
             for message in messages:
                 if message.error() is not None:
                     continue
-                payload = io.BytesIO(message.value() or b"")
-                payload.seek(5)
-                read(payload, schema, None)
+                if schema is None:
+                    loads(message.value() or b"{}")
+                else:
+                    payload = io.BytesIO(message.value() or b"")
+                    payload.seek(5)
+                    read(payload, schema, None)
                 seen += 1
         last, cpu_last = time.monotonic(), _own_cpu_s()
     finally:
         consumer.close()
     result = CeilingResult(
         name=spec["name"],
+        workload=spec["workload"],
         events=seen,
         seconds=last - first,
         rate=seen / (last - first),
@@ -466,10 +519,16 @@ def _own_cpu_s() -> float:
 # -- the bridge -------------------------------------------------------------------------------------------------------
 
 
-def bridge_settings(parts: Parts, group: str, sandbox_url: str, port: int) -> dict[str, Any]:
+def bridge_settings(parts: Parts, group: str, sandbox_url: str, port: int, workload: Workload) -> dict[str, Any]:
     """The defaults, except what points at the local parts and a rate limit that is never the bottleneck."""
+    routes = {"routes": [workload.route]} if workload.route is not None else {}
     return {
-        "kafka": {"bootstrap_servers": parts.bootstrap, "group_id": group, "topics": [parts.topic]},
+        "kafka": {
+            "bootstrap_servers": parts.bootstrap,
+            "group_id": group,
+            "topics": [] if workload.route is not None else [workload.topic],
+        },
+        **routes,
         "avro": {"format": "confluent", "schema_registry_url": parts.registry_url},
         "post_api": {"url": sandbox_url, "application_id": APP},
         "upload": {"requests_per_second": 1000},
@@ -519,11 +578,16 @@ def run_bridge(
     profiler: str | None,
     timeout_s: float,
     suffix: str = "",
+    workload: Workload | None = None,
 ) -> BridgeResult:
-    name = f"bridge-{latency_ms:g}ms" + (f"-{profiler}" if profiler else "") + suffix
+    workload = workload or parts.workloads[0]
+    mapped = f"-{workload.name}" if workload.route is not None else ""
+    name = f"bridge{mapped}-{latency_ms:g}ms" + (f"-{profiler}" if profiler else "") + suffix
     sandbox, sandbox_url = start_sandbox(children, parts.workdir, name, latency_ms)
     try:
-        return _run_bridge(children, parts, name, events, latency_ms, profiler, timeout_s, sandbox, sandbox_url)
+        return _run_bridge(
+            children, parts, name, events, latency_ms, profiler, timeout_s, sandbox, sandbox_url, workload
+        )
     finally:
         children.stop(sandbox)
 
@@ -538,10 +602,12 @@ def _run_bridge(
     timeout_s: float,
     sandbox: subprocess.Popen[bytes],
     sandbox_url: str,
+    workload: Workload,
 ) -> BridgeResult:
     (port,) = free_ports(1)
     config_path = parts.workdir / f"{name}.yaml"
-    config_path.write_text(yaml.safe_dump(bridge_settings(parts, f"{parts.topic}-{name}", sandbox_url, port)))
+    settings = bridge_settings(parts, f"{workload.topic}-{name}", sandbox_url, port, workload)
+    config_path.write_text(yaml.safe_dump(settings))
     log = parts.workdir / f"{name}.log"
     profile_path = parts.workdir / (f"{name}.pyisession" if profiler == "pyinstrument" else f"{name}.pyspy.txt")
     say(f"{name}: starting (log {log})")
@@ -623,6 +689,7 @@ def _run_bridge(
     total = end_machine[1] - start_machine[1]
     result = BridgeResult(
         name=name,
+        workload=workload.name,
         latency_ms=latency_ms,
         events=events,
         profiler=profiler,
@@ -766,15 +833,18 @@ def render(report: Report) -> str:
     rows: list[tuple[str, ...]] = [header]
     for c in report.ceilings:
         rows.append(_row(_ceiling_title(c), c.rate, None, c.peak_rss_mb, c.cpu_per_100k, None))
-    if len(report.ceilings) > 1:
-        rates, rss, cpu = _columns(report.ceilings)
+    contract = [c for c in report.ceilings if c.workload == "contract"]
+    if len(contract) > 1:
+        rates, rss, cpu = _columns(contract)
         median = statistics.median
         rows.append(_row("ceiling, median", median(rates), None, median(rss), median(cpu), None))
     for r in report.runs:
         rows.append(_row(_run_title(r), r.rate, r.ratio, r.peak_rss_mb, r.cpu_per_100k, r.requests))
     if report.repeat > 1:
-        for latency in sorted({r.latency_ms for r in report.runs if r.profiler is None}):
-            same = [r for r in report.runs if r.latency_ms == latency and r.profiler is None]
+        for latency in sorted({r.latency_ms for r in report.runs if r.profiler is None and r.workload == "contract"}):
+            same = [
+                r for r in report.runs if r.latency_ms == latency and r.profiler is None and r.workload == "contract"
+            ]
             ratios = [r.ratio for r in same if r.ratio is not None]
             rows.append(
                 _row(
@@ -798,15 +868,16 @@ def render(report: Report) -> str:
         "first request's arrival to the last 200, the first request's rows left out. CPU s/100k: user+system of",
         "that one process over that stretch (the bridge: ready to last row accepted, before SIGTERM). The bridge's",
         "CPU and peak RSS are its process and its worker processes summed. ratio: bridge events/s over the",
-        "(median) ceiling's.",
+        "(median) ceiling's of the same records (identity mapping: the contract's).",
         "",
     ]
     for r in report.runs:
         broker = f"{r.broker_cpu_s:.1f}" if r.broker_cpu_s is not None else "n/a"
+        beside = f"; {r.contract_ratio:.2f} of the contract ceiling" if r.contract_ratio is not None else ""
         lines += [
             f"{_run_title(r)}:",
             f"  end to end {r.end_to_end_rate:,.0f} ev/s (ready -> last 200); {r.wall_s:.1f} s from exec to the last "
-            f"200; exit code {r.exit_code} after SIGTERM",
+            f"200; exit code {r.exit_code} after SIGTERM{beside}",
             f"  answers {r.by_status}, peak concurrency at the sandbox {r.peak_concurrency}",
             f"  CPU s over the run: bridge {r.cpu_s:.1f} (its own process {r.main_cpu_s:.1f}, the transform workers "
             f"{r.cpu_s - r.main_cpu_s:.1f}; +{r.startup_cpu_s:.1f} start-up), sandbox "
@@ -837,7 +908,10 @@ def _columns(ceilings: list[CeilingResult]) -> tuple[list[float], list[float], l
 
 
 def _ceiling_title(ceiling: CeilingResult) -> str:
-    return "ceiling (consume + decode)" + ceiling.name.removeprefix("ceiling").replace("-", ", #")
+    if ceiling.workload == "contract":
+        return "ceiling (consume + decode)" + ceiling.name.removeprefix("ceiling").replace("-", ", #")
+    attempt = ceiling.name.removeprefix(f"ceiling-{ceiling.workload}").replace("-", ", #")
+    return f"ceiling, {ceiling.workload} (consume + decode)" + attempt
 
 
 def _profile_line(label: str, seconds: float, busy: float) -> str:
@@ -845,7 +919,8 @@ def _profile_line(label: str, seconds: float, busy: float) -> str:
 
 
 def _run_title(run: BridgeResult) -> str:
-    title = f"bridge, latency {run.latency_ms:g} ms"
+    mapped = "" if run.workload == "contract" else f", {run.workload} mapping"
+    title = f"bridge{mapped}, latency {run.latency_ms:g} ms"
     if run.profiler:
         return f"{title}, under {run.profiler}"
     attempt = run.name.rpartition("ms")[2].removeprefix("-")
@@ -900,6 +975,11 @@ def _parser() -> argparse.ArgumentParser:
         "--repeat", type=int, default=1, metavar="R", help="rounds of ceiling + bridge runs; the table adds medians"
     )
     parser.add_argument("--no-ceiling", dest="ceiling", action="store_false", help="skip the ceiling run")
+    parser.add_argument(
+        "--mapped",
+        action="store_true",
+        help="also identity-mapped contract events and mapped GameEvents (Avro, JSON), each beside its ceiling",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     parser.add_argument("--kafka-port", type=int, default=BENCH_PORT, help="broker port; controller is +1")
     parser.add_argument("--timeout-s", type=float, help="per run (default 60 s + 1 s per 2,000 events)")
@@ -939,9 +1019,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 suffix = f"-{attempt}" if args.repeat > 1 else ""
                 if args.ceiling:
                     say(f"ceiling{suffix}: consume + decode in one child process")
-                    report.ceilings.append(run_ceiling(children, parts, args.events, timeout_s, f"ceiling{suffix}"))
+                    contract = parts.workloads[0]
+                    report.ceilings.append(
+                        run_ceiling(children, parts, args.events, timeout_s, f"ceiling{suffix}", contract)
+                    )
                 for latency in args.latency_ms:
                     report.runs.append(run_bridge(children, parts, args.events, latency, None, timeout_s, suffix))
+                for workload in parts.workloads[1:]:
+                    # Each mapped run right after the ceiling of its own records, first latency only.
+                    if args.ceiling and workload.topic != parts.topic:
+                        name = f"ceiling-{workload.name}{suffix}"
+                        say(f"{name}: consume + decode in one child process")
+                        report.ceilings.append(run_ceiling(children, parts, args.events, timeout_s, name, workload))
+                    report.runs.append(
+                        run_bridge(children, parts, args.events, args.latency_ms[0], None, timeout_s, suffix, workload)
+                    )
             if args.profile:
                 report.runs.append(
                     run_bridge(children, parts, args.events, args.latency_ms[0], args.profile, timeout_s * 3)
@@ -951,10 +1043,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         children.stop_all()
-    if report.ceilings:
-        ceiling = statistics.median(c.rate for c in report.ceilings)
-        for run in report.runs:
-            run.ratio = run.rate / ceiling
+    for run in report.runs:
+        # identity reads the contract topic: its ceiling is the contract's.
+        records = "contract" if run.workload == "identity" else run.workload
+        same = [c.rate for c in report.ceilings if c.workload == records]
+        if same:
+            run.ratio = run.rate / statistics.median(same)
+        contract_rates = [c.rate for c in report.ceilings if c.workload == "contract"]
+        if contract_rates and records != "contract":
+            run.contract_ratio = run.rate / statistics.median(contract_rates)
     print(json.dumps(as_json(report), indent=2) if args.json else render(report))
     return 0
 

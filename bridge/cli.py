@@ -27,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     import bridge.deadletters.cli as dead_letters_cli
+    import bridge.preview as preview
     import bridge.sandbox.cli as sandbox_cli
 
     parser = argparse.ArgumentParser(
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, required=True, metavar="FILE")
     check.set_defaults(func=_check_config)
 
+    preview.register(commands)
     dead_letters_cli.register(commands)
     sandbox_cli.register(commands)
     return parser

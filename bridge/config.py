@@ -24,11 +24,13 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from bridge.logs import REDACTED, Redactor
+from bridge.mapping import MappingSpec, check_mapping
 from bridge.methods import MethodName
 from bridge.postapi import MAX_ROWS_PER_REQUEST
 
@@ -83,13 +85,20 @@ class RouteConfig(_Section):
     method: MethodName
     format: Literal["avro", "json"] = "avro"
     """How the record values are encoded: Avro (as `avro.format` says) or one UTF-8 JSON object per value."""
-    mapping: dict[str, Any] | None = None
+    mapping: MappingSpec | None = None
     """Where each Post API parameter comes from in the record; None reads the method's own contract."""
 
     @field_validator("topics")
     @classmethod
     def _topics_named(cls, topics: list[str]) -> list[str]:
         return _named_topics(topics)
+
+    @field_validator("mapping")
+    @classmethod
+    def _mapping_fits_method(cls, mapping: MappingSpec | None, info: ValidationInfo) -> MappingSpec | None:
+        if mapping is not None and "method" in info.data:
+            check_mapping(info.data["method"], mapping)
+        return mapping
 
 
 def _named_topics(topics: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import fastavro
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, Schema
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
@@ -47,19 +48,21 @@ class Decoder(Protocol):
 class RawDecoder:
     """Plain Avro binary: events written with one known schema file, every other method with its own contract."""
 
-    def __init__(self, writer_schema_file: Path) -> None:
+    def __init__(self, writer_schema_file: Path, own_schema: bool = False) -> None:
         text = writer_schema_file.read_text(encoding="utf-8")
-        problem = _unreadable(text, "events")
+        problem = _unparsable(text) if own_schema else _unreadable(text, "events")
         if problem is not None:
             raise ValueError(f"{writer_schema_file} {problem}")
         self._events = WriterSchemas(raw=text)
+        self._own = own_schema
+        """Records of a mapping: read with the file's schema whatever their method."""
         self._contracts: dict[MethodName, WriterSchemas] = {}
 
     async def prepare(self, values: Iterable[bytes | None]) -> None:
         return None
 
     def schemas(self, method: MethodName) -> WriterSchemas:
-        if method == "events":
+        if method == "events" or self._own:
             return self._events
         schemas = self._contracts.get(method)
         if schemas is None:
@@ -73,8 +76,10 @@ class RawDecoder:
 class ConfluentDecoder:
     """The Confluent wire format: magic byte 0, a 4-byte big-endian schema id, then the Avro body."""
 
-    def __init__(self, registry: AsyncSchemaRegistryClient) -> None:
+    def __init__(self, registry: AsyncSchemaRegistryClient, own_schema: bool = False) -> None:
         self._registry = registry
+        self._own = own_schema
+        """Records of a mapping: read with their writer's own schema, so a writer need only parse."""
         self._writers: dict[int, str] = {}
         """Every Avro writer schema fetched, whichever method its records are read into."""
         self._unknown: dict[int, tuple[float, str]] = {}
@@ -181,7 +186,7 @@ class ConfluentDecoder:
             for schema_id, text in self._writers.items():
                 key = (method, schema_id)
                 if key not in self._unreadable:
-                    self._unreadable[key] = _unreadable(text, method)
+                    self._unreadable[key] = _unparsable(text) if self._own else _unreadable(text, method)
                 why = self._unreadable[key]
                 if why is None:
                     readable[schema_id] = text
@@ -206,6 +211,15 @@ def _unreadable(writer_text: str, method: MethodName) -> str | None:
     return None if problem is None else f"cannot be read into the contract: {problem}"
 
 
+def _unparsable(writer_text: str) -> str | None:
+    """Why a writer schema cannot be read with at all (records of a mapping need nothing more), or None."""
+    try:
+        fastavro.parse_schema(json.loads(writer_text))
+    except Exception as exc:
+        return f"cannot be parsed: {exc}"
+    return None
+
+
 def _tls_failure(exc: BaseException) -> str | None:
     """The TLS reason somewhere in an exception's chain (the registry's HTTP client wraps it twice), or None."""
     seen: BaseException | None = exc
@@ -224,14 +238,19 @@ def registry_client_conf(avro: AvroConfig, credentials: RegistryCredentials) -> 
 
 
 def make_decoder(
-    fmt: str, schema_registry_url: str | None, schema_file: Path | None, registry_conf: Mapping[str, Any] | None = None
+    fmt: str,
+    schema_registry_url: str | None,
+    schema_file: Path | None,
+    registry_conf: Mapping[str, Any] | None = None,
+    own_schema: bool = False,
 ) -> Decoder:
-    """The decoder the configuration asks for; each method's contract is its reader schema."""
+    """The decoder the configuration asks for: each method's contract is its reader schema, or, for routes with a
+    mapping (`own_schema`), each writer's own."""
     if fmt == "raw":
         assert schema_file is not None
-        return RawDecoder(schema_file)
+        return RawDecoder(schema_file, own_schema)
     assert schema_registry_url is not None
     registry = AsyncSchemaRegistryClient(
         {"max.retries": 1, "timeout": 10, **(registry_conf or {}), "url": schema_registry_url}
     )
-    return ConfluentDecoder(registry)
+    return ConfluentDecoder(registry, own_schema)

@@ -30,12 +30,12 @@ from typing import Any, cast
 import structlog
 from confluent_kafka import KafkaError, TopicPartition
 
-from bridge.avro import WriterSchemas
 from bridge.batching import Batch, Batcher, Held
 from bridge.config import BridgeConfig
 from bridge.deadletter import DeadLetters
 from bridge.decode import Decoder, RegistryUnavailableError
 from bridge.delivery import Delivery
+from bridge.lanes import Lane, lanes
 from bridge.methods import MethodName
 from bridge.metrics import Metrics
 from bridge.offsets import PartitionOffsets
@@ -83,18 +83,20 @@ class Pipeline:
         uploader: Uploader,
         dead_letters: DeadLetters | None,
         metrics: Metrics,
+        own_schemas: Decoder | None = None,
     ) -> None:
+        """`own_schemas` fetches the writer schemas of Avro routes with a mapping (see `bridge.lanes`)."""
         self._config = config
         self._source = source_factory(config.kafka, config.topics, self, self._on_kafka_error)
         self._method_of: dict[str, MethodName] = {
             topic: route.method for route in config.effective_routes for topic in route.topics
         }
         """Each topic's method: its route's."""
-        self._only_method: MethodName | None = (
-            config.effective_routes[0].method if len(set(self._method_of.values())) == 1 else None
-        )
-        """The one method of every topic, when there is one: its records need no sorting by method."""
         self._decoder = decoder
+        self._lanes = lanes(config, decoder, own_schemas)
+        self._decoders = list({id(d): d for lane in self._lanes.values() if (d := lane.decoder) is not None}.values())
+        distinct = {id(lane): lane for lane in self._lanes.values()}
+        self._one_lane = next(iter(distinct.values())) if len(distinct) == 1 else None
         self._rules = rules
         self._uploader = uploader
         self._metrics = metrics
@@ -287,8 +289,12 @@ class Pipeline:
 
     async def _take_waiting(self) -> None:
         waiting, self._waiting = self._waiting, []
+        by_lane = self._by_lane(waiting)
         try:
-            await self._decoder.prepare(item.value for item in waiting)
+            for decoder in self._decoders:
+                await decoder.prepare(
+                    item.value for lane, items in by_lane if lane.decoder is decoder for item in items
+                )
         except RegistryUnavailableError as exc:
             # Not poison: the records wait (and the partitions pause) until the registry answers.
             self._waiting = waiting + self._waiting
@@ -296,38 +302,41 @@ class Pipeline:
             log.warning("schema registry unavailable; records wait", error=str(exc), records=len(self._waiting))
             return
         chunks = [
-            (method, items[start : start + CHUNK_RECORDS])
-            for method, items in self._by_method(waiting).items()
+            (lane, items[start : start + CHUNK_RECORDS])
+            for lane, items in by_lane
             for start in range(0, len(items), CHUNK_RECORDS)
         ]
-        for index, (method, chunk) in enumerate(chunks):
+        for index, (lane, chunk) in enumerate(chunks):
             try:
-                self._submit(chunk, self._decoder.schemas(method), method)
+                self._submit(chunk, lane)
             except BrokenProcessPool:
                 # A worker died while the pool was idle: nothing more is sent, and nothing waits for these.
                 self._let_go([item for _, rest in chunks[index:] for item in rest])
                 raise
 
-    def _by_method(self, held: list[Held]) -> dict[MethodName, list[Held]]:
-        """The records of each method, each in the order held: a partition is one topic's, so one method's."""
-        if self._only_method is not None:
-            return {self._only_method: held}
-        by_method: dict[MethodName, list[Held]] = {}
-        method_of = self._method_of
+    def _by_lane(self, held: list[Held]) -> list[tuple[Lane, list[Held]]]:
+        """The records of each lane, each in the order held: a partition is one topic's, so one lane's."""
+        if self._one_lane is not None:
+            return [(self._one_lane, held)]
+        by_lane: dict[int, tuple[Lane, list[Held]]] = {}
+        lanes = self._lanes
         for item in held:
-            by_method.setdefault(method_of[item.state.topic], []).append(item)
-        return by_method
+            lane = lanes[item.state.topic]
+            by_lane.setdefault(id(lane), (lane, []))[1].append(item)
+        return list(by_lane.values())
 
     # -- transforms -----------------------------------------------------------------------------------------
 
-    def _submit(self, chunk: Sequence[Held], schemas: WriterSchemas, method: MethodName) -> None:
+    def _submit(self, chunk: Sequence[Held], lane: Lane) -> None:
         values = [item.value for item in chunk]
+        # Keys and headers cross to the workers only for a mapping that reads them.
+        keys = [item.record.key() for item in chunk] if lane.reads_keys else None
+        headers = [item.record.headers() for item in chunk] if lane.reads_headers else None
+        work = (values, time.time(), self._rules, lane.schemas(), lane.method, lane.reading, keys, headers)
         if self._pool is None:
-            self._apply(chunk, transform(values, time.time(), self._rules, schemas, method))
+            self._apply(chunk, transform(*work))
             return
-        future = asyncio.get_running_loop().run_in_executor(
-            self._pool, transform, values, time.time(), self._rules, schemas, method
-        )
+        future = asyncio.get_running_loop().run_in_executor(self._pool, transform, *work)
         self._transforming.append((chunk, future, time.monotonic()))
         future.add_done_callback(self._transformed)
 

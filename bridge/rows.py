@@ -67,12 +67,15 @@ class RowMaker:
 
     def table(self, records: Sequence[dict[str, Any]], now: float) -> Table:
         """The rows of `records` in their order; what the column tests cannot clear is judged row by row."""
+        return self.table_of([list(map(get, records)) for get in self._getters], now)
+
+    def table_of(self, typed: list[list[Any]], now: float) -> Table:
+        """The same from the records' values by column, one list per `Method.names` entry (a mapping's output)."""
         method = self._method
-        count = len(records)
+        count = len(typed[0])
         if not count:
             return Table([], [[] for _ in method.names], {})
         window = Window(now, self._max_future_s)
-        typed = [list(map(get, records)) for get in self._getters]
         applications: list[int | None] = typed[self._application]
         if self._default is not None and None in applications:
             default = self._default

@@ -20,6 +20,7 @@ from bridge.decode import make_decoder, registry_client_conf
 from bridge.delivery import Totals
 from bridge.group_budget import GroupBudget
 from bridge.health import make_app
+from bridge.lanes import needs_own_schemas
 from bridge.metrics import Metrics
 from bridge.pipeline import CLOSE_TIMEOUT_S, WORKERS_EXIT_S, Pipeline
 from bridge.source import Source
@@ -58,12 +59,19 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
         log.error("cannot start", error=str(exc))
         return EXIT_STARTUP
     try:
+        registry_conf = registry_client_conf(config.avro, settings.registry)
         decoder = make_decoder(
-            config.avro.format,
-            config.avro.schema_registry_url,
-            config.avro.schema_file,
-            registry_client_conf(config.avro, settings.registry),
+            config.avro.format, config.avro.schema_registry_url, config.avro.schema_file, registry_conf
         )
+        own_schemas = None
+        if needs_own_schemas(config):
+            own_schemas = make_decoder(
+                config.avro.format,
+                config.avro.schema_registry_url,
+                config.avro.schema_file,
+                registry_conf,
+                own_schema=True,
+            )
     except ValueError as exc:
         log.error("cannot start", error=str(exc))
         return EXIT_STARTUP
@@ -87,7 +95,7 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
         if config.upload.rate_scope == "group":
             budget = GroupBudget(config.kafka, config.upload.requests_per_second, uploader.rate_limit, metrics)
         source = budget.source_factory() if budget is not None else Source
-        pipeline = Pipeline(config, source, decoder, rules, uploader, dead_letters, metrics)
+        pipeline = Pipeline(config, source, decoder, rules, uploader, dead_letters, metrics, own_schemas)
         stale_after = max(30.0, config.kafka.revoke_timeout_s + 10, config.shutdown.drain_timeout_s + 10)
         runner = web.AppRunner(
             make_app(pipeline, metrics.registry, stale_after), access_log=None, shutdown_timeout=ENDPOINTS_SHUTDOWN_S

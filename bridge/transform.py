@@ -16,12 +16,14 @@ from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Final, Literal, NamedTuple, TypeVar
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from bridge import csvbody
 from bridge.avro import DecodeError, Readers, ReasonClass, WriterSchemas
+from bridge.mapping import Headers
 from bridge.methods import METHODS, MethodName
-from bridge.rows import RowMaker
+from bridge.reading import Reading, RecordReaders
+from bridge.rows import RowMaker, Table
 
 Failure = tuple[ReasonClass | Literal["invalid", "expired"], str]
 """A record's dead-letter reason class and a readable detail."""
@@ -37,6 +39,8 @@ _DETAIL_TEXT: Final = 200
 
 _READERS: Final = Readers()
 """Parsed schemas live as long as the process, so a worker parses each writer schema once."""
+_RECORD_READERS: Final = RecordReaders()
+"""The same for routes with their own records: writer schemas and compiled mappings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,34 +71,37 @@ class Transformed(NamedTuple):
 
 
 def transform(
-    values: Sequence[bytes | None], now: float, rules: Rules, schemas: WriterSchemas, method_name: MethodName
+    values: Sequence[bytes | None],
+    now: float,
+    rules: Rules,
+    schemas: WriterSchemas,
+    method_name: MethodName,
+    reading: Reading | None = None,
+    keys: Sequence[bytes | None] | None = None,
+    headers: Sequence[Headers | None] | None = None,
 ) -> Transformed:
     """Decode each value into `method_name`'s contract, make its row (or name the rule it breaks), and encode the
     rows to CSV lines.
 
-    A record is judged alone: whatever one record makes the reader, the row maker or the encoder raise fails that
-    record, with the exception named, and never its neighbours or the chunk.
+    A route's `reading` (its format and mapping) turns values into the contract's values instead; the Kafka keys
+    and headers are passed only for a reading that uses them.
+
+    A record is judged alone: whatever one record makes the reader, the mapping, the row maker or the encoder raise
+    fails that record, with the exception named, and never its neighbours or the chunk.
     """
     method = METHODS[method_name]
-    decode = _READERS.decoder(schemas, method_name)
-    failures: dict[int, Failure] = {}
-    decoded = []
-    indexes = []  # the chunk index of each decoded record
-    for index, value in enumerate(values):
-        if value is None:
-            failures[index] = ("decode", "null value (a tombstone): there is no row to upload")
-            continue
-        try:
-            decoded.append(decode(value))
-        except DecodeError as failure:
-            failures[index] = (failure.reason, failure.detail)
-            continue
-        except Exception as exc:
-            failures[index] = ("decode", _unexpected("decoding it", exc))
-            continue
-        indexes.append(index)
     maker = RowMaker(method, rules.default_application, rules.has_key, rules.max_future_s)
-    table, kept, unmade = _alone(lambda records: maker.table(records, now), decoded)
+    if reading is not None:
+        read = _RECORD_READERS.read(reading, values, schemas, keys, headers)
+        failures: dict[int, Failure] = dict(read.failures)
+        mapped = read.columns
+        count = len(read.indexes)
+        table, kept, unmade = _alone(
+            lambda some: maker.table_of(mapped if len(some) == count else _pick(mapped, some), now), range(count)
+        )
+        indexes = read.indexes
+    else:
+        table, indexes, kept, unmade, failures = _contract_table(values, schemas, method_name, maker, now)
     for position, why in unmade.items():
         failures[indexes[position]] = ("invalid", _unexpected("making its row", why))
     indexes = [indexes[position] for position in kept]
@@ -125,6 +132,33 @@ def transform(
     return Transformed(groups, placed, lines, failures)
 
 
+def _contract_table(
+    values: Sequence[bytes | None], schemas: WriterSchemas, method_name: MethodName, maker: RowMaker, now: float
+) -> tuple[Table, list[int], Sequence[int], dict[int, Exception], dict[int, Failure]]:
+    """The values decoded into the method's contract and made into rows, each record judged alone: the table,
+    each decoded record's index in the chunk, which of them the table holds, why the rest made no row, and the
+    failures of the values that did not decode."""
+    decode = _READERS.decoder(schemas, method_name)
+    failures: dict[int, Failure] = {}
+    decoded = []
+    indexes = []  # the chunk index of each decoded record
+    for index, value in enumerate(values):
+        if value is None:
+            failures[index] = ("decode", "null value (a tombstone): there is no row to upload")
+            continue
+        try:
+            decoded.append(decode(value))
+        except DecodeError as failure:
+            failures[index] = (failure.reason, failure.detail)
+            continue
+        except Exception as exc:
+            failures[index] = ("decode", _unexpected("decoding it", exc))
+            continue
+        indexes.append(index)
+    table, kept, unmade = _alone(lambda records: maker.table(records, now), decoded)
+    return table, indexes, kept, unmade, failures
+
+
 def _alone(work: Callable[[Sequence[T]], R], items: Sequence[T]) -> tuple[R, Sequence[int], dict[int, Exception]]:
     """`work` over `items`, or, when that raises, over the items that do not raise when tried one by one.
 
@@ -151,7 +185,7 @@ def _unexpected(doing: str, exc: Exception) -> str:
     return f"{type(exc).__name__} while {doing}" + (f": {text[:_DETAIL_TEXT]}" if text else "")
 
 
-def _pick(columns: list[list[str]], positions: Sequence[int]) -> list[list[str]]:
+def _pick(columns: list[list[Any]], positions: Sequence[int]) -> list[list[Any]]:
     """The cells at `positions` of every column."""
     return [[column[p] for p in positions] for column in columns]
 

@@ -1,0 +1,198 @@
+"""One value to what its parameter's contract type holds, or `UnconvertibleError` saying why not.
+
+Numbers become integers only when exact, booleans become `true`/`false` text, records and maps become JSON only
+where the parameter is JSON, timestamps become integer milliseconds from the unit they are written in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final, Literal
+from uuid import UUID
+
+import orjson
+
+from bridge.mapping.parameters import Parameter
+from bridge.methods import DECIMAL_SCALE, amount_bytes
+
+Unit = Literal["s", "ms", "us", "ns", "iso8601"]
+
+
+class UnconvertibleError(Exception):
+    """A value the parameter cannot take; the message says why."""
+
+
+def show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def to_text(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is float:
+        if not math.isfinite(value):
+            raise UnconvertibleError(f"{value!r} is not a finite number")
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, Decimal) and value.is_finite():
+        return format(value, "f")
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise UnconvertibleError(f"a {_type_name(value)} is not text")
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, dict):
+        return "record or map"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, bytes):
+        return "bytes value"
+    return type(value).__name__
+
+
+def _integer(bits: int) -> Callable[[Any], int]:
+    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+    def to_integer(value: Any) -> int:
+        kind = type(value)
+        if kind is int:
+            number: int = value
+        elif _integral(value):
+            number = _exact(value)
+        else:
+            raise UnconvertibleError(f"{show(value)} is not an integer")
+        if not low <= number <= high:
+            raise UnconvertibleError(f"{number} does not fit a {bits}-bit integer")
+        return number
+
+    return to_integer
+
+
+def _exact(value: Any) -> int:
+    """`int(value)` of a value `_integral` took; digit strings past Python's conversion limit are refused."""
+    try:
+        return int(value)
+    except ValueError:
+        raise UnconvertibleError(f"{show(value)} has too many digits to be an integer") from None
+
+
+def _integral(value: Any) -> bool:
+    """A float, decimal text or Decimal that is exactly an integer (not a bool, which is an int too)."""
+    kind = type(value)
+    if kind is float:
+        return bool(value.is_integer())
+    if kind is str:
+        digits = value.removeprefix("-")
+        return bool(digits.isascii() and digits.isdigit())
+    return isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value()
+
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND: Final = timedelta(milliseconds=1)
+TO_MILLISECONDS: Final[dict[str, tuple[int, int]]] = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 10**6)}
+"""(multiplier, divisor) from each unit to milliseconds; a number with no unit is milliseconds, as in the contract."""
+
+
+def _timestamp(unit: Unit | None) -> Callable[[Any], int]:
+    multiplier, divisor = TO_MILLISECONDS.get(unit or "ms", (1, 1))
+
+    def to_millis(value: Any) -> int:
+        kind = type(value)
+        if isinstance(value, datetime):
+            # An Avro timestamp type, read as it is; a naive (local-timestamp) value is taken as UTC.
+            aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+            return int((aware - EPOCH) // MILLISECOND)
+        if kind is str and (unit == "iso8601" or (unit is None and not value.isdigit())):
+            return _iso_millis(value)
+        if unit == "iso8601":
+            raise UnconvertibleError(f"{show(value)} is not an ISO 8601 text")
+        if kind is str and value.isascii() and value.isdigit():
+            return _exact(value) * multiplier // divisor
+        if kind is int:
+            return int(value) * multiplier // divisor
+        if kind is float:
+            scaled: float = value * multiplier / divisor
+            if math.isfinite(scaled):
+                return math.floor(scaled)
+        raise UnconvertibleError(f"{show(value)} is not a timestamp in {unit or 'ms'}")
+
+    return to_millis
+
+
+def _iso_millis(text: str) -> int:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UnconvertibleError(f"{show(text)} is not an ISO 8601 timestamp") from None
+    if moment.tzinfo is None:
+        raise UnconvertibleError(f"{show(text)} has no UTC offset")
+    return int((moment - EPOCH) // MILLISECOND)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal) and value.is_finite():
+        return format(value, "f")
+    raise TypeError(f"a {_type_name(value)} has no JSON form")
+
+
+def _to_json(value: Any) -> str:
+    if type(value) is str:
+        return value
+    try:
+        return orjson.dumps(value, default=_json_default).decode()
+    except TypeError as exc:
+        raise UnconvertibleError(f"cannot be written as JSON ({exc})") from None
+
+
+_SCALE: Final = Decimal(1).scaleb(-DECIMAL_SCALE)
+
+
+def _to_decimal(value: Any) -> bytes:
+    """Unscaled two's-complement bytes at scale 8, as Avro's decimal holds them."""
+    if type(value) is bool or not isinstance(value, int | float | str | Decimal):
+        raise UnconvertibleError(f"a {_type_name(value)} is not a decimal")
+    try:
+        number = Decimal(str(value)) if not isinstance(value, Decimal) else value
+        scaled = number.quantize(_SCALE)
+    except (InvalidOperation, ValueError):
+        raise UnconvertibleError(f"{show(value)} is not a decimal") from None
+    if scaled != number:
+        raise UnconvertibleError(f"{show(value)} has more than 8 decimal places")
+    return amount_bytes(format(scaled, "f"))
+
+
+def _array(item: Callable[[Any], Any]) -> Callable[[Any], list[Any]]:
+    def to_array(value: Any) -> list[Any]:
+        if not isinstance(value, list | tuple):
+            raise UnconvertibleError(f"a {_type_name(value)} is not an array")
+        if None in value:
+            raise UnconvertibleError("an array item is null")
+        return [item(v) for v in value]
+
+    return to_array
+
+
+def converter(parameter: Parameter, unit: Unit | None) -> Callable[[Any], Any]:
+    if parameter.kind == "array":
+        assert parameter.item is not None
+        return _array(converter(parameter.item, None))
+    if parameter.kind == "integer":
+        return _integer(parameter.bits)
+    if parameter.kind == "timestamp":
+        return _timestamp(unit)
+    if parameter.kind == "json":
+        return _to_json
+    if parameter.kind == "decimal":
+        return _to_decimal
+    return to_text

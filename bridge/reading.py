@@ -1,0 +1,166 @@
+"""How a route's record values become contract records when they are not the project's own Avro contract.
+
+A route with a mapping, or with `format: json`, reads each value into a plain record (Avro with the writer's own
+schema, logical types kept, or one JSON object, with or without the Confluent framing) and then maps a chunk of
+them onto the method's parameters with `bridge.mapping`. A route of contract Avro records without a mapping
+never comes here: `bridge.avro` reads those into the contract by schema resolution.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import fastavro
+import orjson
+
+from bridge.avro import WIRE_HEADER, DecodeError, ReasonClass, WriterSchemas
+from bridge.mapping import Chunk, CompiledMapping, Headers, MappingSpec, Record, identity_mapping
+from bridge.methods import MethodName
+
+Failure = tuple[ReasonClass | Literal["invalid"], str]
+
+_schemaless_reader: Final = fastavro.schemaless_reader
+_loads: Final = orjson.loads
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A route's value format and mapping; small and picklable, it travels with every chunk of the route."""
+
+    method: MethodName
+    format: Literal["avro", "json"]
+    mapping: MappingSpec
+    reads_keys: bool = False
+    reads_headers: bool = False
+    key: str = field(default="", compare=False)
+    """Names the compiled mapping in each process's cache."""
+
+    @classmethod
+    def of(cls, method: MethodName, fmt: Literal["avro", "json"], mapping: MappingSpec | None) -> Reading | None:
+        """How a route reads its values; None for contract Avro records without a mapping."""
+        if mapping is None and fmt == "avro":
+            return None
+        spec = identity_mapping(method) if mapping is None else mapping
+        compiled = CompiledMapping(method, spec)
+        return cls(method, fmt, spec, compiled.reads_keys, compiled.reads_headers, f"{method}:{fmt}:{spec!r}")
+
+
+@dataclass(frozen=True)
+class Read:
+    """The records of a chunk that decoded and mapped, by column, with where each sits in the chunk and why the
+    rest did not."""
+
+    columns: list[list[Any]]
+    """The method's parameters in declared order, a value per record: what `RowMaker.table_of` takes."""
+    indexes: list[int]
+    failures: dict[int, Failure]
+
+
+class RecordReaders:
+    """One process's parsed writer schemas and compiled mappings, built on first use and kept."""
+
+    def __init__(self) -> None:
+        self._schemas: dict[tuple[int | None, str], Any] = {}
+        self._mappings: dict[str, CompiledMapping] = {}
+
+    def read(
+        self,
+        reading: Reading,
+        values: Sequence[bytes | None],
+        schemas: WriterSchemas,
+        keys: Sequence[bytes | None] | None = None,
+        headers: Sequence[Headers | None] | None = None,
+    ) -> Read:
+        """Decode each value and map the chunk; keys and headers are needed only when the reading says so."""
+        decode = self._json if reading.format == "json" else self._avro(schemas)
+        failures: dict[int, Failure] = {}
+        records, indexes = [], []
+        for index, value in enumerate(values):
+            if value is None:
+                failures[index] = ("decode", "null value (a tombstone): there is no record to map")
+                continue
+            try:
+                records.append(decode(value))
+            except DecodeError as failure:
+                failures[index] = (failure.reason, failure.detail)
+                continue
+            indexes.append(index)
+        chunk = Chunk(
+            records,
+            [keys[i] for i in indexes] if keys is not None and reading.reads_keys else None,
+            [headers[i] for i in indexes] if headers is not None and reading.reads_headers else None,
+        )
+        mapped = self._mapping(reading).apply(chunk)
+        for position, detail in mapped.failures.items():
+            failures[indexes[position]] = ("invalid", detail)
+        return Read(mapped.columns, [indexes[p] for p in mapped.positions], failures)
+
+    def _mapping(self, reading: Reading) -> CompiledMapping:
+        compiled = self._mappings.get(reading.key)
+        if compiled is None:
+            compiled = self._mappings[reading.key] = CompiledMapping(reading.method, reading.mapping)
+        return compiled
+
+    @staticmethod
+    def _json(value: bytes) -> Record:
+        # A JSON text never starts with a zero byte: one there is the Confluent JSON Schema framing.
+        start = 5 if value[:1] == b"\0" else 0
+        try:
+            record = _loads(memoryview(value)[start:] if start else value)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError("decode", f"not valid UTF-8 JSON: {exc}") from None
+        if type(record) is not dict:
+            raise DecodeError("decode", f"the value is a JSON {type(record).__name__}, not an object")
+        return record
+
+    def _avro(self, schemas: WriterSchemas) -> Callable[[bytes], Record]:
+        if schemas.raw is not None:
+            writer = self._writer(None, schemas.raw)
+
+            def decode_raw(value: bytes) -> Record:
+                return _own(writer, io.BytesIO(value), len(value))
+
+            return decode_raw
+        writers = {schema_id: self._writer(schema_id, text) for schema_id, text in schemas.by_id.items()}
+        unknown = schemas.unknown
+        unpack = WIRE_HEADER.unpack_from
+
+        def decode_wire(value: bytes) -> Record:
+            size = len(value)
+            if size < 5:
+                raise DecodeError("decode", f"{size} bytes is too short for the Confluent wire format")
+            magic, schema_id = unpack(value)
+            if magic != 0:
+                raise DecodeError("decode", f"magic byte {magic}: not the Confluent wire format (version 0)")
+            writer = writers.get(schema_id)
+            if writer is None:
+                why = unknown.get(schema_id, "not fetched from the registry")
+                raise DecodeError("schema", f"schema id {schema_id}: {why}")
+            payload = io.BytesIO(value)
+            payload.seek(5)
+            return _own(writer, payload, size)
+
+        return decode_wire
+
+    def _writer(self, schema_id: int | None, text: str) -> Any:
+        parsed = self._schemas.get((schema_id, text))
+        if parsed is None:
+            parsed = self._schemas[(schema_id, text)] = fastavro.parse_schema(json.loads(text))
+        return parsed
+
+
+def _own(writer: Any, payload: io.BytesIO, size: int) -> Record:
+    """One record read with its writer's own schema, logical types kept: timestamps arrive as datetimes."""
+    try:
+        record = _schemaless_reader(payload, writer, None)
+    except Exception as exc:
+        raise DecodeError("decode", f"not a valid Avro record for its schema: {type(exc).__name__}: {exc}") from None
+    if payload.tell() != size:
+        raise DecodeError("decode", f"{size - payload.tell()} bytes left after the record")
+    if type(record) is not dict:
+        raise DecodeError("decode", f"the writer schema is not a record but {type(record).__name__}")
+    return record
