@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 import fastavro
 import orjson
 
+from bridge.alone import alone, unexpected
 from bridge.avro import WIRE_HEADER, DecodeError, ReasonClass, WriterSchemas
 from bridge.mapping import Chunk, CompiledMapping, Headers, MappingSpec, Record, identity_mapping
 from bridge.methods import MethodName
@@ -88,16 +89,22 @@ class RecordReaders:
             except DecodeError as failure:
                 failures[index] = (failure.reason, failure.detail)
                 continue
+            except Exception as exc:
+                failures[index] = ("decode", unexpected("decoding it", exc))
+                continue
             indexes.append(index)
         chunk = Chunk(
             records,
             [keys[i] for i in indexes] if keys is not None and reading.reads_keys else None,
             [headers[i] for i in indexes] if headers is not None and reading.reads_headers else None,
         )
-        mapped = self._mapping(reading).apply(chunk)
+        compiled = self._mapping(reading)
+        mapped, kept, raised = alone(lambda some: compiled.apply(_pick(chunk, some)), range(len(records)))
+        for position, why in raised.items():
+            failures[indexes[position]] = ("invalid", unexpected("mapping it", why))
         for position, detail in mapped.failures.items():
-            failures[indexes[position]] = ("invalid", detail)
-        return Read(mapped.columns, [indexes[p] for p in mapped.positions], failures)
+            failures[indexes[kept[position]]] = ("invalid", detail)
+        return Read(mapped.columns, [indexes[kept[p]] for p in mapped.positions], failures)
 
     def _mapping(self, reading: Reading) -> CompiledMapping:
         compiled = self._mappings.get(reading.key)
@@ -164,3 +171,14 @@ def _own(writer: Any, payload: io.BytesIO, size: int) -> Record:
     if type(record) is not dict:
         raise DecodeError("decode", f"the writer schema is not a record but {type(record).__name__}")
     return record
+
+
+def _pick(chunk: Chunk, positions: Sequence[int]) -> Chunk:
+    """The records (with their keys and headers) at `positions`; the chunk itself when that is all of them."""
+    if len(positions) == len(chunk.records):
+        return chunk
+    return Chunk(
+        [chunk.records[p] for p in positions],
+        None if chunk.keys is None else [chunk.keys[p] for p in positions],
+        None if chunk.headers is None else [chunk.headers[p] for p in positions],
+    )

@@ -13,12 +13,13 @@ import os
 import signal
 import threading
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Any, Final, Literal, NamedTuple, TypeVar
+from typing import Any, Final, Literal, NamedTuple
 
 from bridge import csvbody
+from bridge.alone import alone, unexpected
 from bridge.avro import DecodeError, Readers, ReasonClass, WriterSchemas
 from bridge.mapping import Headers
 from bridge.methods import METHODS, MethodName
@@ -30,12 +31,6 @@ Failure = tuple[ReasonClass | Literal["invalid", "expired"], str]
 
 FAILED: Final = -1
 """The group index of a record that made no row."""
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-_DETAIL_TEXT: Final = 200
-"""Characters of an unexpected exception's text a detail keeps: some exceptions quote the whole value."""
 
 _READERS: Final = Readers()
 """Parsed schemas live as long as the process, so a worker parses each writer schema once."""
@@ -96,14 +91,14 @@ def transform(
         failures: dict[int, Failure] = dict(read.failures)
         mapped = read.columns
         count = len(read.indexes)
-        table, kept, unmade = _alone(
+        table, kept, unmade = alone(
             lambda some: maker.table_of(mapped if len(some) == count else _pick(mapped, some), now), range(count)
         )
         indexes = read.indexes
     else:
         table, indexes, kept, unmade, failures = _contract_table(values, schemas, method_name, maker, now)
     for position, why in unmade.items():
-        failures[indexes[position]] = ("invalid", _unexpected("making its row", why))
+        failures[indexes[position]] = ("invalid", unexpected("making its row", why))
     indexes = [indexes[position] for position in kept]
     records = len(kept)
     for position, violation in table.violations.items():
@@ -117,11 +112,11 @@ def transform(
     lines = [b""] * len(values)
     columns = table.columns
     for application, positions in by_application.items():
-        encoded, kept, unencoded = _alone(
+        encoded, kept, unencoded = alone(
             lambda some: csvbody.lines(columns if len(some) == records else _pick(columns, some)), positions
         )
         for at, why in unencoded.items():
-            failures[indexes[positions[at]]] = ("invalid", _unexpected("encoding it as CSV", why))
+            failures[indexes[positions[at]]] = ("invalid", unexpected("encoding it as CSV", why))
         used, group_lines = encoded
         group = len(groups)
         groups.append((method_name, application, csvbody.header(method.names, used)))
@@ -152,37 +147,11 @@ def _contract_table(
             failures[index] = (failure.reason, failure.detail)
             continue
         except Exception as exc:
-            failures[index] = ("decode", _unexpected("decoding it", exc))
+            failures[index] = ("decode", unexpected("decoding it", exc))
             continue
         indexes.append(index)
-    table, kept, unmade = _alone(lambda records: maker.table(records, now), decoded)
+    table, kept, unmade = alone(lambda records: maker.table(records, now), decoded)
     return table, indexes, kept, unmade, failures
-
-
-def _alone(work: Callable[[Sequence[T]], R], items: Sequence[T]) -> tuple[R, Sequence[int], dict[int, Exception]]:
-    """`work` over `items`, or, when that raises, over the items that do not raise when tried one by one.
-
-    Returns what `work` gave, the positions of the items it was given, and the exception of each item left out.
-    The try costs nothing while no item raises, so the column-wise path keeps its pace. Items that pass alone but
-    raise together would be a bug of the chunk, not of a record: that raises, and the bridge fails loudly.
-    """
-    try:
-        return work(items), range(len(items)), {}
-    except Exception:
-        failed: dict[int, Exception] = {}
-    for position, item in enumerate(items):
-        try:
-            work([item])
-        except Exception as exc:
-            failed[position] = exc
-    kept = [position for position in range(len(items)) if position not in failed]
-    return work([items[position] for position in kept]), kept, failed
-
-
-def _unexpected(doing: str, exc: Exception) -> str:
-    """A failure no rule names, as a dead-letter detail: the exception's type and the start of its text."""
-    text = str(exc)
-    return f"{type(exc).__name__} while {doing}" + (f": {text[:_DETAIL_TEXT]}" if text else "")
 
 
 def _pick(columns: list[list[Any]], positions: Sequence[int]) -> list[list[Any]]:

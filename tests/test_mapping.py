@@ -212,6 +212,26 @@ def test_json_values_plain_and_in_the_confluent_framing_become_rows() -> None:
     assert result.failures[4][0] == "decode"
 
 
+
+def test_a_record_that_makes_the_mapping_raise_is_judged_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Stands for any bug a hostile record could reach in a column function: its neighbours still make rows.
+    apply = CompiledMapping.apply
+
+    def raising(self: CompiledMapping, chunk: Chunk) -> Any:
+        if any(record.get("type") == "boom" for record in chunk.records):
+            raise RuntimeError("a column function broke")
+        return apply(self, chunk)
+
+    monkeypatch.setattr(CompiledMapping, "apply", raising)
+    reading = Reading.of("events", "json", GAME_MAPPING)
+    assert reading is not None
+    events = [game_event(1), {**game_event(2), "type": "boom"}, game_event(3)]
+    values = [json.dumps(event).encode() for event in events]
+    result = transform(values, NOW, RULES, WriterSchemas(), "events", reading, [b"k"] * 3, [[]] * 3)
+    assert result.failures == {1: ("invalid", "RuntimeError while mapping it: a column function broke")}
+    assert [row["profile_id"] for row in rows_of(result)] == ["player-1", "player-3"]
+
+
 GAME_SCHEMA = {
     "type": "record",
     "name": "GameEvent",

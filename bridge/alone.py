@@ -1,0 +1,41 @@
+"""Judging records alone: a chunk's work tried whole, and one record at a time only when the whole raised.
+
+The stages run column-wise over a chunk, so one hostile record would otherwise fail its neighbours too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Final, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DETAIL_TEXT: Final = 200
+"""Characters of an unexpected exception's text a detail keeps: some exceptions quote the whole value."""
+
+
+def alone(work: Callable[[Sequence[T]], R], items: Sequence[T]) -> tuple[R, Sequence[int], dict[int, Exception]]:
+    """`work` over `items`, or, when that raises, over the items that do not raise when tried one by one.
+
+    Returns what `work` gave, the positions of the items it was given, and the exception of each item left out.
+    The try costs nothing while no item raises, so the column-wise path keeps its pace. Items that pass alone but
+    raise together would be a bug of the chunk, not of a record: that raises, and the bridge fails loudly.
+    """
+    try:
+        return work(items), range(len(items)), {}
+    except Exception:
+        failed: dict[int, Exception] = {}
+    for position, item in enumerate(items):
+        try:
+            work([item])
+        except Exception as exc:
+            failed[position] = exc
+    kept = [position for position in range(len(items)) if position not in failed]
+    return work([items[position] for position in kept]), kept, failed
+
+
+def unexpected(doing: str, exc: Exception) -> str:
+    """A failure no rule names, as a dead-letter detail: the exception's type and the start of its text."""
+    text = str(exc)
+    return f"{type(exc).__name__} while {doing}" + (f": {text[:DETAIL_TEXT]}" if text else "")
