@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -34,15 +36,20 @@ _BROKER_PREFIX = re.compile(r"^\S+://\S+?/(?:bootstrap|\d+): ")
 _STATE_SUFFIX = re.compile(r" \(after \d+ms in state \w+\)$")
 
 
-async def check_kafka_access(config: KafkaConfig, timeout_s: float = 15.0) -> None:
-    """Raise StartupError naming the cause when the cluster refuses what the bridge needs.
+async def check_kafka_access(config: KafkaConfig, topics: Sequence[str], timeout_s: float = 15.0) -> None:
+    """Raise StartupError naming the cause when the cluster refuses what the bridge needs to read `topics`.
 
     A cluster that does not answer within `timeout_s` is only logged: an outage is the pipeline's to wait out.
     """
-    await asyncio.to_thread(_check, config, timeout_s)
+    cancelled = threading.Event()
+    try:
+        await asyncio.to_thread(_check, config, topics, timeout_s, cancelled)
+    finally:
+        # A start-up cut short by SIGTERM must not wait for the check's thread: the process exits only after it.
+        cancelled.set()
 
 
-def _check(config: KafkaConfig, timeout_s: float) -> None:
+def _check(config: KafkaConfig, topics: Sequence[str], timeout_s: float, cancelled: threading.Event) -> None:
     errors: list[KafkaError] = []
     conf: dict[str, Any] = {
         **_client_properties(config.properties),
@@ -53,7 +60,7 @@ def _check(config: KafkaConfig, timeout_s: float) -> None:
     }
     admin = AdminClient(conf)
     deadline = time.monotonic() + timeout_s
-    while True:
+    while not cancelled.is_set():
         try:
             admin.list_topics(timeout=1.0)
             break
@@ -67,13 +74,15 @@ def _check(config: KafkaConfig, timeout_s: float) -> None:
                 last = _plain(errors[-1]) if errors else str(exc.args[0].str())
                 log.warning("Kafka unreachable at start-up; access not checked", error=last)
                 return
-    _check_topics(admin, config, timeout_s)
-    _check_group(admin, config.group_id, deadline)
+    if cancelled.is_set():
+        return
+    _check_topics(admin, config, topics, timeout_s)
+    _check_group(admin, config.group_id, deadline, cancelled)
 
 
-def _check_topics(admin: AdminClient, config: KafkaConfig, timeout_s: float) -> None:
+def _check_topics(admin: AdminClient, config: KafkaConfig, topics: Sequence[str], timeout_s: float) -> None:
     """Read on every topic read, Write on the dead-letter topic, as the broker's authorizer reports them."""
-    needs: dict[str, set[AclOperation]] = {topic: {AclOperation.READ} for topic in config.topics}
+    needs: dict[str, set[AclOperation]] = {topic: {AclOperation.READ} for topic in topics}
     if config.dead_letter_topic:
         needs.setdefault(config.dead_letter_topic, set()).add(AclOperation.WRITE)
     described = admin.describe_topics(
@@ -92,8 +101,8 @@ def _check_topics(admin: AdminClient, config: KafkaConfig, timeout_s: float) -> 
             raise StartupError(f"Kafka denies access to topic {topic!r}: grant the bridge's principal {grant} on it")
 
 
-def _check_group(admin: AdminClient, group_id: str, deadline: float) -> None:
-    while True:
+def _check_group(admin: AdminClient, group_id: str, deadline: float, cancelled: threading.Event) -> None:
+    while not cancelled.is_set():
         try:
             offsets = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group_id)], request_timeout=5)
             offsets[group_id].result()

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable
 
 import aiohttp
 import structlog
@@ -50,11 +49,47 @@ def run_service(settings: Settings) -> int:
     return asyncio.run(serve(settings))
 
 
+class _Signals:
+    """SIGTERM and SIGINT from the first moment: during start-up they end it, once running they drain the pipeline."""
+
+    def __init__(self, starting: asyncio.Task[int]) -> None:
+        self._starting = starting
+        self.pipeline: Pipeline | None = None
+        self.before_start = False
+
+    def __call__(self, signum: int) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        if self.pipeline is not None:
+            self.pipeline.stop()
+        elif not self.before_start:
+            self.before_start = True
+            self._starting.cancel()
+
+
 async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
-    config = settings.config
-    metrics = metrics or Metrics()
+    """Start the bridge and run it until a signal; a signal during start-up ends it with 0, nothing consumed."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    signals = _Signals(task)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, signals, signum)
     try:
-        await check_kafka_access(config.kafka)
+        return await _serve(settings, metrics or Metrics(), signals)
+    except asyncio.CancelledError:
+        if not signals.before_start:
+            raise
+        log.info("stopped during start-up")
+        return 0
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+async def _serve(settings: Settings, metrics: Metrics, signals: _Signals) -> int:
+    config = settings.config
+    try:
+        await check_kafka_access(config.kafka, config.topics)
     except StartupError as exc:
         log.error("cannot start", error=str(exc))
         return EXIT_STARTUP
@@ -96,6 +131,7 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
             budget = GroupBudget(config.kafka, config.upload.requests_per_second, uploader.rate_limit, metrics)
         source = budget.source_factory() if budget is not None else Source
         pipeline = Pipeline(config, source, decoder, rules, uploader, dead_letters, metrics, own_schemas)
+        signals.pipeline = pipeline
         stale_after = max(30.0, config.kafka.revoke_timeout_s + 10, config.shutdown.drain_timeout_s + 10)
         runner = web.AppRunner(
             make_app(pipeline, metrics.registry, stale_after), access_log=None, shutdown_timeout=ENDPOINTS_SHUTDOWN_S
@@ -103,11 +139,9 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
         await runner.setup()
         await web.TCPSite(runner, config.server.host, config.server.port).start()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, _stopper(pipeline, signum))
         log.info(
             "bridge started",
-            topics=config.kafka.topics,
+            topics=config.topics,
             group=config.kafka.group_id,
             post_api=config.post_api.url,
             port=config.server.port,
@@ -132,14 +166,6 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
                 await dead_letters.close(DEAD_LETTER_FLUSH_S)
     log.info("bridge stopped", exit_code=code, **_summary(pipeline.totals))
     return code
-
-
-def _stopper(pipeline: Pipeline, signum: int) -> Callable[[], None]:
-    def stop() -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
-        pipeline.stop()
-
-    return stop
 
 
 async def _report_progress(pipeline: Pipeline, interval_s: float) -> None:

@@ -279,7 +279,7 @@ async def test_kafka_down_at_start_up_is_waited_out_not_refused(sandbox: Sandbox
     try:
         await asyncio.sleep(3)
         during_check.signal(signal.SIGTERM)
-        await during_check.wait(5)  # SIGTERM while it still asks Kafka: gone at once
+        assert await during_check.wait(5) == 0, during_check.tail()  # SIGTERM while it still asks Kafka: gone at once
     finally:
         during_check.kill()
     bridge = BridgeProcess(config, tmp_path).start()
