@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Final, Literal, NamedTuple, cast
+from typing import Any, Final, Literal, NamedTuple, TypeVar, cast
 
 import fastavro
 from fastavro.read import SchemaResolutionError
@@ -163,6 +163,48 @@ class WriterSchemas:
     """Registry ids that cannot be decoded, with why."""
 
 
+P = TypeVar("P")
+
+
+def framed_decoder(
+    schemas: WriterSchemas,
+    prepare: Callable[[int | None, str], P],
+    read: Callable[[P, io.BytesIO, int], Record],
+) -> Callable[[bytes], Record]:
+    """A function decoding one value: plain Avro of `schemas.raw`, or the Confluent wire format's id and body.
+
+    `prepare` makes what `read` needs of one writer schema (once per schema, not per value); `read` decodes the
+    body that follows the framing. Framing that cannot be read raises DecodeError.
+    """
+    if schemas.raw is not None:
+        prepared = prepare(None, schemas.raw)
+
+        def decode_raw(value: bytes) -> Record:
+            return read(prepared, io.BytesIO(value), len(value))
+
+        return decode_raw
+    by_id = {schema_id: prepare(schema_id, text) for schema_id, text in schemas.by_id.items()}
+    unknown = schemas.unknown
+    unpack = WIRE_HEADER.unpack_from
+
+    def decode_wire(value: bytes) -> Record:
+        size = len(value)
+        if size < 5:
+            raise DecodeError("decode", f"{size} bytes is too short for the Confluent wire format")
+        magic, schema_id = unpack(value)
+        if magic != 0:
+            raise DecodeError("decode", f"magic byte {magic}: not the Confluent wire format (version 0)")
+        writer = by_id.get(schema_id)
+        if writer is None:
+            why = unknown.get(schema_id, "not fetched from the registry")
+            raise DecodeError("schema", f"schema id {schema_id}: {why}")
+        payload = io.BytesIO(value)
+        payload.seek(5)
+        return read(writer, payload, size)
+
+    return decode_wire
+
+
 class Readers:
     """One process's parsed readers, built on first use and kept.
 
@@ -177,33 +219,7 @@ class Readers:
     def decoder(self, schemas: WriterSchemas, method: MethodName) -> Callable[[bytes], Record]:
         """A function decoding one value written with one of `schemas` into `method`'s contract; it raises
         DecodeError for poison."""
-        if schemas.raw is not None:
-            reader = self._reader(method, None, schemas.raw)
-
-            def decode_raw(value: bytes) -> Record:
-                return _read(reader, io.BytesIO(value), len(value))
-
-            return decode_raw
-        readers = {schema_id: self._reader(method, schema_id, text) for schema_id, text in schemas.by_id.items()}
-        unknown = schemas.unknown
-        unpack = WIRE_HEADER.unpack_from
-
-        def decode_wire(value: bytes) -> Record:
-            size = len(value)
-            if size < 5:
-                raise DecodeError("decode", f"{size} bytes is too short for the Confluent wire format")
-            magic, schema_id = unpack(value)
-            if magic != 0:
-                raise DecodeError("decode", f"magic byte {magic}: not the Confluent wire format (version 0)")
-            reader = readers.get(schema_id)
-            if reader is None:
-                why = unknown.get(schema_id, "not fetched from the registry")
-                raise DecodeError("schema", f"schema id {schema_id}: {why}")
-            payload = io.BytesIO(value)
-            payload.seek(5)
-            return _read(reader, payload, size)
-
-        return decode_wire
+        return framed_decoder(schemas, lambda schema_id, text: self._reader(method, schema_id, text), _read)
 
     def _reader(self, method: MethodName, schema_id: int | None, text: str) -> Reader:
         reader = self._parsed.get((method, schema_id, text))

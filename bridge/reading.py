@@ -18,7 +18,7 @@ import fastavro
 import orjson
 
 from bridge.alone import alone, unexpected
-from bridge.avro import WIRE_HEADER, DecodeError, ReasonClass, WriterSchemas
+from bridge.avro import DecodeError, ReasonClass, WriterSchemas, framed_decoder
 from bridge.mapping import Chunk, CompiledMapping, Headers, MappingSpec, Record, identity_mapping
 from bridge.methods import MethodName
 
@@ -125,33 +125,7 @@ class RecordReaders:
         return record
 
     def _avro(self, schemas: WriterSchemas) -> Callable[[bytes], Record]:
-        if schemas.raw is not None:
-            writer = self._writer(None, schemas.raw)
-
-            def decode_raw(value: bytes) -> Record:
-                return _own(writer, io.BytesIO(value), len(value))
-
-            return decode_raw
-        writers = {schema_id: self._writer(schema_id, text) for schema_id, text in schemas.by_id.items()}
-        unknown = schemas.unknown
-        unpack = WIRE_HEADER.unpack_from
-
-        def decode_wire(value: bytes) -> Record:
-            size = len(value)
-            if size < 5:
-                raise DecodeError("decode", f"{size} bytes is too short for the Confluent wire format")
-            magic, schema_id = unpack(value)
-            if magic != 0:
-                raise DecodeError("decode", f"magic byte {magic}: not the Confluent wire format (version 0)")
-            writer = writers.get(schema_id)
-            if writer is None:
-                why = unknown.get(schema_id, "not fetched from the registry")
-                raise DecodeError("schema", f"schema id {schema_id}: {why}")
-            payload = io.BytesIO(value)
-            payload.seek(5)
-            return _own(writer, payload, size)
-
-        return decode_wire
+        return framed_decoder(schemas, self._writer, _own)
 
     def _writer(self, schema_id: int | None, text: str) -> Any:
         parsed = self._schemas.get((schema_id, text))
