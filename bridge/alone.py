@@ -6,7 +6,9 @@ The stages run column-wise over a chunk, so one hostile record would otherwise f
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
+
+from bridge.avro import DecodeError, ReasonClass
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -39,3 +41,26 @@ def unexpected(doing: str, exc: Exception) -> str:
     """A failure no rule names, as a dead-letter detail: the exception's type and the start of its text."""
     text = str(exc)
     return f"{type(exc).__name__} while {doing}" + (f": {text[:DETAIL_TEXT]}" if text else "")
+
+
+def decode_each(
+    values: Sequence[bytes | None], decode: Callable[[bytes], Any]
+) -> tuple[list[Any], list[int], dict[int, tuple[ReasonClass, str]]]:
+    """Each value decoded alone: the records, each one's index among `values`, and why the others did not decode."""
+    failures: dict[int, tuple[ReasonClass, str]] = {}
+    records = []
+    indexes = []
+    for index, value in enumerate(values):
+        if value is None:
+            failures[index] = ("decode", "null value (a tombstone): there is no row to upload")
+            continue
+        try:
+            records.append(decode(value))
+        except DecodeError as failure:
+            failures[index] = (failure.reason, failure.detail)
+            continue
+        except Exception as exc:
+            failures[index] = ("decode", unexpected("decoding it", exc))
+            continue
+        indexes.append(index)
+    return records, indexes, failures

@@ -17,7 +17,7 @@ from typing import Any, Final, Literal
 import fastavro
 import orjson
 
-from bridge.alone import alone, unexpected
+from bridge.alone import alone, decode_each, unexpected
 from bridge.avro import DecodeError, ReasonClass, WriterSchemas, framed_decoder
 from bridge.mapping import Chunk, CompiledMapping, Headers, MappingSpec, Record, identity_mapping
 from bridge.methods import MethodName
@@ -78,21 +78,8 @@ class RecordReaders:
     ) -> Read:
         """Decode each value and map the chunk; keys and headers are needed only when the reading says so."""
         decode = self._json if reading.format == "json" else self._avro(schemas)
-        failures: dict[int, Failure] = {}
-        records, indexes = [], []
-        for index, value in enumerate(values):
-            if value is None:
-                failures[index] = ("decode", "null value (a tombstone): there is no record to map")
-                continue
-            try:
-                records.append(decode(value))
-            except DecodeError as failure:
-                failures[index] = (failure.reason, failure.detail)
-                continue
-            except Exception as exc:
-                failures[index] = ("decode", unexpected("decoding it", exc))
-                continue
-            indexes.append(index)
+        records, indexes, decode_failures = decode_each(values, decode)
+        failures: dict[int, Failure] = dict(decode_failures)
         chunk = Chunk(
             records,
             [keys[i] for i in indexes] if keys is not None and reading.reads_keys else None,

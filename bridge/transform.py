@@ -19,8 +19,8 @@ from multiprocessing.connection import wait
 from typing import Any, Final, Literal, NamedTuple
 
 from bridge import csvbody
-from bridge.alone import alone, unexpected
-from bridge.avro import DecodeError, Readers, ReasonClass, WriterSchemas
+from bridge.alone import alone, decode_each, unexpected
+from bridge.avro import Readers, ReasonClass, WriterSchemas
 from bridge.mapping import Headers
 from bridge.methods import METHODS, MethodName
 from bridge.reading import Reading, RecordReaders
@@ -133,23 +133,8 @@ def _contract_table(
     """The values decoded into the method's contract and made into rows, each record judged alone: the table,
     each decoded record's index in the chunk, which of them the table holds, why the rest made no row, and the
     failures of the values that did not decode."""
-    decode = _READERS.decoder(schemas, method_name)
-    failures: dict[int, Failure] = {}
-    decoded = []
-    indexes = []  # the chunk index of each decoded record
-    for index, value in enumerate(values):
-        if value is None:
-            failures[index] = ("decode", "null value (a tombstone): there is no row to upload")
-            continue
-        try:
-            decoded.append(decode(value))
-        except DecodeError as failure:
-            failures[index] = (failure.reason, failure.detail)
-            continue
-        except Exception as exc:
-            failures[index] = ("decode", unexpected("decoding it", exc))
-            continue
-        indexes.append(index)
+    decoded, indexes, decode_failures = decode_each(values, _READERS.decoder(schemas, method_name))
+    failures: dict[int, Failure] = dict(decode_failures)
     table, kept, unmade = alone(lambda records: maker.table(records, now), decoded)
     return table, indexes, kept, unmade, failures
 
