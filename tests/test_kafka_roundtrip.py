@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from devtools.kafka_local import LocalKafka
@@ -144,7 +144,7 @@ def test_restart_keeps_topic_records_and_committed_offsets(
     assert len(kafka_admin.list_topics(topic, timeout=30).topics[topic].partitions) == 2
     probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
     try:
-        committed = probe.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=30)
+        committed = _committed_once_loaded(probe, [TopicPartition(topic, 0), TopicPartition(topic, 1)])
         ends = [probe.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in (0, 1)]
     finally:
         probe.close()
@@ -152,3 +152,20 @@ def test_restart_keeps_topic_records_and_committed_offsets(
     assert sum(ends) == len(sent)
     again = _consume(kafka_bootstrap, topic, f"reread-{uuid.uuid4().hex}", len(sent))
     assert _decoded_by_key(again) == sent
+
+
+_LOADING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE}
+
+
+def _committed_once_loaded(probe: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+    # A restarted broker reloads __consumer_offsets before it coordinates groups again, and says NOT_COORDINATOR
+    # meanwhile; the more groups earlier tests left, the longer that takes.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            committed: list[TopicPartition] = probe.committed(partitions, timeout=30)
+            return committed
+        except KafkaException as exc:
+            if exc.args[0].code() not in _LOADING or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
