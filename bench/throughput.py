@@ -78,7 +78,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from bench.workloads import GAME_EVENT, GAME_MAPPING, IDENTITY_MAPPING, Workload, game_values
 from bridge.avro import contract_schema, parse
 from bridge.config import KafkaConfig
-from bridge.pipeline import FETCH_MAX, FETCH_TIMEOUT_S
+from bridge.runtime.loop import FETCH_MAX, FETCH_TIMEOUT_S
 from bridge.source import consumer_config
 from devtools.kafka_local import HOST, LocalKafka, free_ports, port_open
 from tests.harness import APP, KEY, event, produce, wire

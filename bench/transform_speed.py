@@ -25,8 +25,8 @@ from bench.throughput import make_values
 from bench.workloads import GAME_EVENT, GAME_MAPPING, IDENTITY_MAPPING, Decoding, game_values
 from bridge.avro import WriterSchemas, contract_schema, parse
 from bridge.config import RouteConfig
-from bridge.pipeline import CHUNK_RECORDS
 from bridge.reading import Reading
+from bridge.runtime.transforms import CHUNK_RECORDS
 from bridge.transform import Rules, collect_rarely, transform
 from tests.harness import APP
 

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection
-from typing import Any, NamedTuple
 
 from bridge.methods import MethodName
-from bridge.offsets import PartitionOffsets
+from bridge.runtime.ledger import Held
 
 BatchKey = tuple[MethodName, int, bytes]
 """(method, application_id, CSV header line): lines share a request only when they share all three."""
-
-
-class Held(NamedTuple):
-    """A record the bridge holds: its partition's tracker, its offset, the Kafka message and its value."""
-
-    state: PartitionOffsets
-    offset: int
-    record: Any
-    """Kept whole for the dead-letter topic (key, value and headers)."""
-    value: bytes | None
 
 
 class Batch:
@@ -28,12 +16,12 @@ class Batch:
 
     __slots__ = ("application_id", "header", "judged", "lines", "method", "opened", "refs", "size")
 
-    def __init__(self, method: MethodName, application_id: int, header: bytes, opened: float) -> None:
+    def __init__(self, method: MethodName, application_id: int, header: bytes, opened: float, judged: float) -> None:
         self.method = method
         self.application_id = application_id
         self.header = header
         self.opened = opened
-        self.judged = time.time()
+        self.judged = judged
         """When its rows were last checked against the rules that time can break (an event's age)."""
         self.lines: list[bytes] = []
         self.refs: list[Held] = []
@@ -47,14 +35,13 @@ class Batch:
         """Two halves, for isolating refused rows."""
         middle = len(self.lines) // 2
         halves = (
-            Batch(self.method, self.application_id, self.header, self.opened),
-            Batch(self.method, self.application_id, self.header, self.opened),
+            Batch(self.method, self.application_id, self.header, self.opened, self.judged),
+            Batch(self.method, self.application_id, self.header, self.opened, self.judged),
         )
         for half, part in zip(halves, (slice(None, middle), slice(middle, None)), strict=True):
             half.lines = self.lines[part]
             half.refs = self.refs[part]
             half.size += sum(map(len, half.lines))
-            half.judged = self.judged
         return halves
 
     def remove(self, positions: Collection[int]) -> list[Held]:
@@ -72,12 +59,14 @@ class Batcher:
     """Open batches by method, application and header; `add` returns a full batch, `expired` those past linger."""
 
     def __init__(
-        self, max_rows: int, max_bytes: int, linger_s: float, clock: Callable[[], float] = time.monotonic
+        self, max_rows: int, max_bytes: int, linger_s: float, clock: Callable[[], float], wall: Callable[[], float]
     ) -> None:
+        """`clock` is monotonic (linger), `wall` Unix time (when a batch's rows were judged)."""
         self._max_rows = max_rows
         self._max_bytes = max_bytes
         self._linger_s = linger_s
         self._clock = clock
+        self._wall = wall
         self._open: dict[BatchKey, Batch] = {}
 
     def add(self, key: BatchKey, line: bytes, held: Held) -> Batch | None:
@@ -92,7 +81,7 @@ class Batcher:
             cut = self._open.pop(key)
             batch = None
         if batch is None:
-            batch = self._open[key] = Batch(*key, self._clock())
+            batch = self._open[key] = Batch(*key, self._clock(), self._wall())
         batch.lines.append(line)
         batch.refs.append(held)
         batch.size += size

@@ -1,12 +1,13 @@
 """The delivery of one batch: upload it, isolate the rows the API refuses, dead-letter, and mark what is done.
 
 The owner loop hands each batch to `Delivery.deliver` (and each poison record to `Delivery.poison`) in a task of
-its own and only reads the outcome off the partitions' trackers: a record is marked done after a 200 or a
-dead-letter ack, let go of when its partition was revoked, or halts its partition when there is no dead-letter
-topic. Nothing here talks to the consumer.
+its own. Outcomes are reported to the ledger (`bridge.runtime.ledger`): accepted after a 200, dead-lettered after
+the dead-letter topic's ack, withdrawn when their partition was revoked, halted when there is no dead-letter topic.
+Nothing here changes an offset or talks to the consumer.
 
-Before every attempt the batch is looked at again: rows of revoked partitions leave it (their new owner sends
-them), and rows that expired while held are dead-lettered as `expired` instead of costing a request.
+Right before every request goes on the wire (once it has its slot and its token) the batch is looked at again: rows
+of revoked partitions leave it (their new owner sends them), and rows that expired while held are dead-lettered as
+`expired` instead of costing a request.
 
 Isolating refused rows is bisection, level by level: each refused part is split in halves and the halves are
 sent again, until every refused part is one row. With k refused rows in n, each level holds at most k refused
@@ -18,20 +19,22 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import structlog
 
-from bridge.batching import Batch, Held
+from bridge.batching import Batch
 from bridge.config import UploadConfig
-from bridge.deadletter import DeadLetters, Reason
+from bridge.deadletter import Reason
 from bridge.methods import METHODS, MethodName, Window
 from bridge.metrics import Metrics
 from bridge.postapi import MAX_EVENT_AGE_S
-from bridge.upload import Answer, Payload, Uploader, Verdict
+from bridge.runtime.clock import Clock
+from bridge.runtime.ledger import Held, Ledger
+from bridge.upload import Answer, Uploader, Verdict
 
 log = structlog.get_logger("bridge.delivery")
 
@@ -41,11 +44,16 @@ first attempt goes out right after the rows were made, a retry (a long 403) much
 within this window of its last check is sent, refused and dead-lettered as `rejected`."""
 
 
+class DeadLetterSink(Protocol):
+    async def write(self, message: Any, reason: Reason, detail: str) -> None:
+        """Returns once the dead-letter topic acknowledged the copy of `message`."""
+        ...
+
+
 @dataclass
 class Totals:
-    """Running counts for progress lines and the end-of-run summary."""
+    """Running counts of deliveries for progress lines and the end-of-run summary."""
 
-    consumed: int = 0
     uploaded: int = 0
     dead_lettered: int = 0
     requests: int = 0
@@ -54,22 +62,40 @@ class Totals:
     dead_lettered_by_method: Counter[str] = field(default_factory=Counter)
 
 
+class _BatchPayload:
+    """A batch as the uploader sends it: pruned right before each request."""
+
+    def __init__(self, delivery: Delivery, batch: Batch) -> None:
+        self._delivery = delivery
+        self._batch = batch
+
+    async def body(self) -> tuple[bytes, int] | None:
+        batch = self._batch
+        await self._delivery.prune(batch)
+        return (batch.body(), len(batch.lines)) if batch.lines else None
+
+    def withdrawn(self) -> bool:
+        return all(item.state.retired for item in self._batch.refs)
+
+
 class Delivery:
-    """Delivers batches and poison records; `release` is told of every record it stops holding."""
+    """Delivers batches and poison records, and reports every outcome to the ledger."""
 
     def __init__(
         self,
         uploader: Uploader,
-        dead_letters: DeadLetters | None,
+        dead_letters: DeadLetterSink | None,
         config: UploadConfig,
         metrics: Metrics,
-        release: Callable[[Sequence[Held]], None],
+        ledger: Ledger,
+        clock: Clock,
     ) -> None:
         self._uploader = uploader
         self._dead_letters = dead_letters
         self._config = config
         self._metrics = metrics
-        self._release = release
+        self._ledger = ledger
+        self._clock = clock
         self.totals = Totals()
 
     async def deliver(self, batch: Batch) -> None:
@@ -86,38 +112,35 @@ class Delivery:
 
     async def _send(self, batch: Batch) -> Answer | None:
         """Send what is left of `batch`: None once it is done with (accepted or emptied), the refusal otherwise."""
-        answer = await self._uploader.deliver(batch.method, batch.application_id, self._payload(batch))
+        answer = await self._uploader.deliver(batch.method, batch.application_id, _BatchPayload(self, batch))
         self.totals.requests += answer.attempts
         if answer.verdict is Verdict.REFUSED:
             return answer
         if answer.verdict is Verdict.ACCEPTED:
-            for item in batch.refs:
-                item.state.done(item.offset)
+            self._ledger.accepted(batch.refs)
             self.totals.uploaded += len(batch.refs)
             self.totals.uploaded_by_method[batch.method] += len(batch.refs)
-            self._release(batch.refs)
+        else:
+            # Emptied while it waited (a refused key, a backoff): what is left is of revoked partitions.
+            self._withdraw(batch)
         return None
 
-    def _payload(self, batch: Batch) -> Payload:
-        async def current() -> tuple[bytes, int] | None:
-            await self._prune(batch)
-            return (batch.body(), len(batch.lines)) if batch.lines else None
-
-        return current
-
-    async def _prune(self, batch: Batch) -> None:
+    async def prune(self, batch: Batch) -> None:
         """Let go of rows whose partition was revoked; dead-letter rows that expired since they were checked."""
-        revoked = batch.remove({p for p, item in enumerate(batch.refs) if item.state.retired})
-        if revoked:
-            log.info("rows of revoked partitions leave their batch", rows=len(revoked), left=len(batch.lines))
-            self._release(revoked)
-        now = time.time()
+        self._withdraw(batch)
+        now = self._clock.wall()
         if batch.lines and now - batch.judged >= REJUDGE_AFTER_S:
             batch.judged = now
             expired = _expired(batch, now)
             if expired:
                 expired_rows = batch.remove(expired)
                 await self._give_up(expired_rows, batch.method, "expired", [expired[p] for p in sorted(expired)])
+
+    def _withdraw(self, batch: Batch) -> None:
+        revoked = batch.remove({p for p, item in enumerate(batch.refs) if item.state.retired})
+        if revoked:
+            log.info("rows of revoked partitions leave their batch", rows=len(revoked), left=len(batch.lines))
+            self._ledger.withdrawn(revoked)
 
     async def _isolate(self, batch: Batch, answer: Answer) -> None:
         """Bisect level by level; a level's halves go out together until `max_split_requests` are spent, then one
@@ -150,8 +173,7 @@ class Delivery:
             return
         for item, own in zip(items, details, strict=True):
             await self._dead_letters.write(item.record, reason, own)
-        for item in items:
-            item.state.done(item.offset)
+        self._ledger.dead_lettered(items)
         self._metrics.rows_dead_lettered.labels(method, reason).inc(len(items))
         totals = self.totals
         totals.dead_lettered += len(items)
@@ -165,24 +187,22 @@ class Delivery:
             records=len(items),
             source=[f"{i.state.topic}[{i.state.partition}]@{i.offset}" for i in items[:5]],
         )
-        self._release(items)
 
     def _halt(self, items: Sequence[Held], method: MethodName, reason: str, detail: str) -> None:
         """No dead-letter topic: stop each record's partition so nothing after it commits, and say so loudly."""
+        first: dict[tuple[str, int], int] = {}
         for item in items:
-            state = item.state
-            if not state.halted:
-                state.halted = True
-                log.error(
-                    "poison record and no dead-letter topic: partition stopped, nothing after it is committed",
-                    method=method,
-                    topic=state.topic,
-                    partition=state.partition,
-                    offset=item.offset,
-                    reason=reason,
-                    detail=detail,
-                )
-        self._release(items)
+            first.setdefault(item.state.key, item.offset)
+        for state in self._ledger.halted(items):
+            log.error(
+                "poison record and no dead-letter topic: partition stopped, nothing after it is committed",
+                method=method,
+                topic=state.topic,
+                partition=state.partition,
+                offset=first[state.key],
+                reason=reason,
+                detail=detail,
+            )
 
 
 def _expired(batch: Batch, now: float) -> dict[int, str]:

@@ -14,16 +14,14 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from bridge.config import KafkaConfig
 from bridge.deadletter import _client_properties
 from bridge.metrics import Metrics
-from bridge.source import Partitions, RebalanceListener, Source
 from bridge.upload import RateLimit
 
 log = structlog.get_logger("bridge.group_budget")
@@ -88,42 +86,9 @@ class GroupBudget:
         mine = any(member.client_id == self.client_id for member in found)
         return len(found) + (0 if mine else 1)
 
-    def source_factory(self) -> type[Source]:
-        """A Source that tells this budget about every rebalance and names its consumer by `client_id`."""
-        budget = self
-
-        class BudgetedSource(Source):
-            def __init__(
-                self,
-                config: KafkaConfig,
-                topics: Sequence[str],
-                listener: RebalanceListener,
-                on_error: Callable[[KafkaError], Awaitable[None]],
-            ) -> None:
-                named = config.model_copy(update={"properties": {**config.properties, "client.id": budget.client_id}})
-                super().__init__(named, topics, _Relay(listener, budget.membership_changed), on_error)
-
-        return BudgetedSource
-
-
-class _Relay:
-    """Passes rebalance callbacks on, then reports the change."""
-
-    def __init__(self, listener: RebalanceListener, changed: Callable[[], None]) -> None:
-        self._listener = listener
-        self._changed = changed
-
-    async def assigned(self, partitions: Partitions) -> None:
-        await self._listener.assigned(partitions)
-        self._changed()
-
-    async def revoked(self, partitions: Partitions) -> None:
-        await self._listener.revoked(partitions)
-        self._changed()
-
-    async def lost(self, partitions: Partitions) -> None:
-        await self._listener.lost(partitions)
-        self._changed()
+    def named(self, kafka: KafkaConfig) -> KafkaConfig:
+        """`kafka` with this member's `client_id`, by which it finds itself in the group's description."""
+        return kafka.model_copy(update={"properties": {**kafka.properties, "client.id": self.client_id}})
 
 
 def _unique_client_id() -> str:

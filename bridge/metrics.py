@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PREFIX = "appmetrica_bridge"
@@ -105,3 +107,13 @@ class Metrics:
         self.rebalances = Counter(
             f"{PREFIX}_rebalances", "Partitions assigned, revoked or lost.", ["event"], registry=r
         )
+
+    def partition_assigned(self, topic: str, partition: int) -> None:
+        """Create the partition's series at 0, so its lag exists from assignment on."""
+        self.consumer_lag.labels(topic, str(partition)).set(0)
+
+    def partition_revoked(self, topic: str, partition: int) -> None:
+        """Remove the partition's series: no member exports lag for a partition it no longer owns."""
+        for gauge in (self.consumer_lag, self.committed_offset):
+            with contextlib.suppress(KeyError):
+                gauge.remove(topic, str(partition))

@@ -21,10 +21,13 @@ from bridge.group_budget import GroupBudget
 from bridge.health import make_app
 from bridge.lanes import needs_own_schemas
 from bridge.metrics import Metrics
-from bridge.pipeline import CLOSE_TIMEOUT_S, WORKERS_EXIT_S, Pipeline
+from bridge.runtime.assembly import Runtime, assemble
+from bridge.runtime.clock import LoopClock
+from bridge.runtime.loop import CLOSE_TIMEOUT_S, COMMIT_TIMEOUT_S, OwnerLoop
+from bridge.runtime.transforms import WORKERS_EXIT_S
 from bridge.source import Source
 from bridge.transform import Rules, collect_rarely
-from bridge.upload import Uploader, post_api_tls
+from bridge.upload import AiohttpTransport, Uploader, post_api_tls
 
 log = structlog.get_logger("bridge")
 
@@ -32,9 +35,9 @@ EXIT_STARTUP = 1
 EXIT_FAILED = 3
 DEAD_LETTER_FLUSH_S = 4.0
 ENDPOINTS_SHUTDOWN_S = 1.0
-CLOSE_BUDGET_S = WORKERS_EXIT_S + CLOSE_TIMEOUT_S + DEAD_LETTER_FLUSH_S + ENDPOINTS_SHUTDOWN_S
-"""The most the bridge spends after `shutdown.drain_timeout_s` on closing: the transform workers, the consumer, the
-dead-letter producer, the endpoints. A pod's grace period must cover the drain plus this (the chart's
+CLOSE_BUDGET_S = COMMIT_TIMEOUT_S + WORKERS_EXIT_S + CLOSE_TIMEOUT_S + DEAD_LETTER_FLUSH_S + ENDPOINTS_SHUTDOWN_S
+"""The most the bridge spends after `shutdown.drain_timeout_s` on closing: the final commit, the transform workers,
+the consumer, the dead-letter producer, the endpoints. A pod's grace period must cover the drain plus this (the chart's
 terminationGraceMarginSeconds)."""
 
 
@@ -54,7 +57,7 @@ class _Signals:
 
     def __init__(self, starting: asyncio.Task[int]) -> None:
         self._starting = starting
-        self.pipeline: Pipeline | None = None
+        self.pipeline: OwnerLoop | None = None
         self.before_start = False
 
     def __call__(self, signum: int) -> None:
@@ -125,13 +128,28 @@ async def _serve(settings: Settings, metrics: Metrics, signals: _Signals) -> int
     connector = aiohttp.TCPConnector(limit=config.upload.max_in_flight, ssl=post_api_tls(config.post_api))
     # trust_env: HTTPS_PROXY and NO_PROXY, as corporate networks set them, route the uploads.
     async with aiohttp.ClientSession(connector=connector, trust_env=True) as session:
-        uploader = Uploader(session, config.post_api.url, settings.keys, config.upload, metrics)
+        clock = LoopClock()
+        uploader = Uploader(
+            AiohttpTransport(session), config.post_api.url, settings.keys, config.upload, metrics, clock
+        )
         budget = None
+        kafka = config.kafka
         if config.upload.rate_scope == "group":
             budget = GroupBudget(config.kafka, config.upload.requests_per_second, uploader.rate_limit, metrics)
-        source = budget.source_factory() if budget is not None else Source
-        pipeline = Pipeline(config, source, decoder, rules, uploader, dead_letters, metrics, own_schemas)
-        signals.pipeline = pipeline
+            kafka = budget.named(kafka)
+        pipeline = assemble(
+            config,
+            lambda on_error: Source(kafka, on_error),
+            decoder,
+            own_schemas,
+            rules,
+            uploader,
+            dead_letters,
+            metrics,
+            clock,
+            budget.membership_changed if budget is not None else lambda: None,
+        )
+        signals.pipeline = pipeline.loop
         stale_after = max(30.0, config.kafka.revoke_timeout_s + 10, config.shutdown.drain_timeout_s + 10)
         runner = web.AppRunner(
             make_app(pipeline, metrics.registry, stale_after), access_log=None, shutdown_timeout=ENDPOINTS_SHUTDOWN_S
@@ -151,7 +169,7 @@ async def _serve(settings: Settings, metrics: Metrics, signals: _Signals) -> int
         sharing = loop.create_task(budget.run()) if budget is not None else None
         code = 0
         try:
-            await pipeline.run()
+            await pipeline.loop.run()
         except Exception:
             log.exception("the bridge failed")
             code = EXIT_FAILED
@@ -164,11 +182,11 @@ async def _serve(settings: Settings, metrics: Metrics, signals: _Signals) -> int
             await runner.cleanup()
             if dead_letters is not None:
                 await dead_letters.close(DEAD_LETTER_FLUSH_S)
-    log.info("bridge stopped", exit_code=code, **_summary(pipeline.totals))
+    log.info("bridge stopped", exit_code=code, **_summary(pipeline))
     return code
 
 
-async def _report_progress(pipeline: Pipeline, interval_s: float) -> None:
+async def _report_progress(pipeline: Runtime, interval_s: float) -> None:
     last_uploaded, last_time = 0, time.monotonic()
     while True:
         await asyncio.sleep(interval_s)
@@ -177,7 +195,7 @@ async def _report_progress(pipeline: Pipeline, interval_s: float) -> None:
         held_records, held_bytes = pipeline.held
         log.info(
             "progress",
-            **_summary(totals),
+            **_summary(pipeline),
             held_records=held_records,
             held_bytes=held_bytes,
             rows_per_s=round((totals.uploaded - last_uploaded) / (now - last_time), 1),
@@ -186,9 +204,10 @@ async def _report_progress(pipeline: Pipeline, interval_s: float) -> None:
         last_uploaded, last_time = totals.uploaded, now
 
 
-def _summary(totals: Totals) -> dict[str, object]:
+def _summary(runtime: Runtime) -> dict[str, object]:
+    totals: Totals = runtime.totals
     return {
-        "consumed": totals.consumed,
+        "consumed": runtime.ledger.consumed,
         "uploaded": totals.uploaded,
         "dead_lettered": totals.dead_lettered,
         "dead_lettered_by_reason": totals.by_reason,

@@ -1,30 +1,23 @@
-"""The Kafka side: one asyncio consumer, owned by one loop, that fetches, pauses, resumes and commits.
+"""The Kafka consumer the bridge runs with: confluent-kafka's `AIOConsumer` behind `bridge.kafka.consumer.Consumer`.
 
-`confluent_kafka.aio.AIOConsumer` runs every call in a worker thread, so the event loop never blocks on
-librdkafka; it lets one call through at a time, which is why only the pipeline's owner loop (and the
-rebalance callbacks it triggers) may call it.
+`AIOConsumer` runs every call in a worker thread, so the event loop never blocks on librdkafka; it lets one call
+through at a time, which is why only the owner loop (and the rebalance callbacks it triggers inside `fetch`) may
+call it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.aio import AIOConsumer
 
 from bridge.config import KafkaConfig
+from bridge.kafka.consumer import PartitionKey, RebalanceListener, Record
 
 log = structlog.get_logger("bridge.source")
-
-Partitions = Sequence[TopicPartition]
-
-
-class RebalanceListener(Protocol):
-    async def assigned(self, partitions: Partitions) -> None: ...
-    async def revoked(self, partitions: Partitions) -> None: ...
-    async def lost(self, partitions: Partitions) -> None: ...
 
 
 def consumer_config(config: KafkaConfig, on_error: Callable[[KafkaError], Awaitable[None]]) -> dict[str, Any]:
@@ -45,37 +38,38 @@ def consumer_config(config: KafkaConfig, on_error: Callable[[KafkaError], Awaita
     return conf
 
 
-class Source:
-    """Fetches record batches from every route's topics, in one consumer group, and commits the positions given."""
+def _partitions(keys: Sequence[PartitionKey]) -> list[TopicPartition]:
+    return [TopicPartition(topic, partition) for topic, partition in keys]
 
-    def __init__(
-        self,
-        config: KafkaConfig,
-        topics: Sequence[str],
-        listener: RebalanceListener,
-        on_error: Callable[[KafkaError], Awaitable[None]],
-    ) -> None:
-        self._config = config
-        self._topics = list(topics)
-        self._listener = listener
-        self._on_error = on_error
+
+def _keys(partitions: Sequence[TopicPartition]) -> list[PartitionKey]:
+    return [(p.topic, p.partition) for p in partitions]
+
+
+class Source:
+    """Fetches record batches from every route's topics in one consumer group, and commits the positions given."""
+
+    def __init__(self, config: KafkaConfig, on_error: Callable[[KafkaError], Awaitable[None]]) -> None:
+        self._conf = consumer_config(config, on_error)
         self._consumer: AIOConsumer | None = None
 
-    async def start(self) -> None:
-        consumer = AIOConsumer(consumer_config(self._config, self._on_error), max_workers=2)
+    async def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        consumer = AIOConsumer(self._conf, max_workers=2)
         self._consumer = consumer
 
-        def relay(handler: Callable[[Partitions], Awaitable[None]]) -> Callable[[Any, Partitions], Awaitable[None]]:
-            async def callback(_: Any, partitions: Partitions) -> None:
-                await handler(partitions)
+        def relay(
+            handler: Callable[[Sequence[PartitionKey]], Awaitable[None]],
+        ) -> Callable[[Any, Sequence[TopicPartition]], Awaitable[None]]:
+            async def callback(_: Any, partitions: Sequence[TopicPartition]) -> None:
+                await handler(_keys(partitions))
 
             return callback
 
         await consumer.subscribe(
-            self._topics,
-            on_assign=relay(self._listener.assigned),
-            on_revoke=relay(self._listener.revoked),
-            on_lost=relay(self._listener.lost),
+            list(topics),
+            on_assign=relay(listener.assigned),
+            on_revoke=relay(listener.revoked),
+            on_lost=relay(listener.lost),
         )
 
     @property
@@ -84,7 +78,7 @@ class Source:
             raise RuntimeError("the source is not started")
         return self._consumer
 
-    async def fetch(self, max_records: int, timeout_s: float) -> list[Any]:
+    async def fetch(self, max_records: int, timeout_s: float) -> Sequence[Record]:
         """Up to `max_records` records; broker-side errors are logged and left out."""
         messages = await self._live.consume(max_records, timeout_s)
         records = []
@@ -96,10 +90,11 @@ class Source:
                 log.error("fetch error", error=error.str(), topic=message.topic(), partition=message.partition())
         return records
 
-    async def commit(self, positions: Sequence[TopicPartition]) -> bool:
+    async def commit(self, positions: Mapping[PartitionKey, int]) -> bool:
         """Commit synchronously; False (and a warning) when Kafka refused, for example mid-rebalance."""
+        offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in positions.items()]
         try:
-            results = await self._live.commit(offsets=list(positions), asynchronous=False)
+            results = await self._live.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             log.warning("commit failed", error=str(exc.args[0]) if exc.args else type(exc).__name__)
             return False
@@ -108,18 +103,27 @@ class Source:
             log.warning("commit failed", topic=p.topic, partition=p.partition, error=str(p.error))
         return not failed
 
-    async def pause(self, partitions: Partitions) -> None:
+    async def pause(self, partitions: Sequence[PartitionKey]) -> None:
         if partitions:
-            await self._live.pause(list(partitions))
+            await self._live.pause(_partitions(partitions))
 
-    async def resume(self, partitions: Partitions) -> None:
+    async def resume(self, partitions: Sequence[PartitionKey]) -> None:
         if partitions:
-            await self._live.resume(list(partitions))
+            await self._live.resume(_partitions(partitions))
 
-    async def high_watermarks(self, partitions: Partitions) -> dict[tuple[str, int], int]:
+    async def positions(self, partitions: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
+        if not partitions:
+            return {}
+        try:
+            found = await self._live.position(_partitions(partitions))
+        except KafkaException:
+            return {}
+        return {(p.topic, p.partition): p.offset for p in found if p.offset != OFFSET_INVALID and p.offset >= 0}
+
+    async def high_watermarks(self, partitions: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
         """The end offset of each partition as last seen by fetches (no broker round trip)."""
         ends = {}
-        for p in partitions:
+        for p in _partitions(partitions):
             try:
                 _, high = await self._live.get_watermark_offsets(p, cached=True)
             except KafkaException:
@@ -128,10 +132,9 @@ class Source:
                 ends[(p.topic, p.partition)] = high
         return ends
 
-    async def reachable(self, timeout_s: float = 2.0) -> bool:
-        """Whether a metadata request to the cluster answers."""
+    async def reachable(self) -> bool:
         try:
-            await self._live.list_topics(timeout=timeout_s)
+            await self._live.list_topics(timeout=2.0)
         except KafkaException:
             return False
         return True

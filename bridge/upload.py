@@ -5,21 +5,25 @@ caller (the batch holds a row the API refuses); 403 stops the application until 
 408, 420, 429, 5xx, timeouts and broken connections are retried forever with exponential backoff and full
 jitter, waiting at least `Retry-After`, while the concurrency limit is lowered.
 
-What is sent is asked of the caller's payload before every attempt, since rows can leave a body while it waits
-(their partition was revoked, they expired); a payload with nothing left ends the delivery. An answer's body is
-read as bytes and decoded leniently: a 200 is accepted whatever its body or its charset says.
+What is sent is asked of the caller's payload once the request has its concurrency slot and its rate token, right
+before it goes on the wire, since rows leave a body while it waits (their partition was revoked, they expired); a
+payload with nothing left ends the delivery at once, also while it waits on a refused key. An answer's body is read
+as bytes and decoded leniently: a 200 is accepted whatever its body or its charset says.
+
+The HTTP exchange itself is behind `Transport` (aiohttp in the service, a scripted Post API in the runtime's tests).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import random
 import ssl
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 import aiohttp
 import structlog
@@ -28,6 +32,7 @@ from bridge.config import PostApiConfig, PostApiKeys, UploadConfig
 from bridge.csvbody import CONTENT_TYPE
 from bridge.methods import METHODS, MethodName
 from bridge.metrics import Metrics
+from bridge.runtime.clock import Clock
 
 log = structlog.get_logger("bridge.upload")
 
@@ -45,8 +50,30 @@ class Verdict(Enum):
     """The payload had nothing left to send."""
 
 
-Payload = Callable[[], Awaitable[tuple[bytes, int] | None]]
-"""The body to send now and its row count, or None when nothing is left to send; awaited before every attempt."""
+class Payload(Protocol):
+    """What one delivery sends, as it is at each attempt."""
+
+    async def body(self) -> tuple[bytes, int] | None:
+        """The body to send now and its row count, or None when nothing is left to send."""
+        ...
+
+    def withdrawn(self) -> bool:
+        """Nothing is left to send (every row's partition was revoked): checked while the delivery waits."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    retry_after: str | None
+    body: bytes
+
+
+class Transport(Protocol):
+    async def post(self, url: str, params: Mapping[str, str], body: bytes, timeout_s: float) -> Reply:
+        """One request; raises TimeoutError when no answer came in time, ConnectionError when the connection broke
+        (its text names the failure's kind only: an exception's own text can carry the URL and the key)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +87,7 @@ class Answer:
 class RateLimit:
     """Spaces requests at most `rate` a second, and holds them all while the API asked us to wait."""
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, clock: Callable[[], float]) -> None:
         self._interval = 1.0 / rate
         self._clock = clock
         self._next = 0.0
@@ -127,8 +154,9 @@ class ConcurrencyLimit:
             self._on_change(limit)
 
 
-def retry_after_s(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None when absent or unreadable."""
+def retry_after_s(value: str | None, now: float) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None when absent or unreadable; `now` is
+    Unix time."""
     if not value:
         return None
     value = value.strip()
@@ -138,7 +166,7 @@ def retry_after_s(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return min(max(0.0, when.timestamp() - time.time()), _RETRY_AFTER_CAP_S)
+    return min(max(0.0, when.timestamp() - now), _RETRY_AFTER_CAP_S)
 
 
 def post_api_tls(config: PostApiConfig) -> ssl.SSLContext | bool:
@@ -146,6 +174,26 @@ def post_api_tls(config: PostApiConfig) -> ssl.SSLContext | bool:
     if config.ca_file is None:
         return True
     return ssl.create_default_context(cafile=str(config.ca_file))
+
+
+class AiohttpTransport:
+    """The service's transport: one keep-alive aiohttp session."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def post(self, url: str, params: Mapping[str, str], body: bytes, timeout_s: float) -> Reply:
+        try:
+            async with self._session.post(
+                url,
+                params=params,
+                data=body,
+                headers={"Content-Type": CONTENT_TYPE},
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as response:
+                return Reply(response.status, response.headers.get("Retry-After"), await _body(response))
+        except aiohttp.ClientError as exc:
+            raise ConnectionError(type(exc).__name__) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,30 +205,47 @@ class _Attempt:
     retry_after: float | None
 
 
+@dataclass
+class _Refusal:
+    """An application whose key the API refuses: when it is probed next, and whether a probe is under way."""
+
+    next_probe: float
+    probing: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+REFUSAL_CHECK_S = 1.0
+"""How often a delivery waiting on a refused key looks whether its rows left it (their partitions were revoked)."""
+
+
 class Uploader:
     """Sends CSV bodies of one application at a time and returns only a final answer (200, or a refusal)."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        transport: Transport,
         base_url: str,
         keys: PostApiKeys,
         config: UploadConfig,
         metrics: Metrics,
+        clock: Clock,
         rng: random.Random | None = None,
     ) -> None:
-        self._session = session
+        self._transport = transport
         self._urls = {name: base_url + method.csv_path for name, method in METHODS.items()}
         self._keys = keys
         self._config = config
         self._metrics = metrics
+        self._clock = clock
         self._rng = rng or random.Random()
-        self._rate = RateLimit(config.requests_per_second)
+        self._rate = RateLimit(config.requests_per_second, clock.now)
         metrics.rate_limit.set(config.requests_per_second)
         self._concurrency = ConcurrencyLimit(config.max_in_flight, metrics.concurrency_limit.set)
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
-        self._refused_keys: set[int] = set()
-        self._probes: dict[int, asyncio.Lock] = {}
+        self._refusals: dict[int, _Refusal] = {}
 
     @property
     def rate_limit(self) -> RateLimit:
@@ -190,54 +255,68 @@ class Uploader:
     @property
     def refused_applications(self) -> frozenset[int]:
         """Applications whose key the API refuses now (403); the bridge is not ready while any is."""
-        return frozenset(self._refused_keys)
+        return frozenset(self._refusals)
 
     async def deliver(self, method: MethodName, application_id: int, payload: Payload) -> Answer:
         """Send to `method` until the API accepts or refuses the payload, or it empties; transient failures and 403
-        never return. A key the API refuses stops its application's uploads of every method.
-
-        While the application's key is refused, one task at a time probes it every `forbidden_retry_s`.
-        """
+        never return. A key the API refuses stops its application's uploads of every method: one delivery probes it
+        every `forbidden_retry_s`, the others wait for its answer."""
         attempt = 0
         while True:
+            probing = False
+            if application_id in self._refusals:
+                turn = await self._refusal_turn(application_id, payload)
+                if turn is None:
+                    return Answer(Verdict.WITHDRAWN, 0, "", attempt)
+                probing = turn
             attempt += 1
-            outcome = await self._in_turn(method, application_id, payload, attempt)
+            try:
+                outcome = await self._attempt(method, application_id, payload, attempt, probing)
+            finally:
+                if probing and (refusal := self._refusals.get(application_id)) is not None:
+                    refusal.probing = False
+                    refusal.notify()
             if isinstance(outcome, Answer):
                 return outcome
             if outcome is not None:
                 await self._back_off(method, application_id, outcome, attempt)
 
-    async def _in_turn(
-        self, method: MethodName, application_id: int, payload: Payload, attempt: int
-    ) -> Answer | _Attempt | None:
-        """An attempt now; while the key is refused, a probe after `forbidden_retry_s` once it is this task's turn."""
-        if application_id not in self._refused_keys:
-            return await self._attempt(method, application_id, payload, attempt, probing=False)
-        async with self._probes.setdefault(application_id, asyncio.Lock()):
-            if application_id in self._refused_keys:
-                await asyncio.sleep(self._config.forbidden_retry_s)
-                return await self._attempt(method, application_id, payload, attempt, probing=True)
-        return await self._attempt(method, application_id, payload, attempt, probing=False)
+    async def _refusal_turn(self, application_id: int, payload: Payload) -> bool | None:
+        """Wait while the application's key is refused: True when this delivery is to probe it now, False once the
+        key works again, None when the payload emptied meanwhile."""
+        while (refusal := self._refusals.get(application_id)) is not None:
+            if payload.withdrawn():
+                return None
+            now = self._clock.now()
+            if not refusal.probing and now >= refusal.next_probe:
+                refusal.probing = True
+                return True
+            wait = REFUSAL_CHECK_S if refusal.probing else min(REFUSAL_CHECK_S, refusal.next_probe - now)
+            changed = refusal.changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), wait)
+        return False
 
     async def _attempt(
         self, method: MethodName, application_id: int, payload: Payload, attempt: int, probing: bool
     ) -> Answer | _Attempt | None:
         """One request of the payload as it is now: a final answer, a failure to back off from, or None (403)."""
-        current = await payload()
-        if current is None:
+        sent = await self._send(method, application_id, payload, attempt)
+        if sent is None:
             return Answer(Verdict.WITHDRAWN, 0, "", attempt - 1)
-        body, rows = current
-        outcome = await self._send(method, application_id, body, rows, attempt)
+        outcome, rows = sent
         status = outcome.status
         if probing and status not in (401, 403):
-            self._refused_keys.discard(application_id)
+            refusal = self._refusals.pop(application_id, None)
+            if refusal is not None:
+                refusal.notify()
             self._metrics.key_refused.labels(str(application_id)).set(0)
             log.info("application key accepted again", application=application_id)
         if status == 200:
             app = str(application_id)
             self._concurrency.succeeded()
             self._metrics.rows_uploaded.labels(method, app).inc(rows)
-            self._metrics.last_success.labels(app).set(time.time())
+            self._metrics.last_success.labels(app).set(self._clock.wall())
             return Answer(Verdict.ACCEPTED, 200, "", attempt)
         if status in (400, 413):
             return Answer(Verdict.REFUSED, status, outcome.detail, attempt)
@@ -247,16 +326,20 @@ class Uploader:
         return outcome
 
     def _refuse_key(self, application_id: int, outcome: _Attempt) -> None:
-        if application_id not in self._refused_keys:
-            self._refused_keys.add(application_id)
-            self._metrics.key_refused.labels(str(application_id)).set(1)
-            log.error(
-                "Post API refused the application's key; uploads for it stop until it works again",
-                application=application_id,
-                status=outcome.status,
-                detail=outcome.detail,
-                retry_every_s=self._config.forbidden_retry_s,
-            )
+        next_probe = self._clock.now() + self._config.forbidden_retry_s
+        refusal = self._refusals.get(application_id)
+        if refusal is not None:
+            refusal.next_probe = next_probe
+            return
+        self._refusals[application_id] = _Refusal(next_probe)
+        self._metrics.key_refused.labels(str(application_id)).set(1)
+        log.error(
+            "Post API refused the application's key; uploads for it stop until it works again",
+            application=application_id,
+            status=outcome.status,
+            detail=outcome.detail,
+            retry_every_s=self._config.forbidden_retry_s,
+        )
 
     async def _back_off(self, method: MethodName, application_id: int, outcome: _Attempt, attempt: int) -> None:
         self._concurrency.pushed_back()
@@ -288,38 +371,38 @@ class Uploader:
         text = answer[: _REDACT_LIMIT * 4].decode("utf-8", "replace")
         return self._keys.redact(text[:_REDACT_LIMIT])[:_DETAIL_LIMIT].strip()
 
-    async def _send(self, method: MethodName, application_id: int, body: bytes, rows: int, attempt: int) -> _Attempt:
+    async def _send(
+        self, method: MethodName, application_id: int, payload: Payload, attempt: int
+    ) -> tuple[_Attempt, int] | None:
+        """One request, its body asked for once it has its slot and its token; None when nothing was left to send."""
         key = self._keys.for_application(application_id)
         if key is None:
-            return _Attempt(403, "403", "no key is configured for this application", None)
+            return _Attempt(403, "403", "no key is configured for this application", None), 0
         params = {"post_api_key": key.get_secret_value(), "application_id": str(application_id)}
         app = str(application_id)
         async with self._concurrency:
             await self._rate.acquire()
+            current = await payload.body()
+            if current is None:
+                return None
+            body, rows = current
             self._metrics.uploads_in_flight.inc()
-            started = time.monotonic()
+            started = self._clock.now()
             try:
-                async with self._session.post(
-                    self._urls[method],
-                    params=params,
-                    data=body,
-                    headers={"Content-Type": CONTENT_TYPE},
-                    timeout=self._timeout,
-                ) as response:
-                    outcome = _Attempt(
-                        response.status,
-                        str(response.status),
-                        self._detail(await _body(response)),
-                        retry_after_s(response.headers.get("Retry-After")),
-                    )
+                reply = await self._transport.post(self._urls[method], params, body, self._config.timeout_s)
+                outcome = _Attempt(
+                    reply.status,
+                    str(reply.status),
+                    self._detail(reply.body),
+                    retry_after_s(reply.retry_after, self._clock.wall()),
+                )
             except TimeoutError:
                 outcome = _Attempt(None, "timeout", f"no answer within {self._config.timeout_s:g} s", None)
-            except aiohttp.ClientError as exc:
-                # The exception's text can carry the request URL and with it the key: name its type only.
-                outcome = _Attempt(None, "connection_error", type(exc).__name__, None)
+            except ConnectionError as exc:
+                outcome = _Attempt(None, "connection_error", str(exc), None)
             finally:
                 self._metrics.uploads_in_flight.dec()
-        latency = time.monotonic() - started
+        latency = self._clock.now() - started
         self._metrics.upload_requests.labels(method, app, outcome.label).inc()
         self._metrics.upload_latency.labels(method, app).observe(latency)
         log.info(
@@ -332,7 +415,7 @@ class Uploader:
             latency_ms=round(latency * 1000, 1),
             attempt=attempt,
         )
-        return outcome
+        return outcome, rows
 
 
 async def _body(response: aiohttp.ClientResponse) -> bytes:

@@ -22,14 +22,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.batching import Batch, Held
+from bridge.batching import Batch
 from bridge.config import UploadConfig
 from bridge.deadletter import HEADER_DETAIL, HEADER_REASON, DeadLetters
 from bridge.delivery import Delivery
 from bridge.methods import MethodName
 from bridge.metrics import Metrics
-from bridge.offsets import PartitionOffsets
 from bridge.postapi import MAX_EVENT_AGE_S
+from bridge.runtime.clock import LoopClock
+from bridge.runtime.ledger import Held, Ledger
 from bridge.sandbox.server import Sandbox
 from bridge.upload import Answer, Payload, Uploader, Verdict
 from tests.conftest import TopicFactory
@@ -63,7 +64,7 @@ class RefusingApi:
         self.requests = 0
 
     async def deliver(self, method: MethodName, application_id: int, payload: Payload) -> Answer:
-        current = await payload()
+        current = await payload.body()
         if current is None:
             return Answer(Verdict.WITHDRAWN, 0, "", 0)
         self.requests += 1
@@ -95,8 +96,10 @@ async def test_isolation_dead_letters_exactly_the_refused_rows_within_its_reques
     lines = [f"4242,user-{i},e,{now_s}\r\n".encode() for i in range(rows)]
     refused = {lines[i] for i in refused_at if i < rows}
     api, topic = RefusingApi(refused), DeadLetterTopic()
-    state = PartitionOffsets("t", 0)
-    batch = Batch("events", 4242, HEADER, time.monotonic())
+    ledger = Ledger(Metrics())
+    ledger.assign([("t", 0)])
+    state = ledger.partitions[("t", 0)]
+    batch = Batch("events", 4242, HEADER, time.monotonic(), time.time())
     for offset, line in enumerate(lines):
         state.add(offset)
         batch.lines.append(line)
@@ -106,13 +109,14 @@ async def test_isolation_dead_letters_exactly_the_refused_rows_within_its_reques
         cast(DeadLetters, topic),
         UploadConfig(max_split_requests=max_split_requests),
         Metrics(),
-        lambda _: None,
+        ledger,
+        LoopClock(),
     )
     await delivery.deliver(batch)
     assert sorted(api.accepted) == sorted(set(lines) - refused), "every accepted row once"
     assert sorted(message for message, _ in topic.written) == sorted(refused), "exactly the refused rows"
     assert {reason for _, reason in topic.written} <= {"rejected"}
-    assert state.commit_position() == rows, "every row is done"
+    assert state.advance(None) == rows, "every row is done"
     bound = 1 + 2 * len(refused) * math.ceil(math.log2(rows)) if rows > 1 else 1
     assert api.requests <= bound
 

@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge import csvbody
-from bridge.batching import Batcher, BatchKey, Held
+from bridge.batching import Batcher, BatchKey
 from bridge.methods import EVENTS, Window
-from bridge.offsets import PartitionOffsets
 from bridge.postapi import Violation
 from bridge.rows import Row, RowMaker
+from bridge.runtime.ledger import Held, PartitionOffsets
 
 NOW = time.time()
 EVENT_COLUMNS = EVENTS.names
@@ -90,7 +90,7 @@ def test_csv_round_trips_quotes_commas_newlines_and_non_ascii() -> None:
 
 def test_batches_cut_at_max_rows_max_bytes_and_linger() -> None:
     clock = [100.0]
-    batcher = Batcher(max_rows=3, max_bytes=10_000, linger_s=1.0, clock=lambda: clock[0])
+    batcher = Batcher(max_rows=3, max_bytes=10_000, linger_s=1.0, clock=lambda: clock[0], wall=lambda: 0.0)
     state = PartitionOffsets("t", 0)
     made: BatchKey = ("events", 1111, b"application_id,event_name\r\n")
     other: BatchKey = ("events", 2222, b"application_id,event_name\r\n")
@@ -116,7 +116,7 @@ def test_batches_cut_at_max_rows_max_bytes_and_linger() -> None:
     ]
     assert all(b.body() == b.header + line * len(b.lines) for b in expired)
 
-    small = Batcher(max_rows=100, max_bytes=300, linger_s=1.0, clock=lambda: clock[0])
+    small = Batcher(max_rows=100, max_bytes=300, linger_s=1.0, clock=lambda: clock[0], wall=lambda: 0.0)
     cuts = [small.add(made, line, Held(state, i, None, b"x" * 50)) for i in range(10)]
     full = [b for b in cuts if b is not None]
     assert full and all(b.size <= 300 for b in full)

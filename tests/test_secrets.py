@@ -21,7 +21,8 @@ from pydantic import SecretStr
 from bridge.config import PostApiKeys, UploadConfig, load_config
 from bridge.logs import REDACTED, Redactor
 from bridge.metrics import Metrics
-from bridge.upload import Uploader, Verdict
+from bridge.runtime.clock import LoopClock
+from bridge.upload import AiohttpTransport, Uploader, Verdict
 
 HOSTILE_KEYS = ["a+b/c=d%", "ключ+é/=?&#🎮", "%2B%25already-encoded", "K3Y~with.dots_and-dashes"]
 
@@ -78,16 +79,23 @@ async def echo_url() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
+class OneBody:
+    def __init__(self, body: bytes, rows: int) -> None:
+        self._body = (body, rows)
+
+    async def body(self) -> tuple[bytes, int]:
+        return self._body
+
+    def withdrawn(self) -> bool:
+        return False
+
+
 @pytest.mark.parametrize("secret", HOSTILE_KEYS)
 async def test_an_answer_that_echoes_the_request_never_carries_the_key(echo_url: str, secret: str) -> None:
     keys = PostApiKeys(SecretStr(secret), {})
     async with aiohttp.ClientSession() as session:
-        uploader = Uploader(session, echo_url, keys, UploadConfig(), Metrics())
-
-        async def body() -> tuple[bytes, int]:
-            return b"application_id\r\n1111\r\n", 1
-
-        answer = await uploader.deliver("events", 1111, body)
+        uploader = Uploader(AiohttpTransport(session), echo_url, keys, UploadConfig(), Metrics(), LoopClock())
+        answer = await uploader.deliver("events", 1111, OneBody(b"application_id\r\n1111\r\n", 1))
     assert answer.verdict == Verdict.REFUSED
     assert "bad request" in answer.detail and REDACTED in answer.detail
     assert not leaked(secret, answer.detail), answer.detail

@@ -1,11 +1,11 @@
-"""The commit-order tracker: a committed position never passes an unfinished record."""
+"""The ledger: a committed position never passes an unfinished record."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.offsets import PartitionOffsets
+from bridge.runtime.ledger import PartitionOffsets
 
 
 def tracker(offsets: list[int]) -> PartitionOffsets:
@@ -19,12 +19,12 @@ def test_out_of_order_completion_commits_only_the_contiguous_prefix() -> None:
     state = tracker([10, 11, 12, 13])
     state.done(12)
     state.done(13)
-    assert state.commit_position() is None
+    assert state.advance(None) is None
     state.done(10)
-    assert state.commit_position() == 11
+    assert state.advance(None) == 11
     state.done(11)
-    assert state.commit_position() == 14
-    assert state.commit_position() is None, "an unchanged position is not handed out twice"
+    assert state.advance(None) == 14
+    assert state.advance(None) is None, "an unchanged position is not handed out twice"
     assert state.committed == 14
 
 
@@ -33,14 +33,14 @@ def test_gaps_in_offsets_commit_past_the_last_given_offset() -> None:
     state = tracker([5, 9, 20])
     for offset in (20, 5, 9):
         state.done(offset)
-    assert state.commit_position() == 21
+    assert state.advance(None) == 21
 
 
 def test_a_failed_record_holds_the_partition_back() -> None:
     state = tracker([0, 1, 2])
     state.done(1)
     state.done(2)
-    assert state.commit_position() is None
+    assert state.advance(None) is None
     assert not state.idle
 
 
@@ -50,7 +50,7 @@ def test_a_stretch_fetched_again_is_not_held_twice() -> None:
     assert not state.add(2)
     state.done(3)
     state.done(4)
-    assert state.commit_position() == 5
+    assert state.advance(None) == 5
     assert not state.add(4), "below the committed position"
     assert state.add(5)
 
@@ -59,7 +59,7 @@ def test_a_retired_partition_ignores_late_answers() -> None:
     state = tracker([0, 1])
     state.retired = True
     state.done(0)
-    assert state.commit_position() is None
+    assert state.advance(None) is None
 
 
 def test_truncate_lets_go_of_the_newest_records() -> None:
@@ -68,7 +68,7 @@ def test_truncate_lets_go_of_the_newest_records() -> None:
     state.done(1)
     state.truncate(2)
     assert state.idle
-    assert state.commit_position() == 2
+    assert state.advance(None) == 2
 
 
 @st.composite
@@ -93,7 +93,7 @@ def test_committed_offset_never_passes_an_unfinished_record(case: tuple[list[int
     for offset in order[:finished]:
         state.done(offset)
         done.add(offset)
-        position = state.commit_position()
+        position = state.advance(None)
         if position is not None:
             assert committed is None or position > committed, "positions only move forward"
             committed = position

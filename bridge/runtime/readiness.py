@@ -1,0 +1,70 @@
+"""Why the bridge cannot move events now: what `/readyz` and the progress line report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import structlog
+from confluent_kafka import KafkaError
+
+from bridge.runtime.clock import Clock
+from bridge.runtime.deliveries import Deliveries
+from bridge.runtime.ledger import Ledger
+from bridge.runtime.schema_wait import SchemaWait
+from bridge.runtime.transforms import TransformPool
+from bridge.upload import Uploader
+
+log = structlog.get_logger("bridge.readiness")
+
+
+class Readiness:
+    def __init__(
+        self,
+        topics: Sequence[str],
+        ledger: Ledger,
+        pool: TransformPool,
+        deliveries: Deliveries,
+        schema_wait: SchemaWait,
+        uploader: Uploader,
+        chunk_timeout_s: float,
+        clock: Clock,
+    ) -> None:
+        self._topics = list(topics)
+        self._ledger = ledger
+        self._pool = pool
+        self._deliveries = deliveries
+        self._schema_wait = schema_wait
+        self._uploader = uploader
+        self._chunk_timeout_s = chunk_timeout_s
+        self._clock = clock
+        self.draining = False
+        self.kafka_up = True
+        self.heartbeat = clock.now()
+        """The owner loop's last turn (monotonic), for `/healthz`."""
+
+    async def kafka_error(self, error: KafkaError) -> None:
+        """The consumer's error callback; confluent-kafka's asyncio client awaits it on the event loop."""
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.kafka_up = False
+        log.warning("kafka error", error=error.str(), fatal=error.fatal())
+
+    def reasons(self) -> list[str]:
+        """Empty when the bridge can move events."""
+        reasons = []
+        if self.draining:
+            reasons.append("draining for shutdown")
+        if self._deliveries.failed is not None:
+            reasons.append(f"a delivery failed: {self._deliveries.failed!r}")
+        silent = self._pool.silent_s()
+        if silent > self._chunk_timeout_s / 2:
+            reasons.append(f"a transform worker has not answered for {silent:.0f} s")
+        if not self.kafka_up:
+            reasons.append("Kafka is unreachable")
+        if not self._ledger.partitions:
+            reasons.append(f"no partitions assigned (topics {', '.join(self._topics)})")
+        if (registry := self._schema_wait.problem()) is not None:
+            reasons.append(registry)
+        refused = sorted(self._uploader.refused_applications)
+        if refused:
+            reasons.append(f"the Post API refuses the key of application(s) {', '.join(map(str, refused))}")
+        return reasons
