@@ -37,6 +37,7 @@ from bridge.runtime.clock import Clock
 log = structlog.get_logger("bridge.upload")
 
 _RETRY_AFTER_CAP_S = 3600.0
+_EARLY_S = 0.001
 _DETAIL_LIMIT = 500
 _REDACT_LIMIT = 65_536
 """Characters of an answer searched for keys: enough for any key past the detail's cut, bounded for a huge body."""
@@ -111,8 +112,9 @@ class RateLimit:
         while True:
             now = self._clock()
             start = max(self._next, self._held_until, now)
-            if start <= now:
-                self._next = now + self._interval
+            # An event loop wakes a sleeper up to its clock's resolution early: a millisecond early is on time.
+            if start <= now + _EARLY_S:
+                self._next = max(now, start) + self._interval
                 return
             await asyncio.sleep(start - now)
 
@@ -218,6 +220,11 @@ class _Refusal:
         self.changed = asyncio.Event()
 
 
+class _Unsent(Enum):
+    WITHDRAWN = "nothing was left to send"
+    REFUSED = "the key was refused while the request waited for its turn"
+
+
 REFUSAL_CHECK_S = 1.0
 """How often a delivery waiting on a refused key looks whether its rows left it (their partitions were revoked)."""
 
@@ -301,9 +308,11 @@ class Uploader:
         self, method: MethodName, application_id: int, payload: Payload, attempt: int, probing: bool
     ) -> Answer | _Attempt | None:
         """One request of the payload as it is now: a final answer, a failure to back off from, or None (403)."""
-        sent = await self._send(method, application_id, payload, attempt)
-        if sent is None:
+        sent = await self._send(method, application_id, payload, attempt, probing)
+        if sent is _Unsent.WITHDRAWN:
             return Answer(Verdict.WITHDRAWN, 0, "", attempt - 1)
+        if sent is _Unsent.REFUSED:
+            return None
         outcome, rows = sent
         status = outcome.status
         if probing and status not in (401, 403):
@@ -372,9 +381,10 @@ class Uploader:
         return self._keys.redact(text[:_REDACT_LIMIT])[:_DETAIL_LIMIT].strip()
 
     async def _send(
-        self, method: MethodName, application_id: int, payload: Payload, attempt: int
-    ) -> tuple[_Attempt, int] | None:
-        """One request, its body asked for once it has its slot and its token; None when nothing was left to send."""
+        self, method: MethodName, application_id: int, payload: Payload, attempt: int, probing: bool
+    ) -> tuple[_Attempt, int] | _Unsent:
+        """One request, its body asked for once it has its slot and its token (unless a probe, it is not sent when the
+        key was refused meanwhile)."""
         key = self._keys.for_application(application_id)
         if key is None:
             return _Attempt(403, "403", "no key is configured for this application", None), 0
@@ -382,9 +392,11 @@ class Uploader:
         app = str(application_id)
         async with self._concurrency:
             await self._rate.acquire()
+            if not probing and application_id in self._refusals:
+                return _Unsent.REFUSED
             current = await payload.body()
             if current is None:
-                return None
+                return _Unsent.WITHDRAWN
             body, rows = current
             self._metrics.uploads_in_flight.inc()
             started = self._clock.now()

@@ -5,13 +5,19 @@ Each test runs seconds to minutes of loop time in milliseconds; none sleeps in r
 
 from __future__ import annotations
 
-from bridge.config import BatchConfig, KafkaConfig, UploadConfig
+import asyncio
+from collections.abc import Sequence
+
+from bridge.config import BatchConfig, BufferConfig, KafkaConfig, ShutdownConfig, UploadConfig
+from bridge.kafka.consumer import PartitionKey
 from bridge.kafka.memory import MemoryBroker
+from bridge.runtime.loop import CLOSE_TIMEOUT_S, COMMIT_TIMEOUT_S, RESUME_FRACTION, WATCH_INTERVAL_S
 from tests.support.runtime_kit import (
     GROUP,
     TOPIC,
     Answer,
     Member,
+    RecordedDeadLetters,
     ScriptedPostApi,
     config,
     ends,
@@ -19,6 +25,9 @@ from tests.support.runtime_kit import (
     produce,
     run_virtual,
     until,
+)
+from tests.support.runtime_kit import (
+    event as kit_event,
 )
 
 
@@ -84,5 +93,181 @@ def test_rows_of_a_partition_revoked_while_their_batch_waits_for_a_slot_are_neve
         assert joining.consumer.assignment == set() and other_api.accepted(), "the new member took partitions over"
         assert not sent_unowned, f"{len(sent_unowned)} rows were sent after their partition was revoked"
         assert len(accepted()) - 16000 <= 4 * 200
+
+    run_virtual(scenario())
+
+
+def test_rows_that_expire_while_their_key_is_refused_are_dead_lettered_not_sent() -> None:
+    async def scenario() -> None:
+        broker = broker_with(1)
+        # Thirty seconds short of the Post API's 14 days: they expire while the key is refused.
+        produce(broker, 50, age_s=14 * 86400 - 30)
+        api = ScriptedPostApi(answer=lambda _n, t: Answer(403 if t < 120 else 200))
+        letters = RecordedDeadLetters()
+        settings = config(upload=UploadConfig(forbidden_retry_s=60), batch=BatchConfig(linger_ms=100))
+        bridge = member(broker, api, settings, letters)
+        bridge.start()
+        await until(lambda: broker.committed(GROUP) == ends(broker, 1))
+        await bridge.stop()
+        assert api.accepted() == []
+        assert [reason for *_, reason, _ in letters.letters] == ["expired"] * 50
+
+    run_virtual(scenario())
+
+
+def test_the_drain_ends_at_its_deadline_when_the_post_api_never_answers() -> None:
+    async def scenario() -> None:
+        broker = broker_with(2)
+        produce(broker, 100, partitions=2)
+        api = ScriptedPostApi(answer=lambda _n, _t: Answer(200, latency_s=10_000))
+        bridge = member(broker, api, config(batch=BatchConfig(linger_ms=100)))
+        bridge.start()
+        await until(lambda: len(api.requests) >= 1)
+        took = await bridge.stop()
+        drain = ShutdownConfig().drain_timeout_s
+        assert drain <= took <= drain + COMMIT_TIMEOUT_S + CLOSE_TIMEOUT_S
+        assert broker.committed(GROUP) == {}, "nothing was answered, so nothing commits"
+
+    run_virtual(scenario())
+
+
+def test_without_a_dead_letter_topic_a_poison_record_halts_its_partition_only() -> None:
+    async def scenario() -> None:
+        broker = broker_with(2)
+        for seq in range(40):
+            value = b"not json" if seq == 10 else kit_event(seq)
+            broker.produce(TOPIC, value, partition=seq % 2)
+        api = ScriptedPostApi()
+        bridge = member(broker, api, config(batch=BatchConfig(linger_ms=100)))
+        bridge.start()
+        await until(lambda: broker.committed(GROUP).get((TOPIC, 1)) == 20 and len(api.accepted()) == 39)
+        await until(lambda: (TOPIC, 0) in bridge.consumer.paused)
+        await asyncio.sleep(300)
+        await bridge.stop()
+        assert broker.committed(GROUP) == {(TOPIC, 0): 5, (TOPIC, 1): 20}, "nothing after the poison record commits"
+
+    run_virtual(scenario())
+
+
+def test_partitions_pause_at_the_buffer_limit_and_resume_below_it() -> None:
+    async def scenario() -> None:
+        broker = broker_with(2)
+        produce(broker, 2000, partitions=2)
+        api = ScriptedPostApi(answer=lambda _n, _t: Answer(200, latency_s=2))
+        settings = config(buffer=BufferConfig(max_records=300), batch=BatchConfig(max_rows=50, linger_ms=100))
+        bridge = member(broker, api, settings)
+        held_at: list[tuple[str, int]] = []
+        pause, resume = bridge.consumer.pause, bridge.consumer.resume
+
+        async def pausing(keys: Sequence[PartitionKey]) -> None:
+            held_at.append(("pause", bridge.runtime.ledger.records))
+            await pause(keys)
+
+        async def resuming(keys: Sequence[PartitionKey]) -> None:
+            held_at.append(("resume", bridge.runtime.ledger.records))
+            await resume(keys)
+
+        bridge.consumer.pause = pausing  # type: ignore[method-assign]
+        bridge.consumer.resume = resuming  # type: ignore[method-assign]
+        peak = 0
+
+        def delivered() -> bool:
+            nonlocal peak
+            peak = max(peak, bridge.runtime.ledger.records)
+            return broker.committed(GROUP) == ends(broker, 2)
+
+        bridge.start()
+        await until(delivered, step_s=0.01)
+        await bridge.stop()
+        assert peak <= 300
+        assert any(what == "pause" and held >= 300 for what, held in held_at)
+        assert any(what == "resume" and held < 300 * RESUME_FRACTION for what, held in held_at)
+        assert sorted(api.accepted()) == sorted(f"u{seq}" for seq in range(2000))
+
+    run_virtual(scenario())
+
+
+def test_an_answer_that_arrives_after_its_partition_was_revoked_never_commits_there() -> None:
+    async def scenario() -> None:
+        broker = broker_with(2)
+        produce(broker, 100, partitions=2)
+        api = ScriptedPostApi(answer=lambda n, _t: Answer(200, latency_s=30 if n == 0 else 0.05))
+        settings = config(batch=BatchConfig(linger_ms=100))
+        old = member(broker, api, settings)
+        old.start()
+        await until(lambda: len(api.requests) == 1)
+        joining = member(broker, ScriptedPostApi(), settings)
+        joining.start()
+        await until(lambda: len(joining.consumer.assignment) == 1)
+        revoked_at = asyncio.get_running_loop().time()
+        [moved] = joining.consumer.assignment
+        await until(lambda: api.requests[0].sent_at + 30 < asyncio.get_running_loop().time())
+        await old.stop()
+        await joining.stop()
+        late = [positions for at, positions in old.consumer.commits if at > revoked_at and moved in positions]
+        assert late == [], "the old member committed a partition it no longer owned"
+        assert broker.committed(GROUP) == ends(broker, 2)
+
+    run_virtual(scenario())
+
+
+def test_the_position_commits_past_a_transaction_marker_so_the_lag_reaches_zero() -> None:
+    async def scenario() -> None:
+        broker = broker_with(1)
+        produce(broker, 10)
+        broker.produce_marker(TOPIC, 0)
+        bridge = member(broker, ScriptedPostApi(), config(batch=BatchConfig(linger_ms=100)))
+        bridge.start()
+        await until(lambda: broker.committed(GROUP) == {(TOPIC, 0): 11})
+        await asyncio.sleep(WATCH_INTERVAL_S * 2)
+        lag = bridge.metrics.consumer_lag.labels(TOPIC, "0")._value.get()
+        await bridge.stop()
+        assert lag == 0
+
+    run_virtual(scenario())
+
+
+def test_a_refused_key_is_probed_once_per_interval_and_delivery_resumes_within_it() -> None:
+    fixed_at = 200.0
+
+    async def scenario() -> None:
+        broker = broker_with(4)
+        produce(broker, 2000, partitions=4)
+        api = ScriptedPostApi(answer=lambda _n, t: Answer(403 if t < fixed_at else 200))
+        settings = config(upload=UploadConfig(forbidden_retry_s=60), batch=BatchConfig(max_rows=100, linger_ms=100))
+        bridge = member(broker, api, settings)
+        bridge.start()
+        await until(lambda: broker.committed(GROUP) == ends(broker, 4))
+        done_at = asyncio.get_running_loop().time()
+        await bridge.stop()
+        first_refusal = min(r.sent_at for r in api.requests if r.status == 403)
+        probes = [r for r in api.requests if r.status == 403 and r.sent_at > first_refusal + 1]
+        assert len(probes) <= (fixed_at - first_refusal) // 60 + 1, "one probe per interval, not one per batch"
+        assert done_at <= fixed_at + 60 + 10, "delivery resumed within forbidden_retry_s of the key working again"
+
+    run_virtual(scenario())
+
+
+def test_batches_emptied_by_a_rebalance_while_the_key_is_refused_end_at_once() -> None:
+    fixed_at = 120.0
+
+    async def scenario() -> None:
+        broker = broker_with(4)
+        produce(broker, 2000, partitions=4)
+
+        def refusing(_n: int, t: float) -> Answer:
+            return Answer(403 if t < fixed_at else 200)
+
+        settings = config(upload=UploadConfig(forbidden_retry_s=60), batch=BatchConfig(max_rows=100, linger_ms=100))
+        old = member(broker, ScriptedPostApi(answer=refusing), settings)
+        old.start()
+        await asyncio.sleep(10)
+        joining = member(broker, ScriptedPostApi(answer=refusing), settings)
+        joining.start()
+        await until(lambda: broker.committed(GROUP) == ends(broker, 4))
+        done_at = asyncio.get_running_loop().time()
+        await old.stop()
+        await joining.stop()
+        assert done_at <= fixed_at + 60 + 10, "no withdrawn batch waited out a probe interval of its own"
 
     run_virtual(scenario())

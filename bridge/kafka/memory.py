@@ -139,7 +139,7 @@ class MemoryConsumer:
         self._paused: set[PartitionKey] = set()
         self.lost_pending: list[PartitionKey] = []
         self.commits: list[tuple[float, dict[PartitionKey, int]]] = []
-        """Every commit this member made, with the loop time it was made at."""
+        """Every commit this member asked for (refused ones included), with the loop time it asked at."""
 
     @property
     def assignment(self) -> set[PartitionKey]:
@@ -214,10 +214,10 @@ class MemoryConsumer:
 
     async def commit(self, positions: Mapping[PartitionKey, int]) -> bool:
         group = self._broker._group(self.group_id)
+        self.commits.append((asyncio.get_running_loop().time(), dict(positions)))
         if not self._broker.up or any(group.owner.get(key) is not self for key in positions):
             return False
         group.committed.update(positions)
-        self.commits.append((asyncio.get_running_loop().time(), dict(positions)))
         return True
 
     async def positions(self, partitions: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
