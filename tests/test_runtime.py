@@ -167,8 +167,8 @@ def test_partitions_pause_at_the_buffer_limit_and_resume_below_it() -> None:
             held_at.append(("resume", bridge.runtime.ledger.records))
             await resume(keys)
 
-        bridge.consumer.pause = pausing  # type: ignore[method-assign]
-        bridge.consumer.resume = resuming  # type: ignore[method-assign]
+        bridge.consumer.pause = pausing  # type: ignore[method-assign,assignment]
+        bridge.consumer.resume = resuming  # type: ignore[method-assign,assignment]
         peak = 0
 
         def delivered() -> bool:
