@@ -89,22 +89,30 @@ class Delivery:
         metrics: Metrics,
         ledger: Ledger,
         clock: Clock,
+        window: int,
     ) -> None:
+        """`window`: how many rows may be sent and not yet committable besides one batch (`Ledger.admit`)."""
         self._uploader = uploader
         self._dead_letters = dead_letters
         self._config = config
         self._metrics = metrics
         self._ledger = ledger
         self._clock = clock
+        self._window = window
         self.totals = Totals()
 
     async def deliver(self, batch: Batch) -> None:
         """Upload `batch`; when the API refuses it, find the refused rows and deliver every other one."""
         self._metrics.batch_rows.observe(len(batch.lines))
         self._metrics.batch_bytes.observe(batch.size)
-        answer = await self._send(batch)
-        if answer is not None:
-            await self._isolate(batch, answer)
+        overshoot = await self._ledger.admit(batch.refs, self._window)
+        try:
+            answer = await self._send(batch)
+            if answer is not None:
+                await self._isolate(batch, answer)
+        finally:
+            if overshoot:
+                self._ledger.end_overshoot()
 
     async def poison(self, item: Held, method: MethodName, reason: Reason, detail: str) -> None:
         """A record of `method` that made no row: to the dead-letter topic, or its partition halts."""

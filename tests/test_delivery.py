@@ -111,6 +111,7 @@ async def test_isolation_dead_letters_exactly_the_refused_rows_within_its_reques
         Metrics(),
         ledger,
         LoopClock(),
+        window=10_000,
     )
     await delivery.deliver(batch)
     assert sorted(api.accepted) == sorted(set(lines) - refused), "every accepted row once"

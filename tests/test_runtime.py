@@ -271,3 +271,43 @@ def test_batches_emptied_by_a_rebalance_while_the_key_is_refused_end_at_once() -
         assert done_at <= fixed_at + 60 + 10, "no withdrawn batch waited out a probe interval of its own"
 
     run_virtual(scenario())
+
+
+def test_after_an_outage_what_a_crash_would_send_again_stays_within_the_window() -> None:
+    """Backoff's jitter lets later batches of a partition through before an earlier one after an outage; none of
+    them can commit before it. Sampled all along the recovery: the rows a SIGKILL at that moment would have the next
+    owner send again (sent with a 200 coming, offset not committed) stay within max_in_flight x max_rows."""
+    max_in_flight, max_rows, partitions, total = 4, 200, 4, 24_000
+
+    async def scenario() -> int:
+        broker = broker_with(partitions)
+        produce(broker, total, partitions=partitions)
+        api = ScriptedPostApi(answer=lambda _n, t: Answer(503 if t < 30 else 200, latency_s=0.3))
+        settings = config(
+            batch=BatchConfig(max_rows=max_rows, linger_ms=100),
+            upload=UploadConfig(max_in_flight=max_in_flight, requests_per_second=50, retry_max_s=20),
+        )
+        bridge = member(broker, api, settings)
+        bridge.start()
+        worst = 0
+
+        def exposed() -> bool:
+            nonlocal worst
+            committed = broker.committed(GROUP)
+            again = sum(
+                1
+                for request in api.requests
+                if request.status == 200
+                for profile in request.profiles
+                if (seq := int(profile[1:])) // partitions >= committed.get((TOPIC, seq % partitions), 0)
+            )
+            worst = max(worst, again)
+            return broker.committed(GROUP) == ends(broker, partitions)
+
+        await until(exposed, timeout_s=900, step_s=0.25)
+        await bridge.stop()
+        assert len(set(api.accepted())) == total
+        return worst
+
+    worst = run_virtual(scenario())
+    assert worst <= max_in_flight * max_rows, worst

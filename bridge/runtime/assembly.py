@@ -67,7 +67,9 @@ def assemble(
     pool = TransformPool(config.transform.workers, config.transform.chunk_timeout_s, rules, clock)
     schema_wait = SchemaWait(by_topic, clock)
     deliveries = Deliveries()
-    delivery = Delivery(uploader, dead_letters, config.upload, metrics, ledger, clock)
+    # One batch may always go past the window: a group change sends at most max_in_flight x max_rows again.
+    window = (config.upload.max_in_flight - 1) * config.batch.max_rows
+    delivery = Delivery(uploader, dead_letters, config.upload, metrics, ledger, clock, window)
     readiness = Readiness(
         list(by_topic), ledger, pool, deliveries, schema_wait, uploader, config.transform.chunk_timeout_s, clock
     )

@@ -32,7 +32,18 @@ class PartitionOffsets:
     lands on a retired object and commits nothing.
     """
 
-    __slots__ = ("_committed", "_done", "_let_go", "_pending", "_start", "halted", "partition", "retired", "topic")
+    __slots__ = (
+        "_committed",
+        "_done",
+        "_let_go",
+        "_pending",
+        "_sent",
+        "_start",
+        "halted",
+        "partition",
+        "retired",
+        "topic",
+    )
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
@@ -43,6 +54,8 @@ class PartitionOffsets:
         """A record could be neither delivered nor dead-lettered: nothing after it may commit."""
         self._pending: deque[int] = deque()
         self._done: set[int] = set()
+        self._sent: set[int] = set()
+        """Offsets whose rows went to the Post API and are not committable yet."""
         self._committed: int | None = None
         self._let_go = False
         self._start: int | None = None
@@ -71,21 +84,41 @@ class PartitionOffsets:
         if not self.retired:
             self._done.add(offset)
 
-    def truncate(self, offset: int) -> None:
-        """Stop holding `offset` and every later one: records fetched but let go of before they were taken."""
-        pending = self._pending
+    def truncate(self, offset: int) -> int:
+        """Stop holding `offset` and every later one: records fetched but let go of before they were taken. Returns
+        how many of them had been sent."""
+        pending, sent = self._pending, 0
         self._let_go = True
         while pending and pending[-1] >= offset:
-            self._done.discard(pending.pop())
+            last = pending.pop()
+            self._done.discard(last)
+            if last in self._sent:
+                self._sent.discard(last)
+                sent += 1
+        return sent
+
+    def send(self, offset: int) -> None:
+        if not self.halted:
+            self._sent.add(offset)
+
+    def is_head(self, offset: int) -> bool:
+        """Whether `offset` is the oldest record held: the one the partition's commit waits for first."""
+        return bool(self._pending) and self._pending[0] == offset
+
+    @property
+    def unsettled(self) -> int:
+        """Rows sent and not committable yet; none once halted, since nothing of the partition commits any more."""
+        return 0 if self.halted else len(self._sent)
 
     def advance(self, position: int | None) -> int | None:
         """The offset to commit now, if it moved: the last done offset of the contiguous prefix + 1, or, once
         nothing is held, the consumer's `position` (past transaction markers at the partition's end)."""
-        pending, done = self._pending, self._done
+        pending, done, sent = self._pending, self._done, self._sent
         last = None
         while pending and pending[0] in done:
             last = pending.popleft()
             done.discard(last)
+            sent.discard(last)
         moved = None if last is None else last + 1
         if (
             not pending
@@ -141,8 +174,11 @@ class Ledger:
         self.records = 0
         self.bytes = 0
         self.consumed = 0
+        self._overshoot = False
+        self.unsettled = 0
+        """Rows sent to the Post API whose offsets cannot be committed yet: what a group change would send again."""
         self.progress = asyncio.Event()
-        """Set whenever held records finish (accepted, dead-lettered, halted or withdrawn)."""
+        """Set (and replaced) whenever held records finish or positions advance: wait on the one read before a check."""
 
     # -- the owner loop's side ----------------------------------------------------------------------------------
 
@@ -157,7 +193,9 @@ class Ledger:
             state = self.partitions.pop(key, None)
             if state is not None:
                 state.retired = True
+                self.unsettled -= state.unsettled
                 retired.append(state)
+        self._notify()
         return retired
 
     def hold(self, records: Sequence[Record]) -> list[Held]:
@@ -189,17 +227,54 @@ class Ledger:
     def let_go(self, items: Sequence[Held]) -> None:
         """Stop holding records that will not be taken: each partition's newest, so its offsets end before them."""
         for item in items:
-            item.state.truncate(item.offset)
+            if not item.state.retired:
+                self.unsettled -= item.state.truncate(item.offset)
         self._release(items)
 
     def advance(self, positions: Mapping[PartitionKey, int]) -> dict[PartitionKey, int]:
         """The positions to commit now, partition by partition; `positions` are the consumer's."""
         moved = {}
+        unsettled = 0
         for key, state in self.partitions.items():
             position = state.advance(positions.get(key))
             if position is not None:
                 moved[key] = position
+            unsettled += state.unsettled
+        if unsettled != self.unsettled:
+            self.unsettled = unsettled
+            self._notify()
         return moved
+
+    # -- the send window ----------------------------------------------------------------------------------------
+
+    async def admit(self, items: Sequence[Held], window: int) -> bool:
+        """Wait until these rows may go to the Post API, then count them as sent; True when they go as the one batch
+        allowed past the window, which the caller ends with `end_overshoot` once its delivery is over.
+
+        Rows sent and not yet committable are what a group change (a rebalance, a crash, a restart) sends again:
+        they may number at most `window`. Past it, one batch at a time may still go if it holds the oldest record of
+        a partition, whose delivery is what lets the others commit: so the window never waits on itself, and a group
+        change sends at most `window` plus one batch again.
+        """
+        while True:
+            if self.unsettled + len(items) <= window:
+                overshoot = False
+                break
+            if not self._overshoot and any(item.state.is_head(item.offset) for item in items):
+                overshoot = self._overshoot = True
+                break
+            await self.progress.wait()
+        sent = 0
+        for item in items:
+            if not item.state.retired:
+                item.state.send(item.offset)
+                sent += 1
+        self.unsettled += sent
+        return overshoot
+
+    def end_overshoot(self) -> None:
+        self._overshoot = False
+        self._notify()
 
     # -- what deliveries report ---------------------------------------------------------------------------------
 
@@ -217,6 +292,7 @@ class Ledger:
         newly = []
         for item in items:
             if not item.state.halted:
+                self.unsettled -= item.state.unsettled
                 item.state.halted = True
                 newly.append(item.state)
         self._release(items)
@@ -239,7 +315,11 @@ class Ledger:
         self.records -= count
         self.bytes -= size
         self._observe()
+        self._notify()
+
+    def _notify(self) -> None:
         self.progress.set()
+        self.progress = asyncio.Event()
 
     def _observe(self) -> None:
         self._metrics.held_records.set(self.records)

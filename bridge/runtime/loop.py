@@ -262,7 +262,6 @@ class OwnerLoop:
         # A halted partition's records after its poison record are never done: nothing to wait for.
         awaited = [s for s in states if not s.halted]
         while any(not s.idle for s in awaited) and (remaining := deadline - clock.now()) > 0:
-            p.ledger.progress.clear()
             try:
                 await asyncio.wait_for(p.ledger.progress.wait(), remaining)
             except TimeoutError:

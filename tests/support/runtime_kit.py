@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import random
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -176,7 +177,8 @@ def member(
     metrics = Metrics()
     clock = LoopClock(WALL_AT_ZERO)
     keys = PostApiKeys(SecretStr(KEY), {})
-    uploader = Uploader(api, bridge.post_api.url, keys, bridge.upload, metrics, clock)
+    # Seeded: the backoff's jitter decides which batch overtakes which.
+    uploader = Uploader(api, bridge.post_api.url, keys, bridge.upload, metrics, clock, random.Random(7))
     rules = Rules(default_application=None, keyed=None, max_future_s=bridge.post_api.max_future_s)
     runtime = assemble(
         bridge,
