@@ -130,8 +130,14 @@ def _words(error: ErrorDetails) -> str:
     if kind in _WORDS:
         return _WORDS[kind]
     if kind in _BOUNDS:
-        return _BOUNDS[kind].format(**error.get("ctx", {}))
+        bounds = {name: _number(value) for name, value in error.get("ctx", {}).items()}
+        return _BOUNDS[kind].format(**bounds)
     return error["msg"].removeprefix("Value error, ")
+
+
+def _number(value: Any) -> Any:
+    """`0` for pydantic's `0.0`: a bound as the operator would write it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _keys_at(root: Any, loc: tuple[int | str, ...]) -> list[str]:
