@@ -34,7 +34,7 @@ from bridge.config_problems import Overrides, ProblemsError, describe
 from bridge.credentials import mask_user_info, property_secrets, secret_property, user_info_secrets
 from bridge.logs import MIN_SECRET_CHARS, REDACTED, Redactor
 from bridge.mapping import MappingSpec
-from bridge.mapping.forms import Source, mapping_problems
+from bridge.mapping.forms import Source, constant_applications, mapping_problems
 from bridge.methods import METHODS, MethodName
 from bridge.postapi import MAX_ROWS_PER_REQUEST
 
@@ -494,15 +494,37 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None, *, keys_re
         key_problems, keys = _resolve_keys(post_api, env)
         if keys_required:
             problems += key_problems
+            keys_required = not key_problems
     registry = RegistryCredentials()
     if (avro := sections.get("avro")) is not None:
         try:
             registry = _resolve_registry_credentials(avro, env)
         except ConfigError as exc:
             problems += exc.problems
+    if config is not None and keys_required:
+        problems += application_problems(config, keys)
     if problems or config is None:
         raise ConfigError(*dict.fromkeys(problems))
     return Settings(config, keys, registry)
+
+
+def application_problems(config: BridgeConfig, keys: PostApiKeys) -> list[str]:
+    """Mapped routes whose records could never be uploaded for want of an application or its key."""
+    problems = []
+    keyed = keys.keyed_applications()
+    for index, route in enumerate(config.routes):
+        if route.mapping is None:
+            continue
+        where = f"routes.{index}.mapping"
+        if "application_id" not in route.mapping and config.post_api.application_id is None:
+            problems.append(
+                f"{where}.application_id: not mapped, and post_api.application_id is not set: "
+                "no record would have an application"
+            )
+        for key, application in constant_applications(route.mapping):
+            if keyed is not None and application not in keyed:
+                problems.append(f"{where}.{key}: application {application} has no Post API key (post_api.applications)")
+    return problems
 
 
 def _sections(raw: dict[str, Any], config: BridgeConfig | None) -> dict[str, Any]:

@@ -46,17 +46,21 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command as a user runs it; `env` adds variables to the test key, or unsets one with None."""
+    variables = {"PATH": "/usr/bin", **ENV, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "bridge", *args],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin", **ENV, **(env or {})},
+        env={name: value for name, value in variables.items() if value is not None},
         timeout=60,
     )
 
 
-def check_config(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def check_config(
+    tmp_path: Path, text: str, env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess[str]:
     return cli("check-config", "--config", str(write(tmp_path, text)), env=env)
 
 
@@ -207,6 +211,27 @@ def test_a_mapping_needs_an_identity_of_its_method(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert problems(result) == [
         "routes.0.mapping.profile_id: neither profile_id nor appmetrica_device_id is mapped; events takes one"
+    ]
+
+
+def test_a_mapping_without_an_application_needs_the_default_one(tmp_path: Path) -> None:
+    result = check_config(tmp_path, JSON_ONLY.replace("post_api:\n  application_id: 3713842\n", ""))
+    assert result.returncode == 2
+    assert problems(result) == [
+        "routes.0.mapping.application_id: not mapped, and post_api.application_id is not set: "
+        "no record would have an application"
+    ]
+
+
+def test_an_application_a_mapping_names_needs_a_key(tmp_path: Path) -> None:
+    keys = "post_api:\n  applications:\n    3713842: {api_key_env: GAME_KEY}\n"
+    text = (
+        JSON_ONLY.replace("post_api:\n", keys) + "      application_id: {path: app, lookup: {game: 3713842, tv: 42}}\n"
+    )
+    result = check_config(tmp_path, text, env={"BRIDGE_POST_API_KEY": None, "GAME_KEY": KEY})
+    assert result.returncode == 2
+    assert problems(result) == [
+        "routes.0.mapping.application_id.lookup.tv: application 42 has no Post API key (post_api.applications)"
     ]
 
 

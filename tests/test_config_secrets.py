@@ -138,17 +138,17 @@ def test_a_secret_too_short_to_be_real_does_not_mangle_the_log() -> None:
         (JSON_ONLY, {"BRIDGE_POST_API_KEY": "abc"}, "post_api.api_key_file / BRIDGE_POST_API_KEY"),
         (
             JSON_ONLY.replace("post_api:\n", "post_api:\n  applications:\n    3713842: {api_key_env: GAME_KEY}\n"),
-            {"BRIDGE_POST_API_KEY": "", "GAME_KEY": "k"},
+            {"BRIDGE_POST_API_KEY": None, "GAME_KEY": "k"},
             "post_api.applications.3713842.api_key_env",
         ),
     ],
 )
-def test_a_post_api_key_too_short_is_refused(tmp_path: Path, text: str, env: dict[str, str], key: str) -> None:
+def test_a_post_api_key_too_short_is_refused(tmp_path: Path, text: str, env: dict[str, str | None], key: str) -> None:
     result = check_config(tmp_path, text, env=env)
     assert result.returncode == 2
     assert [problem for problem in problems(result) if problem.startswith(f"{key}: the key is shorter than 4")]
     with pytest.raises(ConfigError):
-        load_config(write(tmp_path, text), env)
+        load_config(write(tmp_path, text), {name: value for name, value in env.items() if value is not None})
 
 
 def test_a_real_key_is_never_printed(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ one that is set, `{value}`, `{header}` and `{key: true}`; `check_mapping` refuse
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from typing import Annotated, Any, Final, Literal
@@ -238,3 +239,24 @@ def _constant(parameter: Parameter, column: Column, value: Any, where: str) -> l
     if violation is not None and violation.reason == "invalid":
         return [(where, violation.detail)]
     return []
+
+
+def constant_applications(mapping: MappingSpec) -> list[tuple[str, int]]:
+    """The applications a mapping's `application_id` names as constants (values, lookups, defaults), at their keys:
+    each needs a Post API key."""
+    source = mapping.get("application_id")
+    singles = source if isinstance(source, list) else [source]
+    found = []
+    for index, single in enumerate(singles):
+        where = f"application_id.{index}" if isinstance(source, list) else "application_id"
+        constants: list[tuple[str, Any]] = []
+        if isinstance(single, ValueForm):
+            constants.append((f"{where}.value", single.value))
+        elif isinstance(single, FieldForm):
+            constants += [(f"{where}.lookup.{key}", value) for key, value in (single.lookup or {}).items()]
+            if single.default is not None:
+                constants.append((f"{where}.default", single.default))
+        for key, value in constants:
+            with contextlib.suppress(UnconvertibleError):
+                found.append((key, int(converter(Parameter("integer"), None)(value))))
+    return found
