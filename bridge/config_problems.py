@@ -131,6 +131,8 @@ def _words(error: ErrorDetails) -> str:
         return _WORDS[kind]
     if kind in _BOUNDS:
         bounds = {name: _number(value) for name, value in error.get("ctx", {}).items()}
+        if bounds.get("expected") in ("True", "False"):
+            bounds["expected"] = bounds["expected"].lower()
         return _BOUNDS[kind].format(**bounds)
     return error["msg"].removeprefix("Value error, ")
 

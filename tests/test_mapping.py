@@ -290,7 +290,7 @@ COMPLETE = {"profile_id": "user.id", "event_name": "type", "event_timestamp": "t
         ("event_name: {pack: [a]}", "routes.0.mapping.event_name.pack: event_name is not a JSON parameter"),
         ("mcc: {value: lots}", "routes.0.mapping.mcc.value: 'lots' is not an integer"),
         ("event_name: {colour: red}", "routes.0.mapping.event_name: expected a dot path, a list of sources"),
-        ("google_aid: {key: false}", "routes.0.mapping.google_aid.key: must be True"),
+        ("google_aid: {key: false}", "routes.0.mapping.google_aid.key: must be true"),
     ],
 )
 def test_check_config_refuses_a_bad_mapping_naming_the_key(tmp_path: Path, mapping: str, words: str) -> None:
