@@ -76,7 +76,9 @@ def _line(loc: tuple[str, ...], messages: list[str], overrides: Overrides) -> st
     unique = list(dict.fromkeys(messages))
     if len(unique) > 1 and all(m.startswith("must be ") for m in unique):
         # The members of a union each refused the value: say what any of them takes.
-        kinds = [m.removeprefix("must be ") for m in unique]
+        kinds = [m.removeprefix("must be ").replace("true or false", "true/false") for m in unique]
+        if "a number" in kinds and "a whole number" in kinds:
+            kinds.remove("a whole number")
         message = "must be " + ", ".join(kinds[:-1]) + " or " + kinds[-1]
     else:
         message = "; ".join(unique)
