@@ -59,7 +59,9 @@ def _load(path: Path) -> Settings | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"appmetrica-bridge: configuration error: {exc}", file=sys.stderr)
+        # One line per problem, each naming its key, so that one run shows them all.
+        for problem in exc.problems:
+            print(f"appmetrica-bridge: configuration error: {problem}", file=sys.stderr)
         return None
 
 

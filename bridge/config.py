@@ -11,11 +11,10 @@ either: `BRIDGE_SCHEMA_REGISTRY_USER_INFO` (or `avro.schema_registry_user_info_f
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
 from pydantic import (
@@ -23,17 +22,23 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from bridge.logs import REDACTED, Redactor
-from bridge.mapping import MappingSpec, check_mapping
-from bridge.methods import MethodName
+from bridge import yaml_text
+from bridge.config_problems import Overrides, ProblemsError, describe
+from bridge.credentials import mask_user_info, property_secrets, secret_property, user_info_secrets
+from bridge.logs import MIN_SECRET_CHARS, REDACTED, Redactor
+from bridge.mapping import MappingSpec
+from bridge.mapping.forms import Source, constant_applications, mapping_problems
+from bridge.methods import METHODS, MethodName
 from bridge.postapi import MAX_ROWS_PER_REQUEST
 
+_SOURCE: TypeAdapter[Any] = TypeAdapter(Source)
 DEFAULT_KEY_ENV = "BRIDGE_POST_API_KEY"
 REGISTRY_USER_INFO_ENV = "BRIDGE_SCHEMA_REGISTRY_USER_INFO"
 REGISTRY_BEARER_TOKEN_ENV = "BRIDGE_SCHEMA_REGISTRY_BEARER_TOKEN"
@@ -46,7 +51,12 @@ ENV_PREFIX = "BRIDGE_"
 
 
 class ConfigError(Exception):
-    """A configuration the bridge cannot run with; the message is one line and never holds a key."""
+    """A configuration the bridge cannot run with: every problem found, each one line naming its key and never
+    holding a secret."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 class _Section(BaseModel):
@@ -96,8 +106,12 @@ class RouteConfig(_Section):
     @field_validator("mapping")
     @classmethod
     def _mapping_fits_method(cls, mapping: MappingSpec | None, info: ValidationInfo) -> MappingSpec | None:
-        if mapping is not None and "method" in info.data:
-            check_mapping(info.data["method"], mapping)
+        if (
+            mapping is not None
+            and "method" in info.data
+            and (problems := mapping_problems(info.data["method"], mapping))
+        ):
+            raise ProblemsError(problems)
         return mapping
 
 
@@ -134,16 +148,16 @@ class AvroConfig(_Section):
             check_registry_urls(urls)
         return urls
 
-    @model_validator(mode="after")
-    def _source_of_schemas(self) -> AvroConfig:
+    def schema_problems(self) -> list[tuple[str, str]]:
+        """Why Avro records could not be read with this section: asked only when a route reads Avro."""
         if self.format == "confluent" and not self.schema_registry_url:
-            raise ValueError("schema_registry_url is required when format is confluent")
+            return [("avro.schema_registry_url", "required when a route reads Avro and avro.format is confluent")]
         if self.format == "raw":
             if self.schema_file is None:
-                raise ValueError("schema_file is required when format is raw")
+                return [("avro.schema_file", "required when a route reads Avro and avro.format is raw")]
             if not self.schema_file.is_file():
-                raise ValueError(f"schema_file {self.schema_file} does not exist")
-        return self
+                return [("avro.schema_file", f"{self.schema_file} does not exist")]
+        return []
 
 
 class ApplicationConfig(_Section):
@@ -241,7 +255,8 @@ class BridgeConfig(_Section):
     """The whole configuration; keys are resolved separately by `load_config`."""
 
     kafka: KafkaConfig
-    avro: AvroConfig
+    avro: AvroConfig = AvroConfig()
+    """Needed only when a route reads Avro (`format: avro`, the default)."""
     routes: list[RouteConfig] = Field(default_factory=list)
     """Topics of the other methods (and events topics with their own format or mapping), beside kafka.topics."""
     post_api: PostApiConfig = PostApiConfig()
@@ -254,32 +269,60 @@ class BridgeConfig(_Section):
     log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
-    def _each_topic_routed_once(self) -> BridgeConfig:
-        seen: dict[str, str] = {}
-        for where, route in self._placed_routes():
-            for topic in route.topics:
-                if topic in seen:
-                    raise ValueError(f"topic {topic!r} is named by both {seen[topic]} and {where}")
-                seen[topic] = where
-        if not seen:
-            raise ValueError("no topics: set kafka.topics or routes")
+    def _topology(self) -> BridgeConfig:
+        if problems := topology_problems(self.kafka, self.routes, self.avro):
+            raise ProblemsError(problems)
         return self
-
-    def _placed_routes(self) -> list[tuple[str, RouteConfig]]:
-        placed = [(f"routes.{index}", route) for index, route in enumerate(self.routes)]
-        if self.kafka.topics:
-            placed.insert(0, ("kafka.topics", RouteConfig(topics=self.kafka.topics, method="events")))
-        return placed
 
     @property
     def effective_routes(self) -> list[RouteConfig]:
         """Every route, `kafka.topics` first as a route to `events`; no topic is in two."""
-        return [route for _, route in self._placed_routes()]
+        return [route for _, route in _placed_routes(self.kafka, self.routes)]
+
+    @property
+    def reads_avro(self) -> bool:
+        """Whether any route reads Avro records (and so needs the `avro` section's registry or schema file)."""
+        return any(route.format == "avro" for route in self.effective_routes)
 
     @property
     def topics(self) -> list[str]:
         """Every topic the bridge consumes, in one consumer group."""
         return [topic for route in self.effective_routes for topic in route.topics]
+
+
+def _placed_routes(kafka: KafkaConfig, routes: list[RouteConfig]) -> list[tuple[str, RouteConfig]]:
+    placed = [(f"routes.{index}", route) for index, route in enumerate(routes)]
+    if kafka.topics:
+        placed.insert(0, ("kafka.topics", RouteConfig(topics=kafka.topics, method="events")))
+    return placed
+
+
+def topology_problems(kafka: KafkaConfig, routes: list[RouteConfig], avro: AvroConfig) -> list[tuple[str, str]]:
+    """What the sections allow alone but not together, each at its key: a topic in two routes, no topic at all,
+    a dead-letter topic the bridge also consumes (each dead letter would come back as a record, forever), Avro
+    routes without a registry or schema file."""
+    problems = []
+    seen: dict[str, str] = {}
+    placed = _placed_routes(kafka, routes)
+    for where, route in placed:
+        for topic in route.topics:
+            if topic in seen:
+                problems.append((where, f"topic {topic!r} is named by both {seen[topic]} and {where}"))
+            seen[topic] = where
+    if not seen:
+        problems.append(("kafka.topics", "no topics: set kafka.topics or routes"))
+    dead_letters = kafka.dead_letter_topic
+    if dead_letters is not None and dead_letters in seen:
+        problems.append(
+            (
+                "kafka.dead_letter_topic",
+                f"{dead_letters!r} is also consumed ({seen[dead_letters]}): every dead letter would be read back "
+                "and dead-lettered again; name a topic of its own",
+            )
+        )
+    if any(route.format == "avro" for _, route in placed):
+        problems += avro.schema_problems()
+    return problems
 
 
 class PostApiKeys:
@@ -358,55 +401,53 @@ class Settings:
         self.registry = registry or RegistryCredentials()
 
     def redacted(self) -> dict[str, Any]:
-        """The effective configuration as plain data, keys shown only as set or not, Kafka secrets masked."""
+        """The effective configuration as plain data: keys shown only as set or not, credential properties and
+        the user info of every URL masked."""
         data = self.config.model_dump(mode="json")
         data["post_api"]["keys"] = self.keys.describe()
-        if urls := self.config.avro.schema_registry_url:
-            data["avro"]["schema_registry_url"] = mask_registry_urls(urls)
-        data["kafka"]["properties"] = {
-            name: REDACTED if _secret_property(name) else value for name, value in data["kafka"]["properties"].items()
-        }
-        data["avro"]["schema_registry_properties"] = {
-            name: REDACTED if _secret_property(name) else value
-            for name, value in data["avro"]["schema_registry_properties"].items()
-        }
+        for section, name in _PROPERTY_SECTIONS:
+            data[section][name] = {
+                key: REDACTED if secret_property(key) else value for key, value in data[section][name].items()
+            }
         data["avro"]["schema_registry_credentials"] = self.registry.describe()
-        return data
+        masked: dict[str, Any] = _masked_urls(data)
+        return masked
 
     def secrets(self) -> list[str]:
         """Every secret value the configuration holds, for the log redactor."""
-        properties = self.config.kafka.properties.items()
-        kafka = [secret for k, v in properties if _secret_property(k) for secret in _property_secrets(str(v))]
-        registry = registry_url_secrets(self.config.avro.schema_registry_url or "")
-        registry_properties = [
+        properties = [
             secret
-            for k, v in self.config.avro.schema_registry_properties.items()
-            if _secret_property(k)
-            for secret in _property_secrets(str(v))
+            for section, name in _PROPERTY_SECTIONS
+            for key, value in getattr(getattr(self.config, section), name).items()
+            if secret_property(key)
+            for secret in property_secrets(str(value))
         ]
-        return [*self.keys.secrets(), *kafka, *registry, *registry_properties, *self.registry.secrets()]
+        urls = [secret for text in _texts(self.config.model_dump(mode="json")) for secret in user_info_secrets(text)]
+        return [*self.keys.secrets(), *properties, *urls, *self.registry.secrets()]
 
 
-_SECRET_WORDS = ("password", "secret", "credential", "token", "jaas", "oauthbearer.config")
-_EMBEDDED_SECRET = re.compile(
-    r"""[\w.-]*(?:password|secret|token|credential)[\w.-]*\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s;,"']+))""",
-    re.IGNORECASE,
-)
-"""A `name=value` pair whose name says it is a secret, inside a property such as sasl.oauthbearer.config
-("clientId=bridge clientSecret=…") or sasl.jaas.config ('… password="…";')."""
+_PROPERTY_SECTIONS = (("kafka", "properties"), ("avro", "schema_registry_properties"))
 
 
-def _secret_property(name: str) -> bool:
-    """librdkafka properties that carry credentials (sasl.password, ssl.key.password, *.client.secret, the OAuth
-    and JAAS configs, ...)."""
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS) or lowered.endswith(".key.pem")
+def _masked_urls(data: Any) -> Any:
+    if isinstance(data, str):
+        return mask_user_info(data)
+    if isinstance(data, dict):
+        return {key: _masked_urls(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_masked_urls(value) for value in data]
+    return data
 
 
-def _property_secrets(value: str) -> list[str]:
-    """What the log must never show of a secret property: its whole value and each secret embedded in it."""
-    embedded = ["".join(match.groups(default="")) for match in _EMBEDDED_SECRET.finditer(value)]
-    return [value, *embedded]
+def _texts(data: Any) -> Iterator[str]:
+    if isinstance(data, str):
+        yield data
+    elif isinstance(data, dict):
+        for value in data.values():
+            yield from _texts(value)
+    elif isinstance(data, list):
+        for value in data:
+            yield from _texts(value)
 
 
 def _registry_url_parts(urls: str) -> list[SplitResult]:
@@ -432,45 +473,119 @@ def check_registry_urls(urls: str) -> None:
             )
 
 
-def mask_registry_urls(urls: str) -> str:
-    """The registry URLs with any `user:password@` masked, for check-config and the log."""
-    masked = []
-    for url in _registry_url_parts(urls):
-        if url.username is not None or url.password is not None:
-            url = url._replace(netloc=f"{REDACTED}@{url.netloc.rpartition('@')[2]}")
-        masked.append(urlunsplit(url))
-    return ",".join(masked)
-
-
-def registry_url_secrets(urls: str) -> list[str]:
-    """The user info of each registry URL, as written and decoded, for the log redactor."""
-    secrets = []
-    for url in _registry_url_parts(urls):
-        userinfo = url.netloc.rpartition("@")[0]
-        if userinfo:
-            secrets += [userinfo, unquote(userinfo), *(unquote(p) for p in (url.password,) if p)]
-    return secrets
-
-
 def load_config(path: Path, environ: Mapping[str, str] | None = None, *, keys_required: bool = True) -> Settings:
-    """Read, merge and check the configuration; raise ConfigError with a one-line reason.
+    """Read, merge and check the configuration; raise ConfigError naming every problem found, each at its key.
 
     `keys_required=False` is for tools that never call the Post API (`dead-letters`): keys that cannot be resolved
     are then left out instead of refused.
     """
     env = os.environ if environ is None else environ
-    raw = _read_yaml(path)
+    raw, overrides = _with_environ(env, _read_yaml(path))
+    problems: list[str] = []
     try:
-        config = BridgeConfig.model_validate(_with_environ(env, raw))
+        config: BridgeConfig | None = BridgeConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
-    try:
-        keys = _resolve_keys(config, env)
-    except ConfigError:
+        config = None
+        problems += describe(exc, BridgeConfig, overrides=overrides)
+        problems += _partial_topology(raw, overrides)
+    sections = _sections(raw, config)
+    keys = PostApiKeys(None, {})
+    if (post_api := sections.get("post_api")) is not None:
+        key_problems, keys = _resolve_keys(post_api, env)
         if keys_required:
-            raise
-        keys = PostApiKeys(None, {})
-    return Settings(config, keys, _resolve_registry_credentials(config.avro, env))
+            problems += key_problems
+            keys_required = not key_problems
+    registry = RegistryCredentials()
+    if (avro := sections.get("avro")) is not None:
+        try:
+            registry = _resolve_registry_credentials(avro, env)
+        except ConfigError as exc:
+            problems += exc.problems
+    if config is not None and keys_required:
+        problems += application_problems(config, keys)
+    if problems or config is None:
+        raise ConfigError(*dict.fromkeys(problems))
+    return Settings(config, keys, registry)
+
+
+def application_problems(config: BridgeConfig, keys: PostApiKeys) -> list[str]:
+    """Mapped routes whose records could never be uploaded for want of an application or its key."""
+    problems = []
+    keyed = keys.keyed_applications()
+    for index, route in enumerate(config.routes):
+        if route.mapping is None:
+            continue
+        where = f"routes.{index}.mapping"
+        if "application_id" not in route.mapping and config.post_api.application_id is None:
+            problems.append(
+                f"{where}.application_id: not mapped, and post_api.application_id is not set: "
+                "no record would have an application"
+            )
+        for key, application in constant_applications(route.mapping):
+            if keyed is not None and application not in keyed:
+                problems.append(f"{where}.{key}: application {application} has no Post API key (post_api.applications)")
+    return problems
+
+
+def _sections(raw: dict[str, Any], config: BridgeConfig | None) -> dict[str, Any]:
+    """The sections that are valid on their own, so that keys and credentials are checked in the same run as
+    the rest of a file with problems elsewhere."""
+    if config is not None:
+        return {name: getattr(config, name) for name in BridgeConfig.model_fields}
+    valid = {}
+    for name, field in BridgeConfig.model_fields.items():
+        if (name not in raw and field.is_required()) or field.annotation is None:
+            continue
+        given = raw.get(name, field.get_default(call_default_factory=True))
+        try:
+            valid[name] = TypeAdapter[Any](field.annotation).validate_python(given)
+        except ValidationError:
+            if name == "routes" and isinstance(given, list):
+                valid[name] = [route for route in map(_route_topics, given) if route is not None]
+    return valid
+
+
+def _route_topics(raw: Any) -> RouteConfig | None:
+    """A route whose mapping has problems, without its mapping: enough to check the topics."""
+    try:
+        return RouteConfig.model_validate({**raw, "mapping": None}) if isinstance(raw, dict) else None
+    except ValidationError:
+        return None
+
+
+def _partial_topology(raw: dict[str, Any], overrides: Overrides) -> list[str]:
+    """The problems pydantic leaves unchecked when any field is invalid: cross-section ones from the valid
+    sections, and each broken mapping's valid entries checked against the method."""
+    sections = _sections(raw, None)
+    problems = []
+    if {"kafka", "routes", "avro"} <= sections.keys():
+        problems += topology_problems(sections["kafka"], sections["routes"], sections["avro"])
+    routes = raw.get("routes")
+    for index, route in enumerate(routes if isinstance(routes, list) else []):
+        if isinstance(route, dict) and isinstance(route.get("mapping"), dict):
+            where = f"routes.{index}.mapping"
+            problems += [(f"{where}.{key}", what) for key, what in _valid_entries_problems(route)]
+    variables = {".".join(path): name for path, name in overrides.items()}
+    return [f"{where}{_from_environment(where, variables)}: {what}" for where, what in problems]
+
+
+def _valid_entries_problems(route: dict[str, Any]) -> list[tuple[str, str]]:
+    """A mapping's problems against its method, from the entries that parse; the others are reported already."""
+    method = route.get("method")
+    if not isinstance(method, str) or method not in METHODS:
+        return []
+    valid, broken = {}, set()
+    for name, source in route["mapping"].items():
+        try:
+            valid[name] = _SOURCE.validate_python(source)
+        except ValidationError:
+            broken.add(str(name))
+    return [(key, what) for key, what in mapping_problems(method, valid) if key.split(".")[0] not in broken]
+
+
+def _from_environment(where: str, variables: Mapping[str, str]) -> str:
+    name = variables.get(where)
+    return f" (environment override {name})" if name else ""
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -478,8 +593,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_text.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -492,61 +609,68 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _with_environ(env: Mapping[str, str], raw: dict[str, Any]) -> dict[str, Any]:
-    # The environment wins over the file so that one image and file serve many deployments.
+def _with_environ(env: Mapping[str, str], raw: dict[str, Any]) -> tuple[dict[str, Any], Overrides]:
+    """The file's data with the environment's overrides (the environment wins, so that one image and file serve
+    many deployments), and which key path each variable set."""
     merged = dict(raw)
-    for name, value in env.items():
+    overrides: dict[tuple[str, ...], str] = {}
+    for name, value in sorted(env.items()):
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         path = name.removeprefix(ENV_PREFIX).lower().split("__")
+        overrides[tuple(path)] = name
         node = merged
         for part in path[:-1]:
             child = node.get(part)
             node[part] = child = dict(child) if isinstance(child, dict) else {}
             node = child
         # A password is text as given: read as YAML, "0123" would become 83 and "yes" true.
-        node[path[-1]] = value if _secret_property(path[-1]) else _env_value(value)
-    return merged
+        node[path[-1]] = value if secret_property(path[-1]) else _env_value(value)
+    return merged, overrides
 
 
 def _env_value(value: str) -> Any:
     try:
-        return yaml.safe_load(value)
+        return yaml_text.load(value)
     except yaml.YAMLError:
         return value
 
 
-def _describe(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        problems.append(f"{where}: {message.removeprefix('Value error, ')}")
-    return "; ".join(problems)
-
-
-def _resolve_keys(config: BridgeConfig, env: Mapping[str, str]) -> PostApiKeys:
-    post_api = config.post_api
-    default = _key_from(env.get(DEFAULT_KEY_ENV), post_api.api_key_file, f"post_api.api_key_file / {DEFAULT_KEY_ENV}")
+def _resolve_keys(post_api: PostApiConfig, env: Mapping[str, str]) -> tuple[list[str], PostApiKeys]:
+    """The Post API keys, and every problem met resolving them."""
+    problems: list[str] = []
+    where_default = f"post_api.api_key_file / {DEFAULT_KEY_ENV}"
+    default = _collected(problems, _key_from, env.get(DEFAULT_KEY_ENV), post_api.api_key_file, where_default)
     by_app: dict[int, SecretStr] = {}
     for app_id, app in post_api.applications.items():
         where = f"post_api.applications.{app_id}"
         if app.api_key_env is not None:
             value = env.get(app.api_key_env)
             if not value:
-                raise ConfigError(f"{where}.api_key_env: environment variable {app.api_key_env} is not set")
-            by_app[app_id] = _checked_key(value, f"{where}.api_key_env")
+                problems.append(f"{where}.api_key_env: environment variable {app.api_key_env} is not set")
+                continue
+            key = _collected(problems, _checked_key, value, f"{where}.api_key_env")
         else:
-            key = _key_from(None, app.api_key_file, f"{where}.api_key_file")
-            assert key is not None
+            key = _collected(problems, _key_from, None, app.api_key_file, f"{where}.api_key_file")
+        if key is not None:
             by_app[app_id] = key
-    if default is None and not by_app:
-        raise ConfigError(
+    if default is None and not post_api.applications and not problems:
+        problems.append(
             f"post_api: no Post API key: set {DEFAULT_KEY_ENV}, post_api.api_key_file or post_api.applications"
         )
-    if post_api.application_id is not None and default is None and post_api.application_id not in by_app:
-        raise ConfigError(f"post_api.application_id: application {post_api.application_id} has no key")
-    return PostApiKeys(default, by_app)
+    application = post_api.application_id
+    if application is not None and default is None and application not in post_api.applications and not problems:
+        problems.append(f"post_api.application_id: application {application} has no key")
+    return problems, PostApiKeys(default, by_app)
+
+
+def _collected(problems: list[str], resolve: Callable[..., SecretStr | None], *args: Any) -> SecretStr | None:
+    try:
+        found = resolve(*args)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return None
+    return found
 
 
 def _resolve_registry_credentials(avro: AvroConfig, env: Mapping[str, str]) -> RegistryCredentials:
@@ -606,4 +730,7 @@ def _checked_key(value: str, where: str) -> SecretStr:
     value = value.strip()
     if not value or any(c.isspace() or not c.isprintable() for c in value):
         raise ConfigError(f"{where}: the key is empty or holds spaces or control characters")
+    if len(value) < MIN_SECRET_CHARS:
+        # The log redactor ignores values this short; a real key is far longer.
+        raise ConfigError(f"{where}: the key is shorter than {MIN_SECRET_CHARS} characters, not a Post API key")
     return SecretStr(value)

@@ -73,6 +73,19 @@ class RawDecoder:
         return None
 
 
+class NoSchemas:
+    """The decoder of a configuration whose routes all read JSON: no value names a schema, no registry is asked."""
+
+    async def prepare(self, values: Iterable[bytes | None]) -> None:
+        return None
+
+    def schemas(self, method: MethodName) -> WriterSchemas:
+        return WriterSchemas()
+
+    def problem(self) -> str | None:
+        return None
+
+
 class ConfluentDecoder:
     """The Confluent wire format: magic byte 0, a 4-byte big-endian schema id, then the Avro body."""
 

@@ -12,6 +12,9 @@ from typing import Any
 import structlog
 
 REDACTED = "[REDACTED]"
+MIN_SECRET_CHARS = 4
+"""Shorter values are not redacted: a one-character "secret" would mangle every line (the configuration refuses
+Post API keys this short)."""
 
 
 class Redactor:
@@ -30,7 +33,8 @@ class Redactor:
 
     def add(self, secrets: Iterable[str]) -> None:
         # Longest first so a key that contains another is replaced whole.
-        self._secrets = sorted({*self._secrets, *(s for s in secrets if s)}, key=len, reverse=True)
+        real = (s for s in secrets if len(s) >= MIN_SECRET_CHARS)
+        self._secrets = sorted({*self._secrets, *real}, key=len, reverse=True)
         alternatives = ["".join(map(_spellings, secret)) for secret in self._secrets]
         self._pattern = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
 

@@ -14,8 +14,9 @@ from aiohttp import web
 from bridge import logs
 from bridge.access import check_kafka_access
 from bridge.config import Settings
+from bridge.credentials import mask_user_info
 from bridge.deadletter import DeadLetters, StartupError
-from bridge.decode import make_decoder, registry_client_conf
+from bridge.decode import Decoder, NoSchemas, make_decoder, registry_client_conf
 from bridge.delivery import Totals
 from bridge.group_budget import GroupBudget
 from bridge.health import make_app
@@ -98,9 +99,11 @@ async def _serve(settings: Settings, metrics: Metrics, signals: _Signals) -> int
         return EXIT_STARTUP
     try:
         registry_conf = registry_client_conf(config.avro, settings.registry)
-        decoder = make_decoder(
-            config.avro.format, config.avro.schema_registry_url, config.avro.schema_file, registry_conf
-        )
+        decoder: Decoder = NoSchemas()
+        if config.reads_avro:
+            decoder = make_decoder(
+                config.avro.format, config.avro.schema_registry_url, config.avro.schema_file, registry_conf
+            )
         own_schemas = None
         if needs_own_schemas(config):
             own_schemas = make_decoder(
@@ -161,7 +164,7 @@ async def _serve(settings: Settings, metrics: Metrics, signals: _Signals) -> int
             "bridge started",
             topics=config.topics,
             group=config.kafka.group_id,
-            post_api=config.post_api.url,
+            post_api=mask_user_info(config.post_api.url),
             port=config.server.port,
             dead_letter_topic=config.kafka.dead_letter_topic,
         )
