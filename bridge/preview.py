@@ -30,7 +30,7 @@ from bridge.config import BridgeConfig, ConfigError, RouteConfig, Settings, load
 from bridge.decode import RegistryUnavailableError, make_decoder, registry_client_conf
 from bridge.mapping import Headers
 from bridge.reading import Reading
-from bridge.transform import FAILED, Rules, transform
+from bridge.transform import FAILED, Failure, Rules, Transformed, transform
 
 DEFAULT_LIMIT: Final = 20
 FETCH_TIMEOUT_S: Final = 15.0
@@ -294,19 +294,23 @@ def _outcomes(
         [r.headers for r in records],
     )
     outcomes = []
-    for index, (record, group, line) in enumerate(zip(records, result.placed, result.lines, strict=True)):
-        if group == FAILED:
-            reason, detail = result.failures[index]
-            outcomes.append(Outcome(record.source, None, reason, detail))
-            continue
-        _, application, header = result.groups[group]
-        (row,) = csv.DictReader(io.StringIO((header + line).decode(), newline=""))
-        outcomes.append(Outcome(record.source, {"application_id": str(application)} | _set(row)))
+    for index, record in enumerate(records):
+        row, failure = row_or_failure(result, index)
+        if failure is not None:
+            outcomes.append(Outcome(record.source, None, *failure))
+        else:
+            outcomes.append(Outcome(record.source, row))
     return outcomes
 
 
-def _set(row: dict[str, str]) -> dict[str, str]:
-    return {name: cell for name, cell in row.items() if cell}
+def row_or_failure(result: Transformed, index: int) -> tuple[dict[str, str] | None, Failure | None]:
+    """The row a record of a transformed chunk made (its set cells, with its application), or why it made none."""
+    group = result.placed[index]
+    if group == FAILED:
+        return None, result.failures[index]
+    _, application, header = result.groups[group]
+    (row,) = csv.DictReader(io.StringIO((header + result.lines[index]).decode(), newline=""))
+    return {"application_id": str(application)} | {name: cell for name, cell in row.items() if cell}, None
 
 
 # -- how they are shown -----------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from bridge.config import KafkaConfig
-from bridge.deadletter import _client_properties
+from bridge.deadletters.clients import client_properties, reach
 from bridge.deadletters.progress import EarlierReplay, earlier_replays, group_name
 from bridge.deadletters.reading import consumer, read, stretch
 from bridge.deadletters.records import DeadLetter, Filters
@@ -42,6 +42,8 @@ class ReplayTotals:
     """Held without their value (too large for the dead-letter topic): nothing to send back."""
     skipped_sent: int = 0
     """Sent by an earlier replay with other filters."""
+    unsendable: int = 0
+    """Their source topic or partition is gone (or Kafka refused them): named one by one, left in the topic."""
     by_topic: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
     """Stopped by `stop` before the end: what was read is settled, the same command resumes after it."""
@@ -72,14 +74,19 @@ class Replay:
         self.group = group_name(config, topic, filters, force)
         """The consumer group (and transactional id) this replay keeps its progress under."""
         self._earlier: list[EarlierReplay] = []
+        self._targets: _Targets
 
     def run(self, send: bool) -> ReplayTotals:
-        producer = self._producer() if send else None
         client = consumer(self._config, self.group)
+        producer = None
         try:
+            # Kafka answers before anything waits on it for long (a transaction's start waits a minute).
+            reach(client, self._topic, self._config.bootstrap_servers, self._stop)
+            producer = self._producer() if send else None
+            self._targets = _Targets(client)
             starts = self._progress_so_far(client)
             self._earlier = earlier_replays(self._config, self._topic, sorted(starts), self.group)
-            span = stretch(client, self._topic, self._filters, starts)
+            span = stretch(client, self._topic, self._filters, starts, bootstrap=self._config.bootstrap_servers)
             totals = ReplayTotals()
             chunk: list[DeadLetter] = []
             for letter in read(client, span, self._progress):
@@ -102,8 +109,7 @@ class Replay:
     def _producer(self) -> Producer:
         producer = Producer(
             {
-                **_client_properties(self._config.properties),
-                "bootstrap.servers": self._config.bootstrap_servers,
+                **client_properties(self._config),
                 "transactional.id": self.group,
                 "enable.idempotence": True,
                 "acks": "all",
@@ -142,7 +148,15 @@ class Replay:
         if any(earlier.sent(letter) for earlier in self._earlier):
             totals.skipped_sent += 1
             return False
+        why = self._targets.missing(letter)
+        if why is not None:
+            self._cannot_send(letter, why, totals)
+            return False
         return True
+
+    def _cannot_send(self, letter: DeadLetter, why: str, totals: ReplayTotals) -> None:
+        totals.unsendable += 1
+        self._say(_line("cannot send", letter) + f"\n  not sent: {why}; it stays in {self._topic}")
 
     def _settle(
         self, chunk: list[DeadLetter], producer: Producer | None, client: Consumer, totals: ReplayTotals
@@ -158,8 +172,13 @@ class Replay:
             positions[letter.partition] = letter.offset + 1
         try:
             producer.begin_transaction()
+            refused = []
             for letter in chosen:
-                _produce(producer, letter)
+                why = _produce(producer, letter)
+                if why is not None:
+                    refused.append(letter)
+                    self._cannot_send(letter, why, totals)
+            chosen = [letter for letter in chosen if letter not in refused]
             producer.send_offsets_to_transaction(
                 [TopicPartition(self._topic, p, o) for p, o in positions.items()],
                 client.consumer_group_metadata(),
@@ -180,7 +199,8 @@ class Replay:
             totals.by_topic[letter.source_topic] = totals.by_topic.get(letter.source_topic, 0) + 1
 
 
-def _produce(producer: Producer, letter: DeadLetter) -> None:
+def _produce(producer: Producer, letter: DeadLetter) -> str | None:
+    """Hand one letter to the producer; why it refuses it at once (an unknown partition, say), or None."""
     extra: dict[str, Any] = {"partition": letter.source_partition} if letter.source_partition >= 0 else {}
     while True:
         try:
@@ -190,7 +210,35 @@ def _produce(producer: Producer, letter: DeadLetter) -> None:
             break
         except BufferError:
             producer.poll(0.1)
+        except KafkaException as exc:
+            return str(exc.args[0].str() if exc.args else exc)
     producer.poll(0)
+    return None
+
+
+class _Targets:
+    """The source topics' partitions, asked once per topic and run: a letter whose partition no longer exists
+    would fail its whole transaction, and with it every chunk, run after run."""
+
+    def __init__(self, client: Consumer) -> None:
+        self._client = client
+        self._partitions: dict[str, frozenset[int] | None] = {}
+
+    def missing(self, letter: DeadLetter) -> str | None:
+        topic = letter.source_topic
+        if topic not in self._partitions:
+            try:
+                metadata = self._client.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)
+            except KafkaException as exc:
+                raise ReplayError(f"cannot read the metadata of {topic!r}: {exc}") from None
+            known = metadata is not None and metadata.error is None
+            self._partitions[topic] = frozenset(metadata.partitions) if known else None
+        partitions = self._partitions[topic]
+        if partitions is None:
+            return f"topic {topic!r} does not exist"
+        if letter.source_partition >= 0 and letter.source_partition not in partitions:
+            return f"partition {letter.source_partition} of {topic!r} does not exist (it has {len(partitions)})"
+        return None
 
 
 def _abort(producer: Producer) -> None:
