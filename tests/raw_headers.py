@@ -73,8 +73,8 @@ def produce_raw(
     lib = _library()
     error = ctypes.create_string_buffer(512)
     conf = lib.rd_kafka_conf_new()
-    for name, value in ((b"bootstrap.servers", bootstrap.encode()), (b"acks", b"all"), (b"log_level", b"0")):
-        assert lib.rd_kafka_conf_set(conf, name, value, error, len(error)) == 0, error.value
+    for prop, setting in ((b"bootstrap.servers", bootstrap.encode()), (b"acks", b"all"), (b"log_level", b"0")):
+        assert lib.rd_kafka_conf_set(conf, prop, setting, error, len(error)) == 0, error.value
     producer = lib.rd_kafka_new(_PRODUCER, conf, error, len(error))
     assert producer, error.value
     try:

@@ -3,9 +3,10 @@ first contact bounded, and headers read without trusting their names to be UTF-8
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from confluent_kafka import KafkaException
 
@@ -53,6 +54,12 @@ def reach(client: Any, topic: str, bootstrap: str, stop: Callable[[], bool], wai
             raise KafkaUnreachableError(f"Kafka at {bootstrap} does not answer (waited {wait_s:g} s): {why}")
 
 
+_HEADERS: Final = operator.methodcaller("headers")
+"""`Message.headers()` called from C, never from a Python call site: on a name that is not UTF-8 the client returns a
+list holding a NULL *and* sets an exception. A generic call turns that into SystemError; a call site the interpreter
+has specialised (after a few calls) hands the broken list on, and the process segfaults when it is read."""
+
+
 def headers_of(message: Any) -> tuple[Headers, bool]:
     """A message's headers, and whether they could be read.
 
@@ -62,8 +69,7 @@ def headers_of(message: Any) -> tuple[Headers, bool]:
     are meant to become one.)
     """
     try:
-        headers = message.headers()
+        headers = _HEADERS(message)
     except (UnicodeError, SystemError):
-        # 2.16 raises SystemError ("returned a result with an exception set") around the UnicodeDecodeError.
         return [], False
     return [(name, value.encode() if isinstance(value, str) else value) for name, value in headers or []], True
