@@ -121,9 +121,9 @@ async def test_show_reads_every_method_format_and_route_kind_as_run_does(
         (route_topic("adrevenue", "avro"), None),
         ("a.topic.no.route.reads", b"anything"),
     ]
-    for topic, value in poison:
+    for topic, poisoned in poison:
         headers.append(letter_headers(topic, len(values)))
-        values.append(value)
+        values.append(poisoned)
     produce_letters(
         kafka_bootstrap,
         dlq,

@@ -64,7 +64,7 @@ async def test_replay_sends_every_letter_it_can_and_names_the_one_it_cannot(
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     for index in range(GOOD + 1):
         partition = 5 if index == BAD_AT else index % 2  # the source has partitions 0 and 1 only
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             (HEADER_REASON, b"invalid"),
             (HEADER_DETAIL, b"no key for the application"),
             (HEADER_TOPIC, source.encode()),

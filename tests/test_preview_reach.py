@@ -47,7 +47,7 @@ def produce_in_transaction(bootstrap: str, topic: str, partitions: int) -> None:
     producer.init_transactions(30)
     producer.begin_transaction()
     for seq in range(RECORDS):
-        headers = [("device", str(10_000 + seq).encode())]
+        headers: list[tuple[str, str | bytes | None]] = [("device", str(10_000 + seq).encode())]
         producer.produce(topic, json.dumps(game(seq)).encode(), partition=seq % partitions, headers=headers)
     producer.commit_transaction(30)
 
