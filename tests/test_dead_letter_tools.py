@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
 from devtools.kafka_local import free_ports
 from tests.conftest import TopicFactory
-from tests.harness import bridge_command, bridge_config, wait_for
+from tests.harness import ROOT, bridge_command, bridge_config, wait_for
 
 GOOD = 20
 BAD_AT = 7
@@ -102,13 +104,32 @@ async def test_a_reason_that_does_not_exist_is_refused_with_the_choices(tmp_path
     assert "'decode', 'schema', 'invalid', 'expired', 'rejected'" in err
 
 
+@pytest.fixture(params=["refused", "silent"])
+async def unanswered(request: pytest.FixtureRequest) -> AsyncIterator[int]:
+    """A port where Kafka does not answer: nothing listens, or a listener takes connections and says nothing."""
+    if request.param == "refused":
+        (port,) = free_ports(1)
+        yield port
+        return
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    for writer in held:
+        writer.close()
+
+
 @pytest.mark.parametrize(
     "args", [("summary",), ("show",), ("replay",), ("replay", "--send")], ids=["summary", "show", "dry-run", "send"]
 )
 async def test_with_kafka_unreachable_each_command_ends_promptly_with_one_clear_line(
-    tmp_path: Path, args: tuple[str, ...]
+    tmp_path: Path, args: tuple[str, ...], unanswered: int
 ) -> None:
-    (port,) = free_ports(1)
+    port = unanswered
     path = config_file(tmp_path, f"127.0.0.1:{port}", "t", "dlq")
     code, out, err, seconds = await command(*args, "--config", str(path), timeout_s=40)
     assert code == 1
@@ -123,9 +144,9 @@ async def test_with_kafka_unreachable_each_command_ends_promptly_with_one_clear_
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("args", [("summary",), ("replay", "--send")], ids=["summary", "send"])
 async def test_a_signal_ends_a_command_within_seconds_while_kafka_does_not_answer(
-    tmp_path: Path, signum: int, args: tuple[str, ...]
+    tmp_path: Path, signum: int, args: tuple[str, ...], unanswered: int
 ) -> None:
-    (port,) = free_ports(1)
+    port = unanswered
     path = config_file(tmp_path, f"127.0.0.1:{port}", "t", "dlq")
     async with bridge_command("dead-letters", *args, "--config", str(path)) as process:
         await wait_for(lambda: catches_sigterm(process.pid), 30, "the command's own SIGTERM handler", 0.05)
@@ -144,3 +165,30 @@ def catches_sigterm(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status").read_text()
     caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
     return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+async def test_a_command_stuck_in_a_call_that_does_not_return_still_ends_after_the_grace() -> None:
+    """A Kafka call waiting on a broker gone silent mid-run cannot be cut short from Python: `time.sleep` stands in
+    for it here, as it too goes on after the signal handler ran."""
+    script = (
+        "import sys, time\n"
+        "from bridge.deadletters.stopping import Stopping\n"
+        "Stopping(grace_s=1.0).install()\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        assert await asyncio.wait_for(process.stdout.readline(), 30) == b"ready\n"
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, err = await asyncio.wait_for(process.communicate(), 10)
+        seconds = time.monotonic() - started
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert process.returncode == 1 and 0.9 < seconds < 3, (process.returncode, seconds)
+    assert err.decode().startswith("appmetrica-bridge dead-letters: interrupted; Kafka did not let the command stop")
