@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
 from devtools.kafka_local import free_ports
@@ -93,6 +94,38 @@ async def test_replay_sends_every_letter_it_can_and_names_the_one_it_cannot(
     code, out, err, _ = await command("replay", "--config", str(path), "--send")
     assert code == 0 and "sent 0" in out, out + err
     assert len(read_to_end(kafka_bootstrap, source, 2)) == GOOD, "a second run sends nothing again"
+
+
+async def test_replay_goes_on_past_a_letter_kafka_refuses_inside_a_transaction(
+    kafka_bootstrap: str, kafka_admin: AdminClient, new_topic: TopicFactory, tmp_path: Path
+) -> None:
+    """A letter larger than its source topic now takes fails its whole transaction: the replay finds it and goes
+    on with the others."""
+    dlq = new_topic(1)
+    source = f"small-{dlq}"
+    small = NewTopic(source, num_partitions=1, replication_factor=1, config={"max.message.bytes": "2000"})
+    kafka_admin.create_topics([small])[source].result(30)
+    try:
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        for index in range(GOOD + 1):
+            headers: list[tuple[str, str | bytes | None]] = [
+                (HEADER_REASON, b"rejected"),
+                (HEADER_TOPIC, source.encode()),
+                (HEADER_PARTITION, b"0"),
+                (HEADER_OFFSET, str(index).encode()),
+            ]
+            value = b"x" * 10_000 if index == BAD_AT else f"letter-{index}".encode()
+            producer.produce(dlq, value=value, headers=headers)
+        assert producer.flush(30) == 0
+        path = config_file(tmp_path, kafka_bootstrap, source, dlq)
+        code, out, err, _ = await command("replay", "--config", str(path), "--send")
+        assert code == 0, out + err
+        assert f"cannot send  {dlq}:0:{BAD_AT} -> {source}[0]" in out and "too large" in out.lower(), out
+        assert f"sent {GOOD}" in out and "not sent (cannot be sent, named above) 1" in out, out
+        values = sorted(m.value().decode() for m in read_to_end(kafka_bootstrap, source, 1))
+        assert values == sorted(f"letter-{i}" for i in range(GOOD + 1) if i != BAD_AT)
+    finally:
+        kafka_admin.delete_topics([source])[source].result(30)
 
 
 @pytest.mark.parametrize("command_name", ["show", "replay"])
