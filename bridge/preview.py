@@ -12,12 +12,13 @@ import argparse
 import asyncio
 import csv
 import io
+import itertools
 import json
 import os
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -27,10 +28,11 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from bridge.avro import WriterSchemas
 from bridge.config import BridgeConfig, ConfigError, RouteConfig, Settings, load_config
+from bridge.deadletters.clients import headers_of
 from bridge.decode import RegistryUnavailableError, make_decoder, registry_client_conf
 from bridge.mapping import Headers
 from bridge.reading import Reading
-from bridge.transform import FAILED, Rules, transform
+from bridge.transform import FAILED, Failure, Rules, Transformed, transform
 
 DEFAULT_LIMIT: Final = 20
 FETCH_TIMEOUT_S: Final = 15.0
@@ -90,7 +92,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="FILE",
         help="read this file instead of Kafka: JSON lines, or an Avro object container file",
     )
-    preview.add_argument("--topic", metavar="TOPIC", help="with --input: whose route reads the file")
+    preview.add_argument(
+        "--topic",
+        metavar="TOPIC",
+        help="only this topic (and its route); with --input, the route that reads the file",
+    )
     preview.set_defaults(func=_preview)
 
 
@@ -123,6 +129,13 @@ def _preview(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"appmetrica-bridge: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.partition is not None and args.topic is None and len(settings.config.topics) > 1:
+        print(
+            "appmetrica-bridge: preview: --partition needs --topic: the configuration reads "
+            f"{', '.join(settings.config.topics)}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     try:
         if args.input is not None:
             route = _route_for_file(settings.config, args.topic)
@@ -130,8 +143,8 @@ def _preview(args: argparse.Namespace) -> int:
             _show(outcomes, route, args.json, sys.stdout)
         else:
             start = Start(args.from_beginning, args.partition, args.offset)
-            for route in settings.config.effective_routes:
-                records = sample(settings.config, route, args.limit, start)
+            for route, topics in _targets(settings.config, args.topic):
+                records = sample(settings.config, route, args.limit, start, topics)
                 _show(outcomes_of(settings, route, records), route, args.json, sys.stdout)
     except PreviewError as exc:
         print(f"appmetrica-bridge: preview: {exc}", file=sys.stderr)
@@ -145,10 +158,22 @@ def _preview(args: argparse.Namespace) -> int:
 # -- where the records come from --------------------------------------------------------------------------------
 
 
-def sample(config: BridgeConfig, route: RouteConfig, limit: int, start: Start) -> list[Sampled]:
-    """Up to `limit` records of the route's topics, read by a consumer that is assigned and never commits."""
+def _targets(config: BridgeConfig, topic: str | None) -> list[tuple[RouteConfig, list[str]]]:
+    """Each route to sample with the topics to read: every route and topic, or the one `--topic` names."""
+    if topic is None:
+        return [(route, list(route.topics)) for route in config.effective_routes]
+    return [(_route_for_file(config, topic), [topic])]
+
+
+def sample(
+    config: BridgeConfig, route: RouteConfig, limit: int, start: Start, topics: Sequence[str] | None = None
+) -> list[Sampled]:
+    """Up to `limit` records of the route's topics (or of `topics`), read by a consumer that is assigned and never
+    commits."""
     consumer = Consumer(
         {
+            # librdkafka would log each failed connection to stderr; a Kafka that does not answer is one error here.
+            "log_level": 0,
             **config.kafka.properties,
             "bootstrap.servers": config.kafka.bootstrap_servers,
             # Never joined (partitions are assigned) and never committed: the group keeps no offsets.
@@ -158,7 +183,7 @@ def sample(config: BridgeConfig, route: RouteConfig, limit: int, start: Start) -
         }
     )
     try:
-        ends = _positions(consumer, route.topics, limit, start)
+        ends = _positions(consumer, route.topics if topics is None else topics, limit, start)
         consumer.assign([TopicPartition(topic, partition, first) for (topic, partition), (first, _) in ends.items()])
         wanted = {key: end for key, (first, end) in ends.items() if first < end}
         found: list[Any] = []
@@ -174,6 +199,7 @@ def sample(config: BridgeConfig, route: RouteConfig, limit: int, start: Start) -
                     found.append(message)
                 if offset + 1 >= wanted[key]:
                     del wanted[key]
+            _past_the_end(consumer, wanted)
     except KafkaException as exc:
         raise PreviewError(f"Kafka: {exc.args[0] if exc.args else exc}") from None
     finally:
@@ -184,7 +210,17 @@ def sample(config: BridgeConfig, route: RouteConfig, limit: int, start: Start) -
     else:
         found.sort(key=lambda m: (m.timestamp()[1], m.topic(), m.partition(), m.offset()))
         chosen = found[-limit:]
-    return [Sampled(f"{m.topic()}[{m.partition()}]@{m.offset()}", m.value(), m.key(), m.headers()) for m in chosen]
+    return [Sampled(f"{m.topic()}[{m.partition()}]@{m.offset()}", m.value(), m.key(), headers_of(m)[0]) for m in chosen]
+
+
+def _past_the_end(consumer: Consumer, wanted: dict[tuple[str, int], int]) -> None:
+    """Forget the partitions whose position reached their end: the last offsets of a partition can be transaction
+    markers (any topic a transactional producer such as `dead-letters replay` wrote to), never handed out."""
+    if wanted:
+        for position in consumer.position([TopicPartition(topic, partition) for topic, partition in wanted]):
+            key = (position.topic, position.partition)
+            if position.offset >= wanted[key]:
+                del wanted[key]
 
 
 def _positions(
@@ -232,12 +268,17 @@ def _file_outcomes(settings: Settings, route: RouteConfig, path: Path, limit: in
             file.seek(0)
             if head == AVRO_MAGIC:
                 return _container_outcomes(settings, route, file, path, limit)
-            lines = [line for line in (raw.strip() for raw in file) if line][:limit]
+            # Line by line and no further than the limit: the file can be far larger than memory.
+            lines = ((number, raw.strip()) for number, raw in enumerate(file, 1))
+            records = [Sampled(f"{path.name}:{n}", line) for n, line in itertools.islice(_set_lines(lines), limit)]
     except OSError as exc:
         raise PreviewError(f"cannot read {path}: {exc.strerror}") from None
-    records = [Sampled(f"{path.name}:{number}", line) for number, line in enumerate(lines, 1)]
     reading = Reading.of(route.method, "json", route.mapping)
     return _outcomes(settings, route, records, WriterSchemas(), reading)
+
+
+def _set_lines(lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
+    return (line for line in lines if line[1])
 
 
 def _container_outcomes(settings: Settings, route: RouteConfig, file: Any, path: Path, limit: int) -> list[Outcome]:
@@ -294,19 +335,23 @@ def _outcomes(
         [r.headers for r in records],
     )
     outcomes = []
-    for index, (record, group, line) in enumerate(zip(records, result.placed, result.lines, strict=True)):
-        if group == FAILED:
-            reason, detail = result.failures[index]
-            outcomes.append(Outcome(record.source, None, reason, detail))
-            continue
-        _, application, header = result.groups[group]
-        (row,) = csv.DictReader(io.StringIO((header + line).decode(), newline=""))
-        outcomes.append(Outcome(record.source, {"application_id": str(application)} | _set(row)))
+    for index, record in enumerate(records):
+        row, failure = row_or_failure(result, index)
+        if failure is not None:
+            outcomes.append(Outcome(record.source, None, *failure))
+        else:
+            outcomes.append(Outcome(record.source, row))
     return outcomes
 
 
-def _set(row: dict[str, str]) -> dict[str, str]:
-    return {name: cell for name, cell in row.items() if cell}
+def row_or_failure(result: Transformed, index: int) -> tuple[dict[str, str] | None, Failure | None]:
+    """The row a record of a transformed chunk made (its set cells, with its application), or why it made none."""
+    group = result.placed[index]
+    if group == FAILED:
+        return None, result.failures[index]
+    _, application, header = result.groups[group]
+    (row,) = csv.DictReader(io.StringIO((header + result.lines[index]).decode(), newline=""))
+    return {"application_id": str(application)} | {name: cell for name, cell in row.items() if cell}, None
 
 
 # -- how they are shown -----------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ class RecordReaders:
         headers: Sequence[Headers | None] | None = None,
     ) -> Read:
         """Decode each value and map the chunk; keys and headers are needed only when the reading says so."""
-        decode = self._json if reading.format == "json" else self._avro(schemas)
+        decode = self.decoder(reading, schemas)
         records, indexes, decode_failures = decode_each(values, decode)
         failures: dict[int, Failure] = dict(decode_failures)
         chunk = Chunk(
@@ -92,6 +92,10 @@ class RecordReaders:
         for position, detail in mapped.failures.items():
             failures[indexes[kept[position]]] = ("invalid", detail)
         return Read(mapped.columns, [indexes[kept[p]] for p in mapped.positions], failures)
+
+    def decoder(self, reading: Reading, schemas: WriterSchemas) -> Callable[[bytes], Record]:
+        """One value to the plain record `read` maps; raises DecodeError for poison."""
+        return self._json if reading.format == "json" else self._avro(schemas)
 
     def _mapping(self, reading: Reading) -> CompiledMapping:
         compiled = self._mappings.get(reading.key)

@@ -23,8 +23,9 @@ from multidict import MultiDict
 
 from bridge import csvbody
 from bridge.avro import contract_schema, parse
-from bridge.config import BridgeConfig
-from bridge.deadletters.show import decode_all
+from bridge.config import BridgeConfig, PostApiKeys, Settings
+from bridge.deadletters.records import DeadLetter
+from bridge.deadletters.show import Judge
 from bridge.methods import (
     EXCLUDED_CURRENCIES,
     METHODS,
@@ -391,7 +392,11 @@ def test_dead_letters_show_reads_each_letter_into_its_source_topic_s_method() ->
     )
     revenue = {**valid_record(METHODS["revenue"]), "event_timestamp": int(time.time() * 1000)}
     value = raw_avro(revenue, parse(contract_schema("revenue")))
-    (shown, foreign) = decode_all(config, [("shop.purchases", value), ("app.events", value)])
+    letters = [
+        DeadLetter("dlq", 0, offset, 0, None, value, [], "invalid", "", topic, 0, offset)
+        for offset, topic in enumerate(["shop.purchases", "app.events"])
+    ]
+    (shown, foreign) = Judge(Settings(config, PostApiKeys(None, {}))).judge_all(letters)
     assert (
         shown.row is not None
         and shown.row["price"] == "-4.99"

@@ -9,18 +9,20 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import get_args
 
 from bridge.config import ConfigError, Settings, load_config
+from bridge.deadletter import Reason
+from bridge.deadletters.clients import KafkaUnreachableError, StopRequestedError
 from bridge.deadletters.progress import ProgressError
 from bridge.deadletters.reading import ReadError, consumer, read, stderr_progress, stretch
 from bridge.deadletters.records import Filters, moment
 from bridge.deadletters.replay import Replay, ReplayError
-from bridge.deadletters.show import as_json, as_text, decode_all
+from bridge.deadletters.show import Judge, as_json, as_text
+from bridge.deadletters.stopping import EXIT_INTERRUPTED, Stopping
 from bridge.deadletters.summary import Summary
 from bridge.logs import Redactor
 
@@ -28,6 +30,8 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 Printer = Callable[[str], None]
+REASONS = get_args(Reason)
+_FAILURES = (ReadError, ReplayError, ProgressError, KafkaUnreachableError)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     show = commands.add_parser("show", help="dead letters with their headers, detail and decoded record")
     _common(show)
-    show.add_argument("--reason", metavar="R", help="only this reason (decode, schema, invalid, expired, rejected)")
+    show.add_argument("--reason", choices=REASONS, help="only this reason")
     show.add_argument("--limit", metavar="N", type=_positive, default=10, help="at most N records (default 10)")
     show.add_argument("--json", action="store_true", help="one JSON object a line")
     show.set_defaults(func=_show)
@@ -57,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "own (named from the filters), so running the same command again resumes and never sends a record twice.",
     )
     _common(replay)
-    replay.add_argument("--reason", metavar="R", help="only this reason")
+    replay.add_argument("--reason", choices=REASONS, help="only this reason")
     replay.add_argument("--partition", metavar="P", type=_natural, help="only records read from source partition P")
     replay.add_argument("--from-offset", metavar="N", type=_natural, help="only source offsets at or above N")
     replay.add_argument("--to-offset", metavar="N", type=_natural, help="only source offsets at or below N")
@@ -134,6 +138,11 @@ def _failed(exc: Exception) -> int:
     return EXIT_FAILED
 
 
+def _interrupted() -> int:
+    print("appmetrica-bridge dead-letters: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def _summary(args: argparse.Namespace) -> int:
     loaded = _settings(args)
     if isinstance(loaded, int):
@@ -141,13 +150,17 @@ def _summary(args: argparse.Namespace) -> int:
     settings, topic, say = loaded
     kafka = settings.config.kafka
     filters = _filters(args)
+    stop = Stopping().install().requested
     client = consumer(kafka, f"{kafka.group_id}.dead-letters")
     try:
-        letters = read(client, stretch(client, topic, filters), stderr_progress())
+        span = stretch(client, topic, filters, bootstrap=kafka.bootstrap_servers, stop=stop)
+        letters = read(client, span, stderr_progress(), stop)
         # The stretch starts and ends by timestamp; a producer's own timestamps need not be in order.
         summary = Summary.of(letter for letter in letters if filters.matches(letter))
-    except ReadError as exc:
+    except _FAILURES as exc:
         return _failed(exc)
+    except StopRequestedError:
+        return _interrupted()
     finally:
         client.close()
     say(json.dumps(summary.as_json(topic), ensure_ascii=False, indent=2) if args.json else summary.as_text(topic))
@@ -161,21 +174,25 @@ def _show(args: argparse.Namespace) -> int:
     settings, topic, say = loaded
     kafka = settings.config.kafka
     filters = _filters(args)
+    stop = Stopping().install().requested
     client = consumer(kafka, f"{kafka.group_id}.dead-letters")
     chosen = []
     try:
-        for letter in read(client, stretch(client, topic, filters), stderr_progress()):
+        span = stretch(client, topic, filters, bootstrap=kafka.bootstrap_servers, stop=stop)
+        for letter in read(client, span, stderr_progress(), stop):
             if filters.matches(letter):
                 chosen.append(letter)
                 if len(chosen) >= args.limit:
                     break
-    except ReadError as exc:
+    except _FAILURES as exc:
         return _failed(exc)
+    except StopRequestedError:
+        return _interrupted()
     finally:
         client.close()
-    decoded = decode_all(settings.config, [(letter.source_topic, letter.value) for letter in chosen])
-    for letter, record in zip(chosen, decoded, strict=True):
-        say(json.dumps(as_json(letter, record), ensure_ascii=False) if args.json else as_text(letter, record))
+    judged = Judge(settings).judge_all(chosen)
+    for letter, verdict in zip(chosen, judged, strict=True):
+        say(json.dumps(as_json(letter, verdict), ensure_ascii=False) if args.json else as_text(letter, verdict))
     if not args.json:
         say(f"{len(chosen)} shown" + (f" (reason {filters.reason})" if filters.reason else ""))
     return 0
@@ -186,10 +203,8 @@ def _replay(args: argparse.Namespace) -> int:
     if isinstance(loaded, int):
         return loaded
     settings, topic, say = loaded
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        # A signal ends the replay after the chunk it is in, committed, so the same command resumes after it.
-        signal.signal(signum, lambda *_: stopping.set())
+    # A signal ends the replay after the chunk it is in, committed, so the same command resumes after it.
+    stopping = Stopping().install()
     replay = Replay(
         settings.config.kafka,
         topic,
@@ -197,20 +212,23 @@ def _replay(args: argparse.Namespace) -> int:
         force=args.force,
         say=say,
         progress=stderr_progress(),
-        stop=stopping.is_set,
+        stop=stopping.requested,
     )
     what = "replaying" if args.send else "dry run of"
     say(f"{what} {topic} ({_filters(args).describe()}); progress group {replay.group}")
     try:
         totals = replay.run(send=args.send)
-    except (ReadError, ReplayError, ProgressError) as exc:
+    except _FAILURES as exc:
         return _failed(exc)
+    except StopRequestedError:
+        return _interrupted()
     verb = "sent" if args.send else "would send"
     skipped = {
         "skipped (replayed before; --force sends them)": totals.skipped_loop,
         "skipped (sent by an earlier replay)": totals.skipped_sent,
         "skipped (no source topic header)": totals.skipped_unknown_source,
         "skipped (held without its value; read it at its source offset)": totals.skipped_value_dropped,
+        "not sent (cannot be sent, named above)": totals.unsendable,
     }
     report = {"read": totals.read, verb: totals.sent, **{name: n for name, n in skipped.items() if n}}
     say("; ".join(f"{name} {count:,}" for name, count in report.items()))

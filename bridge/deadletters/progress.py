@@ -13,7 +13,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicP
 from confluent_kafka.admin import AdminClient
 
 from bridge.config import KafkaConfig
-from bridge.deadletter import _client_properties
+from bridge.deadletters.clients import client_properties
 from bridge.deadletters.records import DeadLetter, Filters
 
 MARK = ".dead-letter-replay."
@@ -42,7 +42,7 @@ class EarlierReplay:
 
 def earlier_replays(config: KafkaConfig, topic: str, partitions: list[int], own: str) -> list[EarlierReplay]:
     """Every other replay of `topic` this bridge's group has run, with how far it got."""
-    admin = AdminClient({**_client_properties(config.properties), "bootstrap.servers": config.bootstrap_servers})
+    admin = AdminClient(client_properties(config))
     prefix = f"{config.group_id}{MARK}{topic}:"
     try:
         listing = admin.list_consumer_groups(request_timeout=_TIMEOUT_S).result()

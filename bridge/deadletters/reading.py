@@ -11,7 +11,7 @@ from typing import Any, TextIO
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from bridge.config import KafkaConfig
-from bridge.deadletter import _client_properties
+from bridge.deadletters.clients import StopRequestedError, client_properties, reach
 from bridge.deadletters.records import DeadLetter, Filters
 
 PROGRESS_EVERY_S = 2.0
@@ -38,8 +38,7 @@ def consumer(config: KafkaConfig, group: str) -> Consumer:
     """A consumer of the bridge's cluster with its connection properties; it never commits by itself."""
     return Consumer(
         {
-            **_client_properties(config.properties),
-            "bootstrap.servers": config.bootstrap_servers,
+            **client_properties(config),
             "group.id": group,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -48,34 +47,51 @@ def consumer(config: KafkaConfig, group: str) -> Consumer:
     )
 
 
-def stretch(client: Consumer, topic: str, filters: Filters, starts: dict[int, int] | None = None) -> Stretch:
+def stretch(
+    client: Consumer,
+    topic: str,
+    filters: Filters,
+    starts: dict[int, int] | None = None,
+    *,
+    bootstrap: str = "",
+    stop: Callable[[], bool] = lambda: False,
+) -> Stretch:
     """What to read: from `starts` (a replay's progress) or the earliest record at or after `filters.since`, to the
     end the partition has now (or the first record at or after `filters.until`)."""
-    try:
-        metadata = client.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)
-    except KafkaException as exc:
-        raise ReadError(f"cannot reach Kafka to read {topic!r}: {exc}") from None
+    metadata = reach(client, topic, bootstrap or "the configured bootstrap servers", stop)
     if metadata is None or metadata.error is not None:
         raise ReadError(f"dead-letter topic {topic!r} does not exist")
     bounds = {}
-    for partition in sorted(metadata.partitions):
-        low, high = client.get_watermark_offsets(TopicPartition(topic, partition), timeout=_TIMEOUT_S)
-        start = max(low, _offset_at(client, topic, partition, filters.since, low))
-        end = min(high, _offset_at(client, topic, partition, filters.until, high))
-        if starts is not None and starts.get(partition, -1) >= 0:
-            start = max(start, starts[partition])
-        bounds[partition] = (start, max(start, end))
+    try:
+        for partition in sorted(metadata.partitions):
+            low, high = client.get_watermark_offsets(TopicPartition(topic, partition), timeout=_TIMEOUT_S)
+            start = max(low, _offset_at(client, topic, partition, filters.since, low))
+            end = min(high, _offset_at(client, topic, partition, filters.until, high))
+            if starts is not None and starts.get(partition, -1) >= 0:
+                start = max(start, starts[partition])
+            bounds[partition] = (start, max(start, end))
+    except KafkaException as exc:
+        raise ReadError(f"cannot read the offsets of {topic!r}: {exc.args[0].str() if exc.args else exc}") from None
     return Stretch(topic, bounds)
 
 
-def read(client: Consumer, span: Stretch, progress: Callable[[int, int], None]) -> Iterator[DeadLetter]:
-    """Every record of `span`, partition by partition in offset order; `progress(read, total)` now and then."""
+def read(
+    client: Consumer,
+    span: Stretch,
+    progress: Callable[[int, int], None],
+    stop: Callable[[], bool] = lambda: False,
+) -> Iterator[DeadLetter]:
+    """Every record of `span`, partition by partition in offset order; `progress(read, total)` now and then.
+
+    Raises StopRequestedError when `stop()` turns true (checked about once a second, and between records)."""
     remaining = {p: bounds for p, bounds in span.bounds.items() if bounds[1] > bounds[0]}
     client.assign([TopicPartition(span.topic, p, start) for p, (start, _) in remaining.items()])
     done = 0
     last_report = time.monotonic()
     try:
         while remaining:
+            if stop():
+                raise StopRequestedError
             messages = client.consume(500, 1.0)
             if not messages:
                 # The last offsets of a stretch can be transaction markers, which are never handed out.

@@ -19,6 +19,7 @@ from bridge.deadletter import (
     HEADER_TOPIC,
     HEADER_VALUE_DROPPED,
 )
+from bridge.deadletters.clients import headers_of
 
 Headers = Sequence[tuple[str, str | bytes | None]]
 
@@ -43,9 +44,13 @@ class DeadLetter:
     source_partition: int
     source_offset: int
 
+    headers_readable: bool = True
+    """False when a header name is not UTF-8, which the client cannot read: then no header is known."""
+
     @classmethod
     def of(cls, message: Any) -> DeadLetter:
-        headers: list[tuple[str, str | bytes | None]] = list(message.headers() or [])
+        read, readable = headers_of(message)
+        headers: list[tuple[str, str | bytes | None]] = list(read)
         # The bridge appends its headers after the record's own, so should a name come twice, the last one counts.
         found = {name: _text(value) for name, value in headers}
         return cls(
@@ -61,6 +66,7 @@ class DeadLetter:
             source_topic=found.get(HEADER_TOPIC, ""),
             source_partition=_int(found.get(HEADER_PARTITION)),
             source_offset=_int(found.get(HEADER_OFFSET)),
+            headers_readable=readable,
         )
 
     @property

@@ -10,14 +10,15 @@ same command resumes, and another choice of records skips what earlier replays a
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from bridge.config import KafkaConfig
-from bridge.deadletter import _client_properties
+from bridge.deadletters.clients import client_properties, reach
 from bridge.deadletters.progress import EarlierReplay, earlier_replays, group_name
 from bridge.deadletters.reading import consumer, read, stretch
 from bridge.deadletters.records import DeadLetter, Filters
@@ -42,6 +43,8 @@ class ReplayTotals:
     """Held without their value (too large for the dead-letter topic): nothing to send back."""
     skipped_sent: int = 0
     """Sent by an earlier replay with other filters."""
+    unsendable: int = 0
+    """Their source topic or partition is gone (or Kafka refused them): named one by one, left in the topic."""
     by_topic: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
     """Stopped by `stop` before the end: what was read is settled, the same command resumes after it."""
@@ -72,38 +75,47 @@ class Replay:
         self.group = group_name(config, topic, filters, force)
         """The consumer group (and transactional id) this replay keeps its progress under."""
         self._earlier: list[EarlierReplay] = []
+        self._targets: _Targets
+        self._named: set[str] = set()
+        self._refused: dict[str, str] = {}
+        """Why Kafka refused a letter it had taken, by the letter's coordinates."""
+        self._sender: Producer | None = None
+        """The transactional producer of a replay that sends; renewed after each aborted transaction."""
+        """The letters named as not sent."""
 
     def run(self, send: bool) -> ReplayTotals:
-        producer = self._producer() if send else None
         client = consumer(self._config, self.group)
         try:
+            # Kafka answers before anything waits on it for long (a transaction's start waits a minute).
+            reach(client, self._topic, self._config.bootstrap_servers, self._stop)
+            self._sender = self._producer() if send else None
+            self._targets = _Targets(client)
             starts = self._progress_so_far(client)
             self._earlier = earlier_replays(self._config, self._topic, sorted(starts), self.group)
-            span = stretch(client, self._topic, self._filters, starts)
+            span = stretch(client, self._topic, self._filters, starts, bootstrap=self._config.bootstrap_servers)
             totals = ReplayTotals()
             chunk: list[DeadLetter] = []
             for letter in read(client, span, self._progress):
                 totals.read += 1
                 chunk.append(letter)
                 if len(chunk) >= CHUNK:
-                    self._settle(chunk, producer, client, totals)
+                    self._settle(chunk, client, totals)
                     chunk = []
                 if self._stop():
                     totals.interrupted = True
                     break
             if chunk:
-                self._settle(chunk, producer, client, totals)
+                self._settle(chunk, client, totals)
             return totals
         finally:
             client.close()
-            if producer is not None:
-                producer.flush(_TIMEOUT_S)
+            if self._sender is not None:
+                self._sender.flush(_TIMEOUT_S)
 
     def _producer(self) -> Producer:
         producer = Producer(
             {
-                **_client_properties(self._config.properties),
-                "bootstrap.servers": self._config.bootstrap_servers,
+                **client_properties(self._config),
                 "transactional.id": self.group,
                 "enable.idempotence": True,
                 "acks": "all",
@@ -116,6 +128,23 @@ class Replay:
         except KafkaException as exc:
             raise ReplayError(f"cannot start a Kafka transaction (does the cluster allow them?): {exc}") from None
         return producer
+
+    def _delivered(self, letter: DeadLetter) -> Callable[[KafkaError | None, Any], None]:
+        """Keeps why Kafka refused the letter, which its transaction's failure does not say."""
+
+        def report(error: KafkaError | None, _: Any) -> None:
+            if error is not None:
+                self._refused[letter.coordinates] = error.str()
+
+        return report
+
+    def _abort(self) -> None:
+        """Abort the open transaction and start over with a new producer of the same transactional id: after a
+        record the broker refused, the old one fails the next transaction too ("skipped sequence numbers")."""
+        assert self._sender is not None
+        self._sender.poll(0)  # the delivery reports of the aborted records
+        _abort(self._sender)
+        self._sender = self._producer()
 
     def _progress_so_far(self, client: Consumer) -> dict[int, int]:
         try:
@@ -142,36 +171,80 @@ class Replay:
         if any(earlier.sent(letter) for earlier in self._earlier):
             totals.skipped_sent += 1
             return False
+        why = self._targets.missing(letter)
+        if why is not None:
+            self._cannot_send(letter, why, totals)
+            return False
         return True
 
-    def _settle(
-        self, chunk: list[DeadLetter], producer: Producer | None, client: Consumer, totals: ReplayTotals
-    ) -> None:
+    def _cannot_send(self, letter: DeadLetter, why: str, totals: ReplayTotals) -> None:
+        if letter.coordinates in self._named:
+            return  # refused at once again while its chunk was sent one letter a transaction
+        self._named.add(letter.coordinates)
+        totals.unsendable += 1
+        self._say(_line("cannot send", letter) + f"\n  not sent: {why}; it stays in {self._topic}")
+
+    def _settle(self, chunk: list[DeadLetter], client: Consumer, totals: ReplayTotals) -> None:
         chosen = [letter for letter in chunk if self._chosen(letter, totals)]
-        if producer is None:
+        if self._sender is None:
             for letter in chosen:
                 self._say(_line("would send", letter))
             self._count(chosen, totals)
             return
+        try:
+            self._transaction(chunk, chosen, client, totals)
+        except KafkaException as exc:
+            self._abort()
+            if _fatal(exc) or not chosen:
+                first = chunk[0].coordinates
+                raise ReplayError(f"the chunk from {first} was not sent (its transaction was aborted): {exc}") from None
+            # One record Kafka refuses fails its whole transaction: send the chunk one letter a transaction.
+            for letter in chunk:
+                self._alone(letter, letter in chosen, client, totals)
+        self._say(f"sent {totals.sent:,} so far; progress committed up to {chunk[-1].coordinates}")
+
+    def _transaction(
+        self,
+        chunk: list[DeadLetter],
+        chosen: list[DeadLetter],
+        client: Consumer,
+        totals: ReplayTotals,
+    ) -> None:
+        """Send `chosen` and commit the progress past `chunk` in one transaction; count what was sent."""
+        producer = self._sender
+        assert producer is not None
         positions: dict[int, int] = {}
         for letter in chunk:
             positions[letter.partition] = letter.offset + 1
+        producer.begin_transaction()
+        sent = []
+        for letter in chosen:
+            why = _produce(producer, letter, self._delivered(letter))
+            if why is None:
+                sent.append(letter)
+            else:
+                self._cannot_send(letter, why, totals)
+        offsets = [TopicPartition(self._topic, p, o) for p, o in positions.items()]
+        _retrying(lambda: producer.send_offsets_to_transaction(offsets, client.consumer_group_metadata(), _TIMEOUT_S))
+        _retrying(lambda: producer.commit_transaction(_TIMEOUT_S))
+        self._count(sent, totals)
+
+    def _alone(self, letter: DeadLetter, chosen: bool, client: Consumer, totals: ReplayTotals) -> None:
         try:
-            producer.begin_transaction()
-            for letter in chosen:
-                _produce(producer, letter)
-            producer.send_offsets_to_transaction(
-                [TopicPartition(self._topic, p, o) for p, o in positions.items()],
-                client.consumer_group_metadata(),
-                _TIMEOUT_S,
-            )
-            producer.commit_transaction(_TIMEOUT_S)
+            self._transaction([letter], [letter] if chosen else [], client, totals)
+            return
         except KafkaException as exc:
-            _abort(producer)
-            first = chunk[0].coordinates
-            raise ReplayError(f"the chunk from {first} was not sent (its transaction was aborted): {exc}") from None
-        self._count(chosen, totals)
-        self._say(f"sent {totals.sent:,} so far; progress committed up to {chunk[-1].coordinates}")
+            self._abort()
+            why = self._refused.pop(letter.coordinates, _why(exc))
+            if _fatal(exc) or not chosen:
+                raise ReplayError(f"{letter.coordinates} was not sent (its transaction was aborted): {exc}") from None
+            self._cannot_send(letter, why, totals)
+        try:
+            # Past the letter Kafka refuses, without it, so that the replay goes on and a rerun does not retry it.
+            self._transaction([letter], [], client, totals)
+        except KafkaException as exc:
+            self._abort()
+            raise ReplayError(f"the progress past {letter.coordinates} was not committed: {exc}") from None
 
     @staticmethod
     def _count(chosen: list[DeadLetter], totals: ReplayTotals) -> None:
@@ -180,17 +253,77 @@ class Replay:
             totals.by_topic[letter.source_topic] = totals.by_topic.get(letter.source_topic, 0) + 1
 
 
-def _produce(producer: Producer, letter: DeadLetter) -> None:
+def _produce(producer: Producer, letter: DeadLetter, delivered: Callable[[KafkaError | None, Any], None]) -> str | None:
+    """Hand one letter to the producer; why it refuses it at once (an unknown partition, say), or None."""
     extra: dict[str, Any] = {"partition": letter.source_partition} if letter.source_partition >= 0 else {}
     while True:
         try:
             producer.produce(
-                letter.source_topic, value=letter.value, key=letter.key, headers=letter.replay_headers(), **extra
+                letter.source_topic,
+                value=letter.value,
+                key=letter.key,
+                headers=letter.replay_headers(),
+                on_delivery=delivered,
+                **extra,
             )
             break
         except BufferError:
             producer.poll(0.1)
+        except KafkaException as exc:
+            return str(exc.args[0].str() if exc.args else exc)
     producer.poll(0)
+    return None
+
+
+class _Targets:
+    """The source topics' partitions, asked once per topic and run: a letter whose partition no longer exists
+    would fail its whole transaction, and with it every chunk, run after run."""
+
+    def __init__(self, client: Consumer) -> None:
+        self._client = client
+        self._partitions: dict[str, frozenset[int] | None] = {}
+
+    def missing(self, letter: DeadLetter) -> str | None:
+        topic = letter.source_topic
+        if topic not in self._partitions:
+            try:
+                metadata = self._client.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)
+            except KafkaException as exc:
+                raise ReplayError(f"cannot read the metadata of {topic!r}: {exc}") from None
+            known = metadata is not None and metadata.error is None
+            self._partitions[topic] = frozenset(metadata.partitions) if known else None
+        partitions = self._partitions[topic]
+        if partitions is None:
+            return f"topic {topic!r} does not exist"
+        if letter.source_partition >= 0 and letter.source_partition not in partitions:
+            return f"partition {letter.source_partition} of {topic!r} does not exist (it has {len(partitions)})"
+        return None
+
+
+def _retrying(call: Callable[[], None]) -> None:
+    """`call`, again while Kafka calls its error retriable (right after an abort, the group coordinator of the
+    transaction may not be known yet)."""
+    deadline = time.monotonic() + _TIMEOUT_S
+    while True:
+        try:
+            call()
+            return
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not isinstance(error, KafkaError) or not error.retriable() or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+def _fatal(exc: KafkaException) -> bool:
+    """Whether the producer can go on after aborting (any error but a fenced or otherwise fatal one)."""
+    error = exc.args[0] if exc.args else None
+    return error is None or not isinstance(error, KafkaError) or error.fatal()
+
+
+def _why(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else exc
+    return error.str() if isinstance(error, KafkaError) else str(error)
 
 
 def _abort(producer: Producer) -> None:

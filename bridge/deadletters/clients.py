@@ -1,0 +1,75 @@
+"""The tools' Kafka clients: the bridge's connection properties, librdkafka's own log kept off the terminal, the
+first contact bounded, and headers read without trusting their names to be UTF-8."""
+
+from __future__ import annotations
+
+import operator
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from confluent_kafka import KafkaException
+
+from bridge.config import KafkaConfig
+from bridge.deadletter import _client_properties
+
+WAIT_S = 10.0
+"""How long a command waits for Kafka to answer at all before it says so and ends."""
+_TRY_S = 1.0
+
+Headers = list[tuple[str, bytes | None]]
+
+
+class KafkaUnreachableError(Exception):
+    """Kafka did not answer the first request within WAIT_S: one line for the operator."""
+
+
+class StopRequestedError(Exception):
+    """SIGTERM or Ctrl-C: the command stops at the next point where nothing is half done."""
+
+
+def client_properties(config: KafkaConfig) -> dict[str, Any]:
+    """The bridge's connection properties for a tool's consumer, producer or admin client.
+
+    librdkafka logs every failed connection attempt to stderr, several a second while Kafka does not answer;
+    the tools say once that Kafka does not answer instead (`reach`), so its log is off unless the operator sets
+    `log_level` among the properties.
+    """
+    return {"log_level": 0, **_client_properties(config.properties), "bootstrap.servers": config.bootstrap_servers}
+
+
+def reach(client: Any, topic: str, bootstrap: str, stop: Callable[[], bool], wait_s: float = WAIT_S) -> Any:
+    """The metadata of `topic` (None when Kafka does not have it), asked in short tries so that a signal or an
+    unreachable Kafka ends the wait within about a second of either."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return client.list_topics(topic, timeout=_TRY_S).topics.get(topic)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else exc
+            why = error.str() if hasattr(error, "str") else str(error)
+        if stop():
+            raise StopRequestedError
+        if time.monotonic() >= deadline:
+            raise KafkaUnreachableError(f"Kafka at {bootstrap} does not answer (waited {wait_s:g} s): {why}")
+
+
+_HEADERS: Final = operator.methodcaller("headers")
+"""`Message.headers()` called from C, never from a Python call site: on a name that is not UTF-8 the client returns a
+list holding a NULL *and* sets an exception. A generic call turns that into SystemError; a call site the interpreter
+has specialised (after a few calls) hands the broken list on, and the process segfaults when it is read."""
+
+
+def headers_of(message: Any) -> tuple[Headers, bool]:
+    """A message's headers, and whether they could be read.
+
+    confluent-kafka's `Message.headers()` raises on a header name that is not valid UTF-8 (Kafka allows any bytes,
+    and Go or kcat producers write them); it offers no other way to the names, so such a record is shown and judged
+    without its headers rather than ending the command. (The run path has its own reader of raw headers; the two
+    are meant to become one.)
+    """
+    try:
+        headers = _HEADERS(message)
+    except (UnicodeError, SystemError):
+        return [], False
+    return [(name, value.encode() if isinstance(value, str) else value) for name, value in headers or []], True
