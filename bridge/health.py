@@ -10,8 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 
 class Observed(Protocol):
-    heartbeat: float
-    """`time.monotonic()` of the owner loop's last turn."""
+    @property
+    def heartbeat(self) -> float:
+        """`time.monotonic()` of the owner loop's last turn."""
+        ...
 
     def not_ready(self) -> list[str]:
         """Why the bridge cannot move events now; empty when it can."""

@@ -139,7 +139,7 @@ class Pipeline:
         if not self._kafka_up:
             reasons.append("Kafka is unreachable")
         if not self._partitions:
-            reasons.append("no partitions assigned")
+            reasons.append(f"no partitions assigned (topics {', '.join(self._config.topics)})")
         if (registry := self._decoder.problem()) is not None:
             reasons.append(registry)
         refused = sorted(self._uploader.refused_applications)
