@@ -196,7 +196,7 @@ class _Check:
                     log.warning("consumer group not checked", group=group, error=_plain(error))
                     return
                 awaited = f"waiting for the coordinator of consumer group {group!r}"
-                self._wait(WAITING_FOR_COORDINATOR, awaited, _plain(error))
+                self._wait(WAITING_FOR_COORDINATOR, awaited, f"{error.name()}: {_plain(error)}")
                 continue
             self._answered(WAITING_FOR_COORDINATOR)
             return

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from bridge.access import WAITING_FOR_KAFKA
+from bridge.access import GRACE_S, WAITING_FOR_COORDINATOR, WAITING_FOR_KAFKA
+from bridge.kafka_logs import EVERY_S
 from bridge.sandbox.server import Sandbox
+from devtools.kafka_local import LocalKafka, free_ports
 from tests.conftest import TopicFactory
 from tests.harness import (
     BridgeProcess,
@@ -244,3 +250,57 @@ async def test_sigterm_to_the_whole_process_group_while_busy_drains_and_exits_ze
         below = {seq for seq in range(partition, total, 4) if seq // 4 < max(position, 0)}
         assert below <= accepted, f"partition {partition}: a committed record was never accepted"
         assert position <= ends[partition]
+
+
+async def test_a_broker_still_loading_its_groups_is_waited_for_without_crashing_or_going_silent(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A broker restarted with many groups' offsets answers COORDINATOR_LOAD_IN_PROGRESS (and NOT_COORDINATOR) a
+    while; the bridge started right after it must neither crash in librdkafka nor wait without a word."""
+    port, controller_port = free_ports(2)
+    broker = LocalKafka(port=port, controller_port=controller_port, data_dir=tmp_path / "kafka")
+    await asyncio.to_thread(broker.start)
+    try:
+        topic = "appmetrica.events"
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(timeout=30)
+        total = 200
+        produce(broker.bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)], partitions=2)
+        group = "g-loading"
+        await asyncio.to_thread(_commit_for_groups, broker.bootstrap, topic, [group, *(f"g{i}" for i in range(300))])
+        await asyncio.to_thread(broker.stop)
+        # Started before the broker, the bridge asks it the moment it listens: while it still loads the groups.
+        bridge = BridgeProcess(bridge_config(broker.bootstrap, topic, sandbox.url, group=group), tmp_path).start()
+        try:
+            await bridge.serving()
+            await asyncio.to_thread(broker.start)
+            await wait_for(lambda: len(set(seqs(sandbox.state.events))) == total, 120, "every event delivered")
+            assert bridge.process.poll() is None, f"the bridge ended with {bridge.process.returncode}"
+            bridge.signal(signal.SIGTERM)
+            assert await bridge.wait(30) == 0, bridge.tail()
+        finally:
+            bridge.kill()
+    finally:
+        await asyncio.to_thread(broker.stop)
+    lines = [json.loads(line) for line in bridge.log_path.read_text().splitlines()]  # librdkafka's too: JSON
+    said = [line["event"] for line in lines]
+    waited = {WAITING_FOR_KAFKA, WAITING_FOR_COORDINATOR} & set(said)
+    assert WAITING_FOR_KAFKA in waited, said
+    print(f"\nSTARTUP loading broker: the bridge said {sorted(waited)}, delivered all {total}, exit 0")
+    # Whatever it waited for, a line said so: no stretch of its start-up longer than the grace went unexplained.
+    stamps = [line["timestamp"] for line in lines if line.get("event") != "progress"]
+    gaps = [
+        (later - earlier).total_seconds()
+        for earlier, later in itertools.pairwise(datetime.fromisoformat(stamp) for stamp in stamps)
+    ]
+    assert max(gaps) < EVERY_S + GRACE_S, (said, gaps)
+
+
+def _commit_for_groups(bootstrap: str, topic: str, groups: list[str]) -> None:
+    """Offsets for every group, as a busy cluster has them: all of them are loaded again when the broker restarts."""
+    for group in groups:
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+        try:
+            consumer.commit(offsets=[TopicPartition(topic, 0, 0), TopicPartition(topic, 1, 0)], asynchronous=False)
+        finally:
+            consumer.close()
