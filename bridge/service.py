@@ -60,6 +60,9 @@ def run_service(settings: Settings) -> int:
     # fetches; at the default thresholds a full collection, walking every one of them, came every few thousand
     # records (a quarter of the process's CPU in the benchmark).
     collect_rarely()
+    # A watchdog exit skips the transform pool's finalizers; multiprocessing's resource tracker, a child process
+    # with the bridge's stderr, then frees the pool's semaphores itself and says so in a line that is not JSON.
+    sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
     return asyncio.run(serve(settings))
 
 

@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from bridge.access import GRACE_S, WAITING_FOR_COORDINATOR, WAITING_FOR_KAFKA
 from bridge.kafka_logs import EVERY_S
 from bridge.sandbox.server import Sandbox
+from bridge.service import CLOSE_BUDGET_S
 from devtools.kafka_local import LocalKafka, free_ports
 from tests.conftest import TopicFactory
 from tests.harness import (
@@ -304,3 +305,44 @@ def _commit_for_groups(bootstrap: str, topic: str, groups: list[str]) -> None:
             consumer.commit(offsets=[TopicPartition(topic, 0, 0), TopicPartition(topic, 1, 0)], asynchronous=False)
         finally:
             consumer.close()
+
+
+async def test_sigterm_while_kafka_is_down_mid_run_ends_within_the_drain_and_the_close_budget(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The final commit and the consumer's close cannot reach Kafka; the bridge still ends in time, with 0."""
+    port, controller_port = free_ports(2)
+    broker = LocalKafka(port=port, controller_port=controller_port, data_dir=tmp_path / "kafka")
+    await asyncio.to_thread(broker.start)
+    try:
+        topic = "appmetrica.events"
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(timeout=30)
+        produce(broker.bootstrap, topic, [raw_avro(event(seq)) for seq in range(2000)], partitions=2)
+        sandbox.set_faults(latency_ms=300)
+        drain_s = 5
+        config = bridge_config(
+            broker.bootstrap,
+            topic,
+            sandbox.url,
+            group="g-down-mid-run",
+            batch={"max_rows": 100, "linger_ms": 50},
+            upload={"max_in_flight": 1},
+            shutdown={"drain_timeout_s": drain_s},
+        )
+        bridge = BridgeProcess(config, tmp_path).start()
+        try:
+            await wait_for(lambda: len(sandbox.state.events) >= 200, 60, "the bridge to be busy")
+            await asyncio.to_thread(broker.stop)
+            bridge.signal(signal.SIGTERM)
+            stopped = time.monotonic()
+            assert await bridge.wait(drain_s + CLOSE_BUDGET_S + 5) == 0, bridge.tail()
+            took = time.monotonic() - stopped
+        finally:
+            bridge.kill()
+    finally:
+        await asyncio.to_thread(broker.stop)
+    assert took <= drain_s + CLOSE_BUDGET_S + 1, f"took {took:.1f} s"
+    lines = [json.loads(line) for line in bridge.log_path.read_text().splitlines()]
+    assert len(lines) < 200, "a few lines, not one per retry"
+    print(f"\nSTARTUP sigterm with Kafka down mid-run: exit 0 after {took:.1f} s, {len(lines)} log lines")
