@@ -153,9 +153,12 @@ class _ToStructlog(logging.Handler):
         except ValueError:
             facility, client, message = "", "", record.getMessage()
         kind = f"{facility} {_NUMBERS.sub('#', _SUFFIX.sub('', message))}"
-        REPEATS.seen(
-            LIBRDKAFKA, kind, _LEVELS.get(record.levelno, "warning"), facility=facility, client=client, message=message
-        )
+        try:
+            level = _LEVELS.get(record.levelno, "warning")
+            REPEATS.seen(LIBRDKAFKA, kind, level, facility=facility, client=client, message=message)
+        except Exception:
+            # Called inside a Kafka client's poll: a failure to log must not end the thread that polls.
+            self.handleError(record)
 
 
 LOGGER = logging.getLogger("bridge.librdkafka")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import sys
 import time
 from typing import Any
 
 import pytest
+import structlog
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
@@ -31,6 +33,8 @@ def output(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -
     stdout = io.StringIO()
     monkeypatch.setattr(sys, "stdout", stdout)
     monkeypatch.setattr(kafka_logs, "REPEATS", Repeats())  # no condition left lasting by another test
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     logs.configure("info")
 
     def lines() -> tuple[list[dict[str, Any]], str]:
@@ -40,8 +44,9 @@ def output(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -
         return [json.loads(line) for line in written.splitlines()], capfd.readouterr().err
 
     yield lines
-    monkeypatch.undo()
-    logs.configure("info")
+    # The next test's logs go where they went before this one, not to this test's buffer.
+    structlog.reset_defaults()
+    root.handlers[:], root.level = handlers, level
 
 
 def test_a_condition_is_one_line_when_it_starts_a_count_while_it_lasts_and_one_when_it_ends(output: Any) -> None:
