@@ -6,13 +6,16 @@ A dead-lettered record counts as done only once Kafka acknowledges the write (ac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from typing import Any, Literal
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from bridge.kafka_logs import REPEATS, client_conf
 from bridge.logs import REDACTOR
+from bridge.threads import in_daemon_thread
 
 log = structlog.get_logger("bridge.deadletter")
 
@@ -31,6 +34,7 @@ HEADER_ORIGINAL_OFFSET = "appmetrica.dlq.original.offset"
 """Where a replayed record was first read from; kept through every later replay."""
 HEADER_VALUE_DROPPED = "appmetrica.dlq.value.dropped"
 
+WAITING = "Kafka unreachable while checking the dead-letter topic; waiting for it"
 _RETRY_S = 5.0
 _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 DETAIL_LIMIT = 1000
@@ -52,6 +56,7 @@ class DeadLetters:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
+            **client_conf(),
         }
         self._producer = Producer(conf)
         self._closed = threading.Event()
@@ -63,12 +68,18 @@ class DeadLetters:
         while not self._closed.is_set():
             self._producer.poll(0.1)
 
-    async def check_topic(self, timeout_s: float = 15.0) -> None:
-        """Raise StartupError naming the topic when Kafka does not have it."""
-        try:
-            metadata = await asyncio.to_thread(self._producer.list_topics, self.topic, timeout_s)
-        except KafkaException as exc:
-            raise StartupError(f"cannot reach Kafka to check dead-letter topic {self.topic!r}: {exc}") from None
+    async def check_topic(self, timeout_s: float = 5.0) -> None:
+        """Raise StartupError naming the topic when Kafka does not have it; wait while Kafka does not answer."""
+        while True:
+            try:
+                metadata = await in_daemon_thread(lambda: self._producer.list_topics(self.topic, timeout_s))
+            except KafkaException as exc:
+                # Down is not refused: start-up waits, alive and not ready, until Kafka answers.
+                REPEATS.seen(WAITING, topic=self.topic, error=str(exc.args[0].str() if exc.args else exc))
+                await asyncio.sleep(1.0)
+                continue
+            REPEATS.ended(WAITING)
+            break
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None:
             raise StartupError(
@@ -140,9 +151,17 @@ class DeadLetters:
         await acked
 
     async def close(self, timeout_s: float = 10.0) -> None:
-        await asyncio.to_thread(self._producer.flush, timeout_s)
+        """Flush what is queued for at most `timeout_s`, then stop; what is not acked stays uncommitted."""
+        try:
+            left = await asyncio.wait_for(in_daemon_thread(lambda: self._producer.flush(timeout_s)), timeout_s + 1)
+        except TimeoutError:
+            left = len(self._producer)
+        if left:
+            log.warning("dead-letter producer closed with records unacknowledged", records=left, topic=self.topic)
         self._closed.set()
-        await asyncio.to_thread(self._poller.join)
+        # The poller wakes every 0.1 s; joined off the loop so a stuck poll cannot hold the loop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(in_daemon_thread(self._poller.join), 2.0)
 
 
 def _settle(future: asyncio.Future[None], error: KafkaError | None) -> None:

@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 
 from bridge.config import KafkaConfig
 from bridge.deadletter import _client_properties
+from bridge.kafka_logs import client_conf
 from bridge.metrics import Metrics
 from bridge.upload import RateLimit
 
@@ -46,7 +47,7 @@ class GroupBudget:
         name it); replicas that share one cannot tell whether they are listed yet, and may run one member's share
         over while joining."""
         self._admin = AdminClient(
-            {**_client_properties(kafka.properties), "bootstrap.servers": kafka.bootstrap_servers}
+            {**_client_properties(kafka.properties), **client_conf(), "bootstrap.servers": kafka.bootstrap_servers}
         )
         self._changed = asyncio.Event()
         self.members = 0

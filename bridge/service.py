@@ -1,19 +1,28 @@
-"""Wires a checked configuration into a running bridge: pipeline, endpoints, signals and progress lines."""
+"""Wires a checked configuration into a running bridge: endpoints first, then access, pipeline, signals, progress.
+
+The endpoints answer before any Kafka call: a bridge waiting for Kafka is alive (`/healthz` 200) and says on
+`/readyz` what it waits for, so an orchestrator does not restart it in a loop through a Kafka outage. Every step
+after a signal has a deadline, and a watchdog ends the process if one overruns it all the same.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
+import threading
 import time
+from collections.abc import Awaitable
 
 import aiohttp
 import structlog
 from aiohttp import web
 
-from bridge import logs
+from bridge import kafka_logs, logs
 from bridge.access import check_kafka_access
-from bridge.config import Settings
+from bridge.config import BridgeConfig, Settings
 from bridge.credentials import mask_user_info
 from bridge.deadletter import DeadLetters, StartupError
 from bridge.decode import Decoder, NoSchemas, make_decoder, registry_client_conf
@@ -34,40 +43,95 @@ log = structlog.get_logger("bridge")
 
 EXIT_STARTUP = 1
 EXIT_FAILED = 3
-DEAD_LETTER_FLUSH_S = 4.0
+DEAD_LETTER_FLUSH_S = 3.0
 ENDPOINTS_SHUTDOWN_S = 1.0
 CLOSE_BUDGET_S = COMMIT_TIMEOUT_S + WORKERS_EXIT_S + CLOSE_TIMEOUT_S + DEAD_LETTER_FLUSH_S + ENDPOINTS_SHUTDOWN_S
-"""The most the bridge spends after `shutdown.drain_timeout_s` on closing: the final commit, the transform workers,
-the consumer, the dead-letter producer, the endpoints. A pod's grace period must cover the drain plus this (the chart's
-terminationGraceMarginSeconds)."""
+"""The most the bridge spends after `shutdown.drain_timeout_s` on closing: the final commit, the transform workers, the
+consumer, the dead-letter producer, the endpoints: 10 s. A pod's grace period must cover the drain plus this (the
+chart's terminationGraceMarginSeconds, 10 by default)."""
+TASK_END_S = 1.0
+"""A background task (progress lines, the group's rate sharing) has this long to end once cancelled."""
+TICK_S = 5.0
+"""How often lasting Kafka conditions are counted or ended (`bridge.kafka_logs`)."""
 
 
 def run_service(settings: Settings) -> int:
     """Run the bridge until SIGTERM or SIGINT; 0 after a clean drain, 1 when it cannot start, 3 on a failure."""
     logs.configure(settings.config.log.level)
+    kafka_logs.configure(settings.config.log.level)
     logs.REDACTOR.add(settings.secrets())
     # This process keeps up to buffer.max_records records alive and allocates several objects for each one it
     # fetches; at the default thresholds a full collection, walking every one of them, came every few thousand
     # records (a quarter of the process's CPU in the benchmark).
     collect_rarely()
+    # A watchdog exit skips the transform pool's finalizers; multiprocessing's resource tracker, a child process
+    # with the bridge's stderr, then frees the pool's semaphores itself and says so in a line that is not JSON.
+    sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
     return asyncio.run(serve(settings))
 
 
 class _Signals:
-    """SIGTERM and SIGINT from the first moment: during start-up they end it, once running they drain the pipeline."""
+    """SIGTERM and SIGINT from the first moment: during start-up they end it, once running they drain the pipeline.
 
-    def __init__(self, starting: asyncio.Task[int]) -> None:
+    The first one also arms the watchdog: the process ends by the drain's deadline plus the close budget even if
+    a step overruns its own deadline (a client call stuck in librdkafka, say).
+    """
+
+    def __init__(self, starting: asyncio.Task[int], drain_timeout_s: float) -> None:
         self._starting = starting
+        self._drain_timeout_s = drain_timeout_s
         self.pipeline: OwnerLoop | None = None
         self.before_start = False
+        self._watchdog: threading.Timer | None = None
 
     def __call__(self, signum: int) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
+        if self._watchdog is None:
+            budget = CLOSE_BUDGET_S + (self._drain_timeout_s if self.pipeline is not None else 0.0)
+            self._watchdog = threading.Timer(budget, _overran, args=(budget,))
+            self._watchdog.daemon = True
+            self._watchdog.start()
         if self.pipeline is not None:
             self.pipeline.stop()
         elif not self.before_start:
             self.before_start = True
             self._starting.cancel()
+
+    def disarm(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+
+
+def _overran(budget_s: float) -> None:
+    # Records not yet committed are read again by whoever owns their partitions next: nothing is lost by leaving.
+    log.error("shutdown overran its deadline; exiting now, uncommitted records will be read again", budget_s=budget_s)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    os._exit(0)
+
+
+class _Stage:
+    """What the endpoints observe: start-up until the pipeline exists, the pipeline from then on."""
+
+    def __init__(self, config: BridgeConfig) -> None:
+        self.pipeline: Runtime | None = None
+        self.waiting: str | None = None
+        """What start-up waits for, as a readiness reason."""
+        self._checking = f"starting: asking Kafka at {config.kafka.bootstrap_servers} what the bridge may do"
+
+    @property
+    def heartbeat(self) -> float:
+        # Before the pipeline, the endpoints answering is the loop turning.
+        return self.pipeline.heartbeat if self.pipeline is not None else time.monotonic()
+
+    def not_ready(self) -> list[str]:
+        if self.pipeline is not None:
+            return self.pipeline.not_ready()
+        return [self.waiting or self._checking]
+
+    def wait_for(self, what: str | None) -> None:
+        """Called from start-up's thread: a plain assignment, read by the loop."""
+        self.waiting = what
 
 
 async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
@@ -75,7 +139,7 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    signals = _Signals(task)
+    signals = _Signals(task, settings.config.shutdown.drain_timeout_s)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, signals, signum)
     try:
@@ -88,16 +152,41 @@ async def serve(settings: Settings, metrics: Metrics | None = None) -> int:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        signals.disarm()
 
 
 async def _serve(settings: Settings, metrics: Metrics, signals: _Signals) -> int:
     config = settings.config
+    stage = _Stage(config)
+    stale_after = max(30.0, config.kafka.revoke_timeout_s + 10, config.shutdown.drain_timeout_s + 10)
+    runner = web.AppRunner(
+        make_app(stage, metrics.registry, stale_after), access_log=None, shutdown_timeout=ENDPOINTS_SHUTDOWN_S
+    )
+    await runner.setup()
+    ticking = asyncio.get_running_loop().create_task(_tick_conditions())
     try:
-        await check_kafka_access(config.kafka, config.topics)
-    except StartupError as exc:
-        log.error("cannot start", error=str(exc))
-        return EXIT_STARTUP
+        try:
+            await web.TCPSite(runner, config.server.host, config.server.port).start()
+        except OSError as exc:
+            log.error("cannot start", error=f"cannot serve on {config.server.host}:{config.server.port}: {exc}")
+            return EXIT_STARTUP
+        log.info(
+            "starting",
+            bootstrap=config.kafka.bootstrap_servers,
+            topics=config.topics,
+            group=config.kafka.group_id,
+            port=config.server.port,
+        )
+        return await _start_and_run(settings, metrics, signals, stage)
+    finally:
+        await _within(_cancelled(ticking), TASK_END_S, "the Kafka condition counter")
+        await _within(runner.cleanup(), ENDPOINTS_SHUTDOWN_S + 1, "the endpoints")
+
+
+async def _start_and_run(settings: Settings, metrics: Metrics, signals: _Signals, stage: _Stage) -> int:
+    config = settings.config
     try:
+        await check_kafka_access(config.kafka, config.topics, stage.wait_for)
         registry_conf = registry_client_conf(config.avro, settings.registry)
         decoder: Decoder = NoSchemas()
         if config.reads_avro:
@@ -113,7 +202,7 @@ async def _serve(settings: Settings, metrics: Metrics, signals: _Signals) -> int
                 registry_conf,
                 own_schema=True,
             )
-    except ValueError as exc:
+    except (StartupError, ValueError) as exc:
         log.error("cannot start", error=str(exc))
         return EXIT_STARTUP
     dead_letters = None
@@ -121,12 +210,29 @@ async def _serve(settings: Settings, metrics: Metrics, signals: _Signals) -> int
         dead_letters = DeadLetters(
             config.kafka.dead_letter_topic, config.kafka.bootstrap_servers, config.kafka.properties
         )
-        try:
-            await dead_letters.check_topic()
-        except StartupError as exc:
-            log.error("cannot start", error=str(exc))
-            await dead_letters.close()
-            return EXIT_STARTUP
+    try:
+        if dead_letters is not None:
+            try:
+                await dead_letters.check_topic()
+            except StartupError as exc:
+                log.error("cannot start", error=str(exc))
+                return EXIT_STARTUP
+        return await _run(settings, metrics, signals, stage, dead_letters, decoder, own_schemas)
+    finally:
+        if dead_letters is not None:
+            await _within(dead_letters.close(DEAD_LETTER_FLUSH_S), DEAD_LETTER_FLUSH_S + 3, "the dead-letter producer")
+
+
+async def _run(
+    settings: Settings,
+    metrics: Metrics,
+    signals: _Signals,
+    stage: _Stage,
+    dead_letters: DeadLetters | None,
+    decoder: Decoder,
+    own_schemas: Decoder | None,
+) -> int:
+    config = settings.config
     rules = Rules(config.post_api.application_id, settings.keys.keyed_applications(), config.post_api.max_future_s)
     connector = aiohttp.TCPConnector(limit=config.upload.max_in_flight, ssl=post_api_tls(config.post_api))
     # trust_env: HTTPS_PROXY and NO_PROXY, as corporate networks set them, route the uploads.
@@ -152,13 +258,8 @@ async def _serve(settings: Settings, metrics: Metrics, signals: _Signals) -> int
             clock,
             budget.membership_changed if budget is not None else lambda: None,
         )
+        stage.pipeline = pipeline
         signals.pipeline = pipeline.loop
-        stale_after = max(30.0, config.kafka.revoke_timeout_s + 10, config.shutdown.drain_timeout_s + 10)
-        runner = web.AppRunner(
-            make_app(pipeline, metrics.registry, stale_after), access_log=None, shutdown_timeout=ENDPOINTS_SHUTDOWN_S
-        )
-        await runner.setup()
-        await web.TCPSite(runner, config.server.host, config.server.port).start()
         loop = asyncio.get_running_loop()
         log.info(
             "bridge started",
@@ -179,14 +280,29 @@ async def _serve(settings: Settings, metrics: Metrics, signals: _Signals) -> int
         finally:
             for task in (progress, sharing):
                 if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            await runner.cleanup()
-            if dead_letters is not None:
-                await dead_letters.close(DEAD_LETTER_FLUSH_S)
+                    await _within(_cancelled(task), TASK_END_S, "a background task")
     log.info("bridge stopped", exit_code=code, **_summary(pipeline))
     return code
+
+
+async def _within(step: Awaitable[object], timeout_s: float, what: str) -> None:
+    """Await a shutdown step for at most `timeout_s`; one that overruns is left behind, and said so."""
+    try:
+        await asyncio.wait_for(step, timeout_s)
+    except TimeoutError:
+        log.warning("a shutdown step overran its deadline; left behind", step=what, timeout_s=timeout_s)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _tick_conditions() -> None:
+    while True:
+        await asyncio.sleep(TICK_S)
+        kafka_logs.REPEATS.tick()
 
 
 async def _report_progress(pipeline: Runtime, interval_s: float) -> None:

@@ -16,6 +16,7 @@ from confluent_kafka.aio import AIOConsumer
 
 from bridge.config import KafkaConfig
 from bridge.kafka.consumer import PartitionKey, RebalanceListener, Record
+from bridge.kafka_logs import client_conf
 
 log = structlog.get_logger("bridge.source")
 
@@ -34,6 +35,7 @@ def consumer_config(config: KafkaConfig, on_error: Callable[[KafkaError], Awaita
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "error_cb": on_error,
+        **client_conf(),
     }
     return conf
 

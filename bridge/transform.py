@@ -159,13 +159,16 @@ def collect_rarely() -> None:
 
 
 def start_worker() -> None:
-    """A worker's initializer: leave Ctrl-C to the bridge, end with the bridge even when it is killed, collect rarely.
+    """A worker's initializer: leave shutdown to the bridge, end with the bridge even when it is killed, collect rarely.
 
-    SIGINT from a terminal reaches the whole process group; the bridge drains and shuts the pool down itself.
-    SIGTERM stays deadly: a broken pool ends its other workers with it. A pool's workers wait for work forever,
-    so a bridge killed with SIGKILL would leave them behind otherwise.
+    A terminal's Ctrl-C, or an init that forwards SIGTERM to the process group, reaches the workers too; one that
+    died of it mid-chunk would break the pool and fail the bridge instead of letting it drain. So both are ignored
+    here: the bridge drains, then shuts the pool down and kills the workers still running (SIGKILL). A pool's
+    workers wait for work forever, so a bridge killed with SIGKILL would leave them behind: the parent-watch
+    thread ends a worker whose bridge is gone.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     collect_rarely()
     parent = multiprocessing.parent_process()
     if parent is not None:

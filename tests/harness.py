@@ -265,7 +265,9 @@ class BridgeProcess:
         self._key = key
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> BridgeProcess:
+    def start(self, own_process_group: bool = False) -> BridgeProcess:
+        """`own_process_group`: the bridge leads a process group of its own (with its transform workers), as under
+        a terminal or an init that signals the whole group."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("BRIDGE_POST_API_KEY", None)
         if self._key is not None:
@@ -278,6 +280,7 @@ class BridgeProcess:
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=ROOT,
+                process_group=0 if own_process_group else None,
             )
         return self
 

@@ -37,9 +37,9 @@ RESUME_FRACTION = 0.8
 """Paused partitions resume once held records and bytes fall below this share of their limits."""
 WATCH_INTERVAL_S = 5.0
 """How often Kafka's reachability, the partitions' ends and idle partitions' positions are read."""
-COMMIT_TIMEOUT_S = 3.0
+COMMIT_TIMEOUT_S = 2.0
 """The final commit's deadline: Kafka down at shutdown must not hold the exit."""
-CLOSE_TIMEOUT_S = 4.0
+CLOSE_TIMEOUT_S = 3.0
 """Leaving the group after the drain: its revoke waits for nothing, the drain already did."""
 
 
@@ -108,7 +108,7 @@ class OwnerLoop:
             room = self._config.buffer.max_records - p.ledger.records
             records = await p.consumer.fetch(max(1, min(FETCH_MAX, room)), FETCH_TIMEOUT_S)
             if records:
-                p.readiness.kafka_up = True
+                p.readiness.kafka_answers()
                 p.schema_wait.add(p.ledger.hold(records))
         self._submit(await p.schema_wait.ready())
         self._apply_results()
@@ -192,7 +192,10 @@ class OwnerLoop:
 
     async def _watch_kafka(self) -> None:
         p = self.parts
-        p.readiness.kafka_up = await p.consumer.reachable()
+        if await p.consumer.reachable():
+            p.readiness.kafka_answers()
+        else:
+            p.readiness.kafka_up = False
         await self._commit(await self._idle_positions())
         ends = await p.consumer.high_watermarks(list(p.ledger.partitions))
         for key, end in ends.items():

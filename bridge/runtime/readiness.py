@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import structlog
 from confluent_kafka import KafkaError
 
+from bridge import kafka_logs
 from bridge.runtime.clock import Clock
 from bridge.runtime.deliveries import Deliveries
 from bridge.runtime.ledger import Ledger
 from bridge.runtime.schema_wait import SchemaWait
 from bridge.runtime.transforms import TransformPool
 from bridge.upload import Uploader
-
-log = structlog.get_logger("bridge.readiness")
 
 
 class Readiness:
@@ -46,7 +44,12 @@ class Readiness:
         """The consumer's error callback; confluent-kafka's asyncio client awaits it on the event loop."""
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self.kafka_up = False
-        log.warning("kafka error", error=error.str(), fatal=error.fatal())
+        kafka_logs.kafka_error(error)
+
+    def kafka_answers(self) -> None:
+        """Records came, or the cluster answered: Kafka is up, and its error condition (if any) is over."""
+        self.kafka_up = True
+        kafka_logs.kafka_answers()
 
     def reasons(self) -> list[str]:
         """Empty when the bridge can move events."""
