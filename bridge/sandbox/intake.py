@@ -1,8 +1,9 @@
 """Reading an import request of one method into rows, and refusing it with the reason its 400 carries.
 
 A CSV body is judged column by column first (``CsvBatch``, by the method's ``Method.doubtful``): C-level built-ins
-clear a whole request in a few passes over its columns. ``Method.verdict`` stays the one judge: whatever a column
-test cannot clear is read and checked row by row, so a refusal names the same row and rule.
+clear a whole request in a few passes over its columns. Whatever a column test cannot clear is read and checked row
+by row with ``Method.verdict``, and a row it refuses is judged again as the Post API's pages document the method
+(``documented``): the sandbox refuses only what both readings refuse, naming the row and the bridge's rule.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from multidict import MultiMapping
 
 from bridge.methods import Method, Window
 from bridge.postapi import MAX_BODY_BYTES, MAX_ROWS_PER_REQUEST
+from bridge.sandbox.documented import DOCUMENTED
 
 _CSV_QUERY_PARAMETERS = frozenset({"post_api_key", "application_id"})
+_BOM: Final = "\ufeff".encode()
 _CHUNK_ROWS: Final = 300
 """Rows read at a time: fewer than the garbage collector's first threshold (700 new containers)."""
 
@@ -151,12 +154,19 @@ def read_csv_form(method: Method, query: MultiMapping[str], body: bytes) -> list
 
     A query ``application_id`` fills rows that have none and must agree with rows that have one. This is the
     row-by-row reading: the server answers through ``read_csv_batch``, which must read every body the same way.
+    An empty body with the row in the query is the query form, as the pages' own revenue sample posts it.
     """
+    if _query_row(query, body):
+        return read_query_form(method, query, body)
+    body = _tidy(body)
     return _read_events(method, body, _csv_query_app(method, query, body))
 
 
 def read_csv_batch(method: Method, query: MultiMapping[str], body: bytes) -> Batch:
     """What ``read_csv_form`` reads from the same request, or the same refusal, as a batch to check."""
+    if _query_row(query, body):
+        return read_query_batch(method, query, body)
+    body = _tidy(body)
     query_app = _csv_query_app(method, query, body)
     read = _read_columns(method, body, query_app)
     if read is None:
@@ -167,17 +177,37 @@ def read_csv_batch(method: Method, query: MultiMapping[str], body: bytes) -> Bat
 def check_rows(
     method: Method, events: Iterable[dict[str, str]], window: Window, refused: Collection[str], numbered: bool
 ) -> None:
-    """Refuse the whole batch at its first bad row; ``numbered`` names rows from 1 after the header."""
+    """Refuse the whole batch at its first bad row; ``numbered`` names rows from 1 after the header.
+
+    A row is bad when the bridge's rules and the documented method both refuse it (or its label is refused); the
+    answer names the documented rule.
+    """
     label = method.label
+    documented = DOCUMENTED[method.name]
     for number, event in enumerate(events, 1):
-        violation = method.verdict(event, window)
-        if violation is not None:
-            reason = violation.detail
+        # The bridge's rules clear almost every row cheaply; the pages' reading decides the rest, and names why.
+        problem = None
+        if method.verdict(event, window) is not None:
+            problem = documented.verdict(event, window.now, window.max_future_s)
+        if problem is not None:
+            reason = problem
         elif refused and event.get(label) in refused:
             reason = f"{label} {event[label]!r} is refused by this sandbox"
         else:
             continue
         raise BadRequestError(f"row {number}: {reason}" if numbered else reason)
+
+
+def _query_row(query: MultiMapping[str], body: bytes) -> bool:
+    """Whether a ``.csv`` request is the query form: no body, and parameters beyond the key and application."""
+    return not body and any(name not in _CSV_QUERY_PARAMETERS for name in query)
+
+
+def _tidy(body: bytes) -> bytes:
+    """The body without a UTF-8 byte order mark and without blank lines at its end, which spreadsheets write."""
+    body = body.removeprefix(_BOM)
+    stripped = body.rstrip(b"\r\n")
+    return stripped + b"\n" if stripped and len(stripped) < len(body) else body
 
 
 def _refuse_repeated(query: MultiMapping[str]) -> None:
@@ -252,7 +282,7 @@ def _read_columns(method: Method, body: bytes, query_app: str) -> tuple[list[str
 def _header(method: Method, names: list[str]) -> list[str]:
     if not names:
         raise BadRequestError("the header line is empty")
-    unknown = [name for name in names if name not in method.names]
+    unknown = [name for name in names if name not in method.names and name not in DOCUMENTED[method.name].parameters]
     if unknown:
         raise BadRequestError(f"unknown column {', '.join(map(repr, unknown))} in the header")
     if len(set(names)) != len(names):

@@ -1,7 +1,8 @@
 """The Post API sandbox: answers every method's import endpoints as AppMetrica documents them.
 
-It enforces the rules ``bridge.methods`` declares, injects faults on request, and keeps what it accepted so tests and
-benchmarks can compare it with what was sent.
+It refuses a row only when both the rules ``bridge.methods`` declares and its own reading of the Post API pages
+(``documented``) refuse it, injects faults on request, and keeps what it accepted so tests and benchmarks can compare
+it with what was sent.
 """
 
 from __future__ import annotations
