@@ -1,7 +1,7 @@
 """Produce the records of a file to a Kafka topic, so your own data can be tried without writing code.
 
     python -m devtools.produce --topic T --input FILE [--format json|avro] [--registry URL]
-        [--bootstrap-servers 127.0.0.1:19092] [--key-field NAME] [--stamp-now NAME]
+        [--bootstrap-servers 127.0.0.1:19092] [--key-field NAME] [--stamp-now NAME[:UNIT]]
 
 `json`: a JSON-lines file, one JSON object a line (blank lines skipped), each sent as the UTF-8 text of its line:
 what a route with `format: json` reads. `avro`: an Avro object container file; with `--registry` its writer schema
@@ -9,8 +9,8 @@ is registered under `<topic>-value` and every record sent in the Confluent wire 
 confluent` reads), without it as plain Avro binary (what `avro.format: raw` reads with the same schema in
 `avro.schema_file`). The format defaults to `avro` for a `.avro` file and `json` otherwise.
 
-`--stamp-now NAME` sets that top-level field of every record to the moment it is produced, in milliseconds, so a
-sample written long ago still lands inside the Post API's 14-day window.
+`--stamp-now NAME[:UNIT]` sets that top-level field of every record to the moment it is produced, in `s`, `ms` (the
+default), `us` or `ns`, so a sample written long ago still lands inside the Post API's 14-day window.
 """
 
 from __future__ import annotations
@@ -86,11 +86,29 @@ def _key(record: dict[str, Any], key_field: str | None, where: str) -> bytes | N
     raise InputError(f"{where}: --key-field {key_field!r} holds a {type(value).__name__}, not text or a number")
 
 
-def _stamp(record: dict[str, Any], field: str | None) -> dict[str, Any]:
-    return record if field is None else {**record, field: int(time.time() * 1000)}
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
-def json_messages(path: Path, key_field: str | None, stamp: str | None) -> Iterator[Outgoing]:
+@dataclass(frozen=True)
+class Stamp:
+    """A top-level field set to the moment of producing, in a unit."""
+
+    field: str
+    per_second: int
+
+    @classmethod
+    def parse(cls, text: str) -> Stamp:
+        field, _, unit = text.partition(":")
+        if not field or (unit or "ms") not in _PER_SECOND:
+            raise ValueError(f"--stamp-now {text!r}: expected NAME or NAME:UNIT, UNIT one of {', '.join(_PER_SECOND)}")
+        return cls(field, _PER_SECOND[unit or "ms"])
+
+
+def _stamp(record: dict[str, Any], stamp: Stamp | None) -> dict[str, Any]:
+    return record if stamp is None else {**record, stamp.field: time.time_ns() * stamp.per_second // 1_000_000_000}
+
+
+def json_messages(path: Path, key_field: str | None, stamp: Stamp | None) -> Iterator[Outgoing]:
     for number, record in json_records(path):
         stamped = _stamp(record, stamp)
         value = json.dumps(stamped, ensure_ascii=False, separators=(",", ":")).encode()
@@ -98,7 +116,7 @@ def json_messages(path: Path, key_field: str | None, stamp: str | None) -> Itera
 
 
 def avro_messages(
-    path: Path, topic: str, registry: str | None, key_field: str | None, stamp: str | None
+    path: Path, topic: str, registry: str | None, key_field: str | None, stamp: Stamp | None
 ) -> Iterator[Outgoing]:
     schema, records = avro_records(path)
     encode = _avro_encoder(schema, topic, registry)
@@ -183,7 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--registry", metavar="URL", help="Avro only: register the schema, send the wire format")
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:19092", help="default: 127.0.0.1:19092")
     parser.add_argument("--key-field", metavar="NAME", help="send this top-level field as the message key")
-    parser.add_argument("--stamp-now", metavar="NAME", help="set this top-level field to now, in milliseconds")
+    parser.add_argument(
+        "--stamp-now", metavar="NAME[:UNIT]", help="set this top-level field to now, in s, ms (default), us or ns"
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for Kafka (default 30)")
     args = parser.parse_args(argv)
     form = args.format or ("avro" if args.input.suffix == ".avro" else "json")
@@ -191,10 +211,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--registry applies to --format avro only")
     if not args.input.is_file():
         parser.error(f"--input {args.input}: no such file")
+    try:
+        stamp = None if args.stamp_now is None else Stamp.parse(args.stamp_now)
+    except ValueError as error:
+        parser.error(str(error))
     messages = (
-        json_messages(args.input, args.key_field, args.stamp_now)
+        json_messages(args.input, args.key_field, stamp)
         if form == "json"
-        else avro_messages(args.input, args.topic, args.registry, args.key_field, args.stamp_now)
+        else avro_messages(args.input, args.topic, args.registry, args.key_field, stamp)
     )
     try:
         # Read the whole file first: a bad line must stop the run before anything is sent.
