@@ -59,6 +59,12 @@ READY_LINE = b"Kafka Server started"
 log = logging.getLogger(__name__)
 
 
+OUTSIDE_THE_VENV = (
+    "this command needs the project's packages: source .venv/bin/activate first, or run it with .venv/bin/python "
+    "(scripts/demo creates .venv)"
+)
+
+
 class KafkaLocalError(RuntimeError):
     """The local broker could not be fetched, started or stopped."""
 
@@ -554,8 +560,11 @@ def create_topic(name: str, partitions: int, bootstrap: str, timeout: float) -> 
     if partitions < 1:
         raise KafkaLocalError(f"--partitions must be at least 1, not {partitions}")
     # Imported here: the broker's own commands need nothing but the standard library.
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+    try:
+        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+    except ImportError:
+        raise KafkaLocalError(OUTSIDE_THE_VENV) from None
 
     if not port_open(int(bootstrap.rpartition(":")[2])):
         raise KafkaLocalError(f"no broker answers at {bootstrap}; start one with: python -m devtools.kafka_local start")

@@ -16,6 +16,7 @@ default), `us` or `ns`, so a sample written long ago still lands inside the Post
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import sys
@@ -24,6 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from devtools.kafka_local import OUTSIDE_THE_VENV
 
 EXIT_INPUT = 2
 """Bad arguments or a file that cannot be read as its format: nothing was sent."""
@@ -206,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for Kafka (default 30)")
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("confluent_kafka") is None:
+        print(f"produce: error: {OUTSIDE_THE_VENV}", file=sys.stderr)
+        return EXIT_INPUT
     form = args.format or ("avro" if args.input.suffix == ".avro" else "json")
     if args.registry is not None and form != "avro":
         parser.error("--registry applies to --format avro only")

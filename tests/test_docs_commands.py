@@ -42,6 +42,15 @@ SKIPPED: dict[str, str] = {
     r"kafka-acls .*": "needs a secured Kafka cluster and Kafka's shell tools",
     r"helm dependency build .*": "needs Helm on PATH (scripts/check-chart fetches a pinned one for the offline checks)",
     r"helm upgrade .*": "needs a Kubernetes cluster",
+    r"scripts/test .*": "runs tests, which scripts/test runs",
+    r"scripts/demo --keep-topics": "the demo itself, as scripts/demo",
+    r"python -m devtools\.kafka_local start --port 28092": "the demo's broker; the walkthrough starts one",
+    r"\.venv/bin/python -m devtools\.kafka_local start": "starts the broker, as the walkthrough does as printed",
+    r"python -m devtools\.helm path": "fetches Helm from the network the first time",
+    r"appmetrica-bridge run --config .*": "runs until a signal; the walkthrough runs and stops it",
+    r"appmetrica-bridge registry &": "a server in the background; the walkthrough runs the sandbox the same way",
+    r"appmetrica-bridge (run|registry|check-config)|python -m bridge": "names the command in running text",
+    r"python -m bench\.throughput": "a measurement taking minutes (named in running text)",
 }
 EVENTUALLY: dict[str, str] = {
     "curl -s http://127.0.0.1:8089/sandbox/rows/events": '"total": 4',
@@ -79,8 +88,25 @@ def _strip_comment(line: str) -> str:
     return re.sub(r"\s+#(\s.*)?$", "", line).strip()
 
 
+_INLINE = re.compile(r"`((?:[A-Z_]+=\S+ )?(?:appmetrica-bridge|python -m|\.venv/bin/|scripts/|curl )[^`]*)`")
+_PLACEHOLDER = re.compile(r"<|…|\b[A-Z]{1,}\b(?!=)")
+"""A synopsis, not a command: `<run>`, `…`, or a word in capitals standing for a value (`FILE`, `N`)."""
+
+
+def inline_commands() -> list[Command]:
+    """The commands quoted in running text: a program and at least one argument, no placeholder."""
+    found = []
+    for path in DOCUMENTS:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            for text in _INLINE.findall(line):
+                arguments = re.sub(r"^[A-Z_]+=\S+ ", "", text).split(" ", 1)[1:]
+                if arguments and not _PLACEHOLDER.search(arguments[0]):
+                    found.append(Command(text.strip(), f"{path.relative_to(ROOT)}:{number}", -number))
+    return found
+
+
 def commands() -> list[Command]:
-    found: list[Command] = []
+    found: list[Command] = inline_commands()
     for number, path in enumerate(DOCUMENTS):
         for language, first, lines in _blocks(path):
             block = number * 10_000 + first
@@ -194,6 +220,7 @@ def test_every_command_is_run_or_skipped_with_a_reason(session: Session) -> None
             continue
         session.run(command.text)
         ran.append(command.text)
+    assert ". .venv/bin/activate" in ran, "the set-up must say how the commands get on the PATH"
     assert "appmetrica-bridge --help" in ran
     assert any(text.startswith("appmetrica-bridge preview --config docs/examples/bridge.yaml --input") for text in ran)
 
