@@ -310,3 +310,17 @@ def test_each_configuration_example_passes_check_config(
         monkeypatch.setenv(name, "docs-example-key")
     code = bridge_main(["check-config", "--config", str(config)])
     assert code == 0, f"{where}: {capsys.readouterr().err}"
+
+
+def test_no_text_points_outside_the_project() -> None:
+    """Docs and docstrings name only what a clone holds: no design notes beside the checkout, no link out of it."""
+    outside = re.compile(r"\bshared/|\]\(\.\./|/work/")
+    sources = [*DOCUMENTS, *ROOT.glob("*/**/*.py"), *ROOT.glob("helm/**/*.md")]
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sources
+        if ".venv" not in path.parts and path != Path(__file__)
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if outside.search(line)
+    ]
+    assert found == []
