@@ -63,16 +63,19 @@ def _csv(rows: list[list[str]]) -> str:
     return out.getvalue()
 
 
-def changed(sample: Sample, shift: bool, drop: list[str]) -> Sample:
-    """The sample with its timestamps (if any) moved to an hour ago, keeping their spacing, and ``drop`` removed."""
+def changed(sample: Sample, shift: bool, drop: list[str], values: dict[str, str] | None = None) -> Sample:
+    """The sample with its timestamps (if any) moved to an hour ago, keeping their spacing, ``drop`` removed and
+    ``values`` set in every row (added where the sample lacks them)."""
+    values = values or {}
     if not sample.body:
         query = [
-            (name, str(SHIFTED_TO) if shift and name == "event_timestamp" else value)
+            (name, values.get(name, str(SHIFTED_TO) if shift and name == "event_timestamp" else value))
             for name, value in sample.query
             if name not in drop
         ]
+        query += [(name, value) for name, value in values.items() if name not in dict(sample.query)]
         return replace(sample, query=query)
-    if not (shift or drop):
+    if not (shift or drop or values):
         return sample
     table = list(csv.reader(io.StringIO(sample.body)))
     assert _csv(table) == sample.body, "the sample must survive a CSV round trip for its edits to be the only change"
@@ -82,6 +85,13 @@ def changed(sample: Sample, shift: bool, drop: list[str]) -> Sample:
         first = min(int(row[at]) for row in table[1:])
         for row in table[1:]:
             row[at] = str(int(row[at]) - first + SHIFTED_TO)
+    for name, value in values.items():
+        if name not in header:
+            header.append(name)
+            for row in table[1:]:
+                row.append("")
+        for row in table[1:]:
+            row[header.index(name)] = value
     kept = [index for index, name in enumerate(header) if name not in drop]
     return replace(sample, body=_csv([[row[index] for index in kept] for row in table]))
 
@@ -95,12 +105,15 @@ async def sandbox() -> AsyncIterator[Sandbox]:
 def _name(case: dict[str, Any]) -> str:
     extras = [key for key in ("shift", "bom", "blank_lines") if case.get(key)]
     extras += [f"without-{name}" for name in case.get("drop", [])]
+    extras += [f"{name}={value}" for name, value in case.get("set", {}).items()]
     return "-".join([case["request"].removesuffix(".http"), *extras, str(case["status"])])
 
 
 @pytest.mark.parametrize("case", CASES, ids=[_name(case) for case in CASES])
 async def test_the_sandbox_answers_each_sample_as_the_pages_say(sandbox: Sandbox, case: dict[str, Any]) -> None:
-    sample = changed(parse((GOLDEN / case["request"]).read_text()), case.get("shift", False), case.get("drop", []))
+    sample = changed(
+        parse((GOLDEN / case["request"]).read_text()), case.get("shift", False), case.get("drop", []), case.get("set")
+    )
     body = sample.body.encode()
     if case.get("bom"):
         body = "\ufeff".encode() + body
@@ -135,7 +148,7 @@ def _accepted_samples() -> list[tuple[str, dict[str, str]]]:
     rows = []
     for case in CASES:
         if case["status"] == 200 and not case.get("bom"):
-            sample = changed(parse((GOLDEN / case["request"]).read_text()), True, case.get("drop", []))
+            sample = changed(parse((GOLDEN / case["request"]).read_text()), True, case.get("drop", []), case.get("set"))
             rows += [(f"{_name(case)}[{number}]", row) for number, row in enumerate(sample.rows(), 1)]
     return rows
 
