@@ -166,6 +166,18 @@ def test_column_tests_clear_only_what_every_row_passes(
         assert batch.cleared(Window(NOW, max_future_s), refused)
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests(), st.booleans(), st.lists(st.sampled_from(["\r\n", "\n", "\r"]), max_size=3))
+def test_a_byte_order_mark_and_blank_lines_at_the_end_change_nothing(
+    case: tuple[MultiDict[str], bytes, float | None, frozenset[str], bool], bom: bool, blank_lines: list[str]
+) -> None:
+    """As a spreadsheet saves CSV: the sandbox answers the same, row for row, as for the bare body."""
+    query_, body, max_future_s, refused, _mutated = case
+    saved = ("\ufeff".encode() if bom else b"") + body + "".join(blank_lines).encode()
+    assert batched(query_, saved, max_future_s, refused) == batched(query_, body, max_future_s, refused)
+    assert per_row(query_, saved, max_future_s, refused) == per_row(query_, body, max_future_s, refused)
+
+
 # -- examples ---------------------------------------------------------------------------------------------------------
 
 HEADER = ["application_id", "profile_id", "event_name", "event_timestamp", "event_json", "mcc"]

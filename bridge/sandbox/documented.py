@@ -105,9 +105,14 @@ def _currency(cell: str) -> str | None:
     return None if cell.upper() in _CURRENCIES else "is not an ISO 4217 currency AppMetrica supports"
 
 
+def _strict(constant: str) -> object:
+    """json.loads takes NaN and Infinity, which JSON does not have."""
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _json_object(cell: str) -> str | None:
     try:
-        value = json.loads(cell)
+        value = json.loads(cell, parse_constant=_strict)
     except (ValueError, RecursionError):
         return "is not valid JSON"
     return None if isinstance(value, dict) else f"must be a JSON object, got {type(value).__name__}"
@@ -117,7 +122,7 @@ def _attributes(cell: str) -> str | None:
     """'a set of custom attribute values in {key:value} format; possible value types: string, number, bool, or
     counter' (a counter's value is a number)."""
     try:
-        value = json.loads(cell)
+        value = json.loads(cell, parse_constant=_strict)
     except (ValueError, RecursionError):
         return "is not valid JSON"
     if not isinstance(value, dict):
