@@ -1,21 +1,25 @@
-"""The five import methods as AppMetrica's Post API pages document them, read on their own.
+"""The five import methods as AppMetrica's Post API pages document them: the sandbox's judge.
 
-This is the sandbox's second reading, kept apart from the bridge's declaration (``bridge.methods``) on purpose: a
-row the bridge's rules refuse is accepted when the pages accept it, so the sandbox is never stricter than the
-documentation, and a misread in either reading shows up as a golden case (``tests/golden``) answered wrongly.
-Where the pages contradict themselves, the choice made here is the one the README names ("How the sandbox reads
-the documentation"): a sample the pages print is taken as accepted unless it breaks a rule the pages state in
-words (exactly one identity), which wins over the sample.
+Written from the pages and kept apart from the bridge's declaration (``bridge.methods``) on purpose: the sandbox
+takes what the pages take, so a misread in either reading shows up, as a golden case (``tests/golden``) answered
+wrongly or as a bridge row the sandbox refuses. Where the pages contradict themselves, the choice made here is the one
+the README names ("How the sandbox reads the documentation"): a sample the pages print is taken as accepted unless it
+breaks a rule the pages state in words (exactly one identity), which wins over the sample.
+
+A batch is cleared column by column (``Documented.clears``: each distinct value judged once, the row rules with
+C-level built-ins); only a batch that cannot be cleared is judged row by row (``Documented.verdict``), which names
+the first bad row.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import orjson
 import pycountry
 
 Rule = Callable[[str], str | None]
@@ -110,9 +114,17 @@ def _strict(constant: str) -> object:
     raise ValueError(f"{constant} is not JSON")
 
 
+def _json(cell: str) -> object:
+    """The cell's JSON value; orjson first (fast), the standard library for what it refuses (integers over 64 bits)."""
+    try:
+        return orjson.loads(cell)
+    except orjson.JSONDecodeError:
+        return json.loads(cell, parse_constant=_strict)
+
+
 def _json_object(cell: str) -> str | None:
     try:
-        value = json.loads(cell, parse_constant=_strict)
+        value = _json(cell)
     except (ValueError, RecursionError):
         return "is not valid JSON"
     return None if isinstance(value, dict) else f"must be a JSON object, got {type(value).__name__}"
@@ -122,7 +134,7 @@ def _attributes(cell: str) -> str | None:
     """'a set of custom attribute values in {key:value} format; possible value types: string, number, bool, or
     counter' (a counter's value is a number)."""
     try:
-        value = json.loads(cell, parse_constant=_strict)
+        value = _json(cell)
     except (ValueError, RecursionError):
         return "is not valid JSON"
     if not isinstance(value, dict):
@@ -210,6 +222,28 @@ class Documented:
         if stamp:
             return _window(int(stamp), now, max_future_s)
         return None
+
+    def clears(self, columns: Mapping[str, Sequence[str]], now: float, max_future_s: float | None = None) -> bool:
+        """True only if ``verdict`` takes every row of these columns (``""`` for no value); False says nothing."""
+        if not self.parameters.keys() >= columns.keys() or not columns:
+            return False
+        rows = len(next(iter(columns.values())))
+        if not all(name in columns and all(columns[name]) for name in self.required):
+            return False
+        if not self.profile_only:
+            nothing = [""] * rows
+            profile, device = columns.get("profile_id", nothing), columns.get("appmetrica_device_id", nothing)
+            # min of two cells is "" unless both are set; max is "" only when neither is.
+            if any(map(min, profile, device)) or not all(map(max, profile, device)):
+                return False
+        for name, cells in columns.items():
+            rule = self.parameters[name]
+            if rule is not _text and any(rule(value) is not None for value in set(cells) if value):
+                return False
+        stamps = {int(value) for value in set(columns.get("event_timestamp", ())) if value}
+        return (
+            not stamps or (_window(min(stamps), now, max_future_s) or _window(max(stamps), now, max_future_s)) is None
+        )
 
 
 def _window(stamp: int, now: float, max_future_s: float | None) -> str | None:

@@ -1,9 +1,9 @@
 """Reading an import request of one method into rows, and refusing it with the reason its 400 carries.
 
-A CSV body is judged column by column first (``CsvBatch``, by the method's ``Method.doubtful``): C-level built-ins
-clear a whole request in a few passes over its columns. Whatever a column test cannot clear is read and checked row
-by row with ``Method.verdict``, and a row it refuses is judged again as the Post API's pages document the method
-(``documented``): the sandbox refuses only what both readings refuse, naming the row and the bridge's rule.
+The judge is the method as the Post API pages document it (``documented``), never the bridge's own declaration. A
+CSV body is judged column by column first (``CsvBatch``, by ``Documented.clears``): a few passes over its columns
+clear a whole request. Whatever the column tests cannot clear is read and checked row by row with
+``Documented.verdict``, so a refusal names the same row and rule.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from multidict import MultiMapping
 
 from bridge.methods import Method, Window
 from bridge.postapi import MAX_BODY_BYTES, MAX_ROWS_PER_REQUEST
-from bridge.sandbox.documented import DOCUMENTED
+from bridge.sandbox.documented import DOCUMENTED, Documented
 
 _CSV_QUERY_PARAMETERS = frozenset({"post_api_key", "application_id"})
 _BOM: Final = "\ufeff".encode()
@@ -82,7 +82,7 @@ class CsvBatch:
     """The rows of a ``<method>.csv`` body that ``read_csv_form`` takes, kept as columns.
 
     Rows are built only when asked for, or when a column test cannot clear the batch and each row must be
-    judged by ``Method.verdict``.
+    judged by ``Documented.verdict``.
     """
 
     def __init__(self, method: Method, header: list[str], columns: dict[str, list[str]], query_app: str) -> None:
@@ -130,7 +130,7 @@ class CsvBatch:
         labels = columns.get(self._method.label)
         if refused and labels is not None and not set(labels).isdisjoint(refused):
             return False
-        return self._method.doubtful(columns, window) == set()
+        return DOCUMENTED[self._method.name].clears(columns, window.now, window.max_future_s)
 
 
 def read_query_form(method: Method, query: MultiMapping[str], body: bytes) -> list[dict[str, str]]:
@@ -179,16 +179,12 @@ def check_rows(
 ) -> None:
     """Refuse the whole batch at its first bad row; ``numbered`` names rows from 1 after the header.
 
-    A row is bad when the bridge's rules and the documented method both refuse it (or its label is refused); the
-    answer names the documented rule.
+    A row is bad when the documented method refuses it, or when its label is refused.
     """
     label = method.label
-    documented = DOCUMENTED[method.name]
+    documented: Documented = DOCUMENTED[method.name]
     for number, event in enumerate(events, 1):
-        # The bridge's rules clear almost every row cheaply; the pages' reading decides the rest, and names why.
-        problem = None
-        if method.verdict(event, window) is not None:
-            problem = documented.verdict(event, window.now, window.max_future_s)
+        problem = documented.verdict(event, window.now, window.max_future_s)
         if problem is not None:
             reason = problem
         elif refused and event.get(label) in refused:
@@ -256,7 +252,7 @@ def _read_columns(method: Method, body: bytes, query_app: str) -> tuple[list[str
     try:
         header = next(reader, [])
         width = len(header)
-        if not (width and set(method.names).issuperset(header) and len(set(header)) == width):
+        if not (width and DOCUMENTED[method.name].parameters.keys() >= set(header) and len(set(header)) == width):
             return None
         cells: list[str] = []
         widths: set[int] = set()
@@ -282,7 +278,7 @@ def _read_columns(method: Method, body: bytes, query_app: str) -> tuple[list[str
 def _header(method: Method, names: list[str]) -> list[str]:
     if not names:
         raise BadRequestError("the header line is empty")
-    unknown = [name for name in names if name not in method.names and name not in DOCUMENTED[method.name].parameters]
+    unknown = [name for name in names if name not in DOCUMENTED[method.name].parameters]
     if unknown:
         raise BadRequestError(f"unknown column {', '.join(map(repr, unknown))} in the header")
     if len(set(names)) != len(names):

@@ -1,8 +1,7 @@
 """The Post API sandbox: answers every method's import endpoints as AppMetrica documents them.
 
-It refuses a row only when both the rules ``bridge.methods`` declares and its own reading of the Post API pages
-(``documented``) refuse it, injects faults on request, and keeps what it accepted so tests and benchmarks can compare
-it with what was sent.
+It judges rows by its own reading of the Post API pages (``documented``), never by the bridge's declaration, injects
+faults on request, and keeps what it accepted so tests and benchmarks can compare it with what was sent.
 """
 
 from __future__ import annotations
