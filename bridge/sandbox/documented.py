@@ -32,33 +32,6 @@ MAX_AGE_S: Final = 14 * 24 * 3600
 _UNSUPPORTED_CURRENCIES: Final = frozenset(
     "BOV CHE CHW COU MRU MXV SSP STN USN USS UYI VES XAL XBA XBB XBC XBD XCP XFU XPD XPT XSU XUA".split()  # noqa: SIM905
 )
-_CURRENCIES: Final = frozenset(
-    [
-        "BOV",
-        "CHE",
-        "CHW",
-        "COU",
-        "MRU",
-        "MXV",
-        "SSP",
-        "STN",
-        "USN",
-        "USS",
-        "UYI",
-        "VES",
-        "XAL",
-        "XBA",
-        "XBB",
-        "XBC",
-        "XBD",
-        "XCP",
-        "XFU",
-        "XPD",
-        "XPT",
-        "XSU",
-        "XUA",
-    ]
-)
 _CURRENCIES: Final = frozenset(currency.alpha_3 for currency in pycountry.currencies) - _UNSUPPORTED_CURRENCIES
 _DIGITS: Final = re.compile(r"[0-9]+")
 _INT64_MAX: Final = 2**63 - 1
