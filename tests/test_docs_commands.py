@@ -292,6 +292,8 @@ def configuration_examples() -> list[tuple[str, dict[str, Any]]]:
             configuration = _as_configuration(yaml.safe_load("\n".join(lines)))
             if configuration is not None:
                 examples.append((f"{path.relative_to(ROOT)}:{first}", configuration))
+    for path in sorted((ROOT / "docs" / "examples").glob("*.yaml")):
+        examples.append((str(path.relative_to(ROOT)), yaml.safe_load(path.read_text())))
     return examples
 
 
