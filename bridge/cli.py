@@ -32,7 +32,10 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="appmetrica-bridge",
-        description="Moves Avro events from Kafka into the AppMetrica Post API; commits offsets only after a 200.",
+        description=(
+            "Moves analytics records (Avro or JSON, in a method's contract or mapped from your own shape) from Kafka "
+            "into the AppMetrica Post API; commits offsets only after a 200 or a dead-letter ack."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")

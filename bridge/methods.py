@@ -1,5 +1,5 @@
 """The Post API's five upload methods, each declared once: its parameters in documented order, their kinds, what
-is required and which identity it takes (see ``shared/postapi.md``).
+is required and which identity it takes (see AppMetrica's Post API pages, and the README's tables printed from here).
 
 Everything else reads this declaration: `Method.verdict` judges one row's cells and names the rule broken,
 `Method.doubtful` clears a chunk of rows column by column (the bridge before upload, the sandbox on receipt),

@@ -1,7 +1,7 @@
 """The Post API's limits and the primitives its rules are built of; `bridge.methods` declares each method with them.
 
 The sandbox enforces the rules on what it receives and the bridge checks every row against them before upload,
-so a row the API would refuse never costs a request (see ``shared/postapi.md``).
+so a row the API would refuse never costs a request (see the README's tables and AppMetrica's Post API pages).
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ KRaft broker+controller bound to loopback only.
         [--secure --sasl-port N --ssl-port N --scram-user NAME:PASSWORD ...]
     python -m devtools.kafka_local status [--port 19092]
     python -m devtools.kafka_local stop [--port 19092]
+    python -m devtools.kafka_local create-topic NAME [--partitions 1] [--port 19092]
+
+The local broker does not create topics on first use (neither does a production cluster the bridge should meet),
+so `create-topic` makes one for your own tries; `python -m devtools.produce` then fills it from a file.
 
 `BRIDGE_KAFKA_CACHE` moves the cache root (default `~/.cache/appmetrica-bridge`).
 
@@ -35,8 +39,10 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from devtools.tls_local import CLIENT_NAME, TlsFiles, make_tls_files
+if TYPE_CHECKING:
+    from devtools.tls_local import TlsFiles
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
@@ -51,6 +57,12 @@ DEFAULT_CONTROLLER_PORT = 19093
 READY_LINE = b"Kafka Server started"
 
 log = logging.getLogger(__name__)
+
+
+OUTSIDE_THE_VENV = (
+    "this command needs the project's packages: source .venv/bin/activate first, or run it with .venv/bin/python "
+    "(scripts/demo creates .venv)"
+)
 
 
 class KafkaLocalError(RuntimeError):
@@ -256,6 +268,9 @@ class LocalKafka:
     @property
     def tls(self) -> TlsFiles:
         """The broker's CA and certificates (made at the first secured start, kept with the data directory)."""
+        # Imported here: trustme and cryptography are dev dependencies only the secured broker needs.
+        from devtools.tls_local import TlsFiles, make_tls_files
+
         directory = self.data_dir / "tls"
         keystore_password_file = directory / "keystore.password"
         if not keystore_password_file.exists():
@@ -494,6 +509,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.kafka_local", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("ensure-jars", help="fetch the Kafka jars into the cache if missing")
+    create = commands.add_parser("create-topic", help="create a topic on the broker at --port (exit 0 if it exists)")
+    create.add_argument("name", help="the topic's name")
+    create.add_argument("--partitions", type=int, default=1, help="partitions of a new topic (default 1)")
+    create.add_argument("--port", type=int, default=DEFAULT_PORT)
+    create.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
     for name, help_text in [
         ("start", "start a broker, or reuse one already serving the port"),
         ("stop", "stop the broker this tool started on the port"),
@@ -524,6 +544,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "ensure-jars":
             print(ensure_jars())
             return 0
+        if args.command == "create-topic":
+            return create_topic(args.name, args.partitions, f"{HOST}:{args.port}", args.timeout)
         kafka = LocalKafka(
             port=args.port, controller_port=args.controller_port, data_dir=args.data_dir, secured=_secured(args)
         )
@@ -531,6 +553,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KafkaLocalError as error:
         print(f"kafka_local: error: {error}", file=sys.stderr)
         return 1
+
+
+def create_topic(name: str, partitions: int, bootstrap: str, timeout: float) -> int:
+    """Create ``name`` with ``partitions`` partitions; an existing topic is left as it is and named."""
+    if partitions < 1:
+        raise KafkaLocalError(f"--partitions must be at least 1, not {partitions}")
+    # Imported here: the broker's own commands need nothing but the standard library.
+    try:
+        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+    except ImportError:
+        raise KafkaLocalError(OUTSIDE_THE_VENV) from None
+
+    if not port_open(int(bootstrap.rpartition(":")[2])):
+        raise KafkaLocalError(f"no broker answers at {bootstrap}; start one with: python -m devtools.kafka_local start")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    future = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name]
+    try:
+        future.result(timeout=timeout)
+    except KafkaException as error:
+        if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise KafkaLocalError(f"cannot create topic {name!r}: {error.args[0].str()}") from None
+        existing = admin.list_topics(name, timeout=timeout).topics[name]
+        print(f"topic {name} already exists at {bootstrap} ({len(existing.partitions)} partitions); left as it is")
+        return 0
+    print(f"created topic {name} at {bootstrap} ({partitions} partition{'s' if partitions > 1 else ''})")
+    return 0
 
 
 def _secured(args: argparse.Namespace) -> Secured | None:
@@ -557,6 +606,8 @@ def _run(command: str, kafka: LocalKafka, timeout: float) -> int:
         kafka.start(timeout)
         print(f"Kafka {kafka.version} running at {kafka.bootstrap} (pid {kafka.pid()}, log {kafka.log_file})")
         if kafka.secured is not None:
+            from devtools.tls_local import CLIENT_NAME
+
             print(
                 f"SASL_SSL (SCRAM-SHA-512) at {kafka.sasl_bootstrap}, mutual TLS at {kafka.ssl_bootstrap} "
                 f"(client certificate CN={CLIENT_NAME}); CA and certificates in {kafka.tls.ca.parent}"

@@ -220,7 +220,7 @@ async def test_csv_rule_violation_names_row_and_column_and_refuses_the_batch(
         (b"event_name,post_api_key\r\nx,k\r\n", "unknown column 'post_api_key' in the header"),
         (b"event_name,profile_id,event_name\r\nx,p,y\r\n", "column 'event_name' appears more than once in the header"),
         (b"event_name,event_timestamp\r\nx,1\r\ny,2,3\r\n", "row 2 has 3 cells; the header names 2 columns"),
-        (b"event_name,event_timestamp\r\nx,1\r\n\r\n", "row 2 has 0 cells; the header names 2 columns"),
+        (b"event_name,event_timestamp\r\nx,1\r\n\r\ny,2\r\n", "row 2 has 0 cells; the header names 2 columns"),
         (b'event_name,event_timestamp\r\n"x"y,1\r\n', "line 2: malformed CSV: "),
         (b"event_name,profile_id\r\n\xff,p\r\n", "the body is not UTF-8: invalid start byte at byte 23"),
     ],

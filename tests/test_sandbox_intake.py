@@ -1,4 +1,8 @@
-"""The sandbox's column-wise CSV intake answers exactly as the row-by-row reading and checking it stands in for."""
+"""The sandbox's column-wise CSV intake answers exactly as the row-by-row reading and checking it stands in for.
+
+The judge is the documented reading (``bridge.sandbox.documented``); where it clears rows, the bridge's declaration
+is asked too, so a disagreement between the two readings of the pages on events shows up here.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from multidict import MultiDict
 
 from bridge.methods import EVENTS, Window
 from bridge.postapi import MAX_EVENT_AGE_S, MAX_ROWS_PER_REQUEST
+from bridge.sandbox.documented import DOCUMENTED
 from bridge.sandbox.intake import BadRequestError, CsvBatch, check_rows, read_csv_batch, read_csv_form
 
 NOW = 1_800_000_000.25
@@ -151,19 +156,34 @@ def requests(draw: st.DrawFn) -> tuple[MultiDict[str], bytes, float | None, froz
 def test_column_tests_clear_only_what_every_row_passes(
     case: tuple[MultiDict[str], bytes, float | None, frozenset[str], bool],
 ) -> None:
-    """Same answer as row by row; and where the column tests clear a batch, check_event takes every row."""
+    """Same answer as row by row; where the column tests clear a batch, the documented reading takes every row, and
+    so does the bridge's own declaration: on events, with every edge case drawn, the two readings agree."""
     query_, body, max_future_s, refused, mutated = case
     expected = per_row(query_, body, max_future_s, refused)
     assert batched(query_, body, max_future_s, refused) == expected
     batch = read_csv_batch(EVENTS, query_, body) if expected[0] != "read" else None
     if isinstance(batch, CsvBatch) and batch.cleared(Window(NOW, max_future_s), refused):
         events = batch.events()
+        documented = DOCUMENTED["events"]
+        assert [documented.verdict(event, NOW, max_future_s) for event in events] == [None] * len(events)
         assert [EVENTS.verdict(event, Window(NOW, max_future_s)) for event in events] == [None] * len(events)
         assert not any(event["event_name"] in refused for event in events)
     if expected[0] == "ok" and not mutated:
         # Plain valid rows are the common case: the column tests must clear them, or nothing got faster.
         assert isinstance(batch, CsvBatch)
         assert batch.cleared(Window(NOW, max_future_s), refused)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests(), st.booleans(), st.lists(st.sampled_from(["\r\n", "\n", "\r"]), max_size=3))
+def test_a_byte_order_mark_and_blank_lines_at_the_end_change_nothing(
+    case: tuple[MultiDict[str], bytes, float | None, frozenset[str], bool], bom: bool, blank_lines: list[str]
+) -> None:
+    """As a spreadsheet saves CSV: the sandbox answers the same, row for row, as for the bare body."""
+    query_, body, max_future_s, refused, _mutated = case
+    saved = ("\ufeff".encode() if bom else b"") + body + "".join(blank_lines).encode()
+    assert batched(query_, saved, max_future_s, refused) == batched(query_, body, max_future_s, refused)
+    assert per_row(query_, saved, max_future_s, refused) == per_row(query_, body, max_future_s, refused)
 
 
 # -- examples ---------------------------------------------------------------------------------------------------------

@@ -30,7 +30,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sandbox = subparsers.add_parser(
         "sandbox",
         help="run a local AppMetrica Post API sandbox",
-        description="A local server answering the Post API events import endpoints, with optional faults.",
+        description=(
+            "A local server answering the Post API import endpoints of all five methods, as the Post API pages "
+            "document them, with optional faults."
+        ),
     )
     _add_listen_flags(sandbox, default_port=8089)
     sandbox.add_argument("--post-api-key", metavar="KEY", help="the accepted key (default: any non-empty key)")

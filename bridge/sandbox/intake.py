@@ -1,8 +1,9 @@
 """Reading an import request of one method into rows, and refusing it with the reason its 400 carries.
 
-A CSV body is judged column by column first (``CsvBatch``, by the method's ``Method.doubtful``): C-level built-ins
-clear a whole request in a few passes over its columns. ``Method.verdict`` stays the one judge: whatever a column
-test cannot clear is read and checked row by row, so a refusal names the same row and rule.
+The judge is the method as the Post API pages document it (``documented``), never the bridge's own declaration. A
+CSV body is judged column by column first (``CsvBatch``, by ``Documented.clears``): a few passes over its columns
+clear a whole request. Whatever the column tests cannot clear is read and checked row by row with
+``Documented.verdict``, so a refusal names the same row and rule.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from multidict import MultiMapping
 
 from bridge.methods import Method, Window
 from bridge.postapi import MAX_BODY_BYTES, MAX_ROWS_PER_REQUEST
+from bridge.sandbox.documented import DOCUMENTED, Documented
 
 _CSV_QUERY_PARAMETERS = frozenset({"post_api_key", "application_id"})
+_BOM: Final = "\ufeff".encode()
 _CHUNK_ROWS: Final = 300
 """Rows read at a time: fewer than the garbage collector's first threshold (700 new containers)."""
 
@@ -79,7 +82,7 @@ class CsvBatch:
     """The rows of a ``<method>.csv`` body that ``read_csv_form`` takes, kept as columns.
 
     Rows are built only when asked for, or when a column test cannot clear the batch and each row must be
-    judged by ``Method.verdict``.
+    judged by ``Documented.verdict``.
     """
 
     def __init__(self, method: Method, header: list[str], columns: dict[str, list[str]], query_app: str) -> None:
@@ -127,7 +130,7 @@ class CsvBatch:
         labels = columns.get(self._method.label)
         if refused and labels is not None and not set(labels).isdisjoint(refused):
             return False
-        return self._method.doubtful(columns, window) == set()
+        return DOCUMENTED[self._method.name].clears(columns, window.now, window.max_future_s)
 
 
 def read_query_form(method: Method, query: MultiMapping[str], body: bytes) -> list[dict[str, str]]:
@@ -151,12 +154,19 @@ def read_csv_form(method: Method, query: MultiMapping[str], body: bytes) -> list
 
     A query ``application_id`` fills rows that have none and must agree with rows that have one. This is the
     row-by-row reading: the server answers through ``read_csv_batch``, which must read every body the same way.
+    An empty body with the row in the query is the query form, as the pages' own revenue sample posts it.
     """
+    if _query_row(query, body):
+        return read_query_form(method, query, body)
+    body = _tidy(body)
     return _read_events(method, body, _csv_query_app(method, query, body))
 
 
 def read_csv_batch(method: Method, query: MultiMapping[str], body: bytes) -> Batch:
     """What ``read_csv_form`` reads from the same request, or the same refusal, as a batch to check."""
+    if _query_row(query, body):
+        return read_query_batch(method, query, body)
+    body = _tidy(body)
     query_app = _csv_query_app(method, query, body)
     read = _read_columns(method, body, query_app)
     if read is None:
@@ -167,17 +177,33 @@ def read_csv_batch(method: Method, query: MultiMapping[str], body: bytes) -> Bat
 def check_rows(
     method: Method, events: Iterable[dict[str, str]], window: Window, refused: Collection[str], numbered: bool
 ) -> None:
-    """Refuse the whole batch at its first bad row; ``numbered`` names rows from 1 after the header."""
+    """Refuse the whole batch at its first bad row; ``numbered`` names rows from 1 after the header.
+
+    A row is bad when the documented method refuses it, or when its label is refused.
+    """
     label = method.label
+    documented: Documented = DOCUMENTED[method.name]
     for number, event in enumerate(events, 1):
-        violation = method.verdict(event, window)
-        if violation is not None:
-            reason = violation.detail
+        problem = documented.verdict(event, window.now, window.max_future_s)
+        if problem is not None:
+            reason = problem
         elif refused and event.get(label) in refused:
             reason = f"{label} {event[label]!r} is refused by this sandbox"
         else:
             continue
         raise BadRequestError(f"row {number}: {reason}" if numbered else reason)
+
+
+def _query_row(query: MultiMapping[str], body: bytes) -> bool:
+    """Whether a ``.csv`` request is the query form: no body, and parameters beyond the key and application."""
+    return not body and any(name not in _CSV_QUERY_PARAMETERS for name in query)
+
+
+def _tidy(body: bytes) -> bytes:
+    """The body without a UTF-8 byte order mark and without blank lines at its end, which spreadsheets write."""
+    body = body.removeprefix(_BOM)
+    stripped = body.rstrip(b"\r\n")
+    return stripped + b"\n" if stripped and len(stripped) < len(body) else body
 
 
 def _refuse_repeated(query: MultiMapping[str]) -> None:
@@ -226,7 +252,7 @@ def _read_columns(method: Method, body: bytes, query_app: str) -> tuple[list[str
     try:
         header = next(reader, [])
         width = len(header)
-        if not (width and set(method.names).issuperset(header) and len(set(header)) == width):
+        if not (width and DOCUMENTED[method.name].parameters.keys() >= set(header) and len(set(header)) == width):
             return None
         cells: list[str] = []
         widths: set[int] = set()
@@ -252,7 +278,7 @@ def _read_columns(method: Method, body: bytes, query_app: str) -> tuple[list[str
 def _header(method: Method, names: list[str]) -> list[str]:
     if not names:
         raise BadRequestError("the header line is empty")
-    unknown = [name for name in names if name not in method.names]
+    unknown = [name for name in names if name not in DOCUMENTED[method.name].parameters]
     if unknown:
         raise BadRequestError(f"unknown column {', '.join(map(repr, unknown))} in the header")
     if len(set(names)) != len(names):

@@ -1,7 +1,7 @@
 """The Post API sandbox: answers every method's import endpoints as AppMetrica documents them.
 
-It enforces the rules ``bridge.methods`` declares, injects faults on request, and keeps what it accepted so tests and
-benchmarks can compare it with what was sent.
+It judges rows by its own reading of the Post API pages (``documented``), never by the bridge's declaration, injects
+faults on request, and keeps what it accepted so tests and benchmarks can compare it with what was sent.
 """
 
 from __future__ import annotations
