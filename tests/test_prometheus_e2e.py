@@ -276,8 +276,10 @@ async def test_every_dashboard_query_returns_data(run: Run) -> None:
 async def test_the_stall_panel_and_alert_see_the_partition_a_refused_key_holds(run: Run) -> None:
     if not run.runtime_wired:
         pytest.skip(f"{STALL_PANEL}: {RUNTIME_CALLS}")
-    stalled = await query(run.prometheus, dashboard_queries()[STALL_PANEL + " / A"])
+    # The refused application's records hold their partitions for as long as the run lasts.
+    stalled = await eventually(run.prometheus, dashboard_queries()[STALL_PANEL + " / A"], "a stalled partition", 120)
     assert {s["metric"]["reason"] for s in stalled} == {"key_refused"}
+    assert await query(run.prometheus, STALL_SELECTOR)
 
 
 async def test_every_series_an_alert_reads_exists_and_every_rule_evaluates(run: Run) -> None:
