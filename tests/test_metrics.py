@@ -3,10 +3,12 @@ while this member owns the partition."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.metrics import Metrics
+from bridge.metrics import STALL_REASONS, Metrics
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 
@@ -77,3 +79,9 @@ def test_a_stalled_partition_has_one_series_carrying_its_current_reason() -> Non
     assert stalls == {series("partition_stalled_seconds", topic="t", partition="3", reason="none"): 0}
     metrics.partition_revoked("t", 3)
     assert not [k for k in exported(metrics) if k[0].endswith("partition_stalled_seconds")]
+
+
+def test_the_operations_guide_explains_every_stall_reason() -> None:
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    missing = [reason for reason in STALL_REASONS if reason != "none" and f"| `{reason}` |" not in guide]
+    assert missing == [], f"docs/operations.md's stall table lacks {missing}"
