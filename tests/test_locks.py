@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def pins(lock: str) -> dict[str, tuple[str, Requirement]]:
     """Each pinned package of a lock file: its version and its requirement (with the environment marker)."""
     text = (REPO / lock).read_text()
-    found = {}
+    found: dict[str, tuple[str, Requirement]] = {}
     for entry in re.split(r"\n(?=[A-Za-z0-9])", text):
         first = entry.split(" \\")[0].strip()
         if not first or first.startswith("#"):
