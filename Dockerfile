@@ -1,15 +1,24 @@
 # syntax=docker/dockerfile:1
-# Two stages: the builder turns the project and its dependencies into wheels; the runtime installs only those
-# wheels, offline, so it carries no compiler, no build tools and no source tree.
+# Two stages: the builder fetches the locked dependencies as wheels (every file checked against requirements.lock's
+# sha256) and builds the project's wheel; the runtime installs exactly those wheels, offline and hash-checked again,
+# so it carries no compiler, no build tools and no source tree, and the versions are the ones CI tested.
 
-ARG PYTHON_IMAGE=python:3.11-slim
+# python:3.11-slim pinned by digest, so a rebuild starts from the same bytes. To move it to a newer patch release:
+#   docker buildx imagetools inspect python:3.11-slim      # prints "Digest: sha256:..." of the multi-platform index
+# then replace the digest below (or pass --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest> to try one).
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-# .dockerignore admits only what the wheel is built from (pyproject.toml, bridge/, schemas/).
+# .dockerignore admits only what the wheel is built from (pyproject.toml, README.md, LICENSE, bridge/, schemas/)
+# and requirements.lock.
 COPY . .
-RUN pip wheel --wheel-dir /wheels .
+# Binary wheels only: a wheel built here from an sdist would not match the lock's hashes in the runtime stage.
+RUN pip download --require-hashes --only-binary=:all: --no-deps --dest /wheels --requirement requirements.lock \
+ && pip install --no-index --find-links=/wheels --require-hashes --no-deps --requirement requirements.lock \
+ && pip wheel --no-deps --no-build-isolation --wheel-dir /dist . \
+ && cp requirements.lock /dist/
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="appmetrica-kafka-bridge" \
@@ -23,9 +32,11 @@ ENV PYTHONUNBUFFERED=1 \
 RUN groupadd --system --gid 10001 bridge \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin bridge
-# A bind mount, not COPY: the wheels never become a layer of the final image.
+# Bind mounts, not COPY: the wheels never become a layer of the final image. The lock's hashes are checked again.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels /wheels/appmetrica_kafka_bridge-*.whl
+    --mount=type=bind,from=builder,source=/dist,target=/dist \
+    pip install --no-index --find-links=/wheels --require-hashes --no-deps --requirement /dist/requirements.lock \
+ && pip install --no-index --no-deps /dist/appmetrica_kafka_bridge-*.whl
 # The documented configuration names schema_file relative to the working directory
 # ("schemas/appmetrica_event.avsc"): point that at the contract inside the installed package, and fail the
 # build if the wheel came without it (bridge/schemas is a symlink to ../schemas that setuptools must follow).

@@ -234,6 +234,7 @@ async def _run(
 ) -> int:
     config = settings.config
     rules = Rules(config.post_api.application_id, settings.keys.keyed_applications(), config.post_api.max_future_s)
+    metrics.expect({r.method for r in config.effective_routes}, _known_applications(config))
     connector = aiohttp.TCPConnector(limit=config.upload.max_in_flight, ssl=post_api_tls(config.post_api))
     # trust_env: HTTPS_PROXY and NO_PROXY, as corporate networks set them, route the uploads.
     async with aiohttp.ClientSession(connector=connector, trust_env=True) as session:
@@ -321,6 +322,14 @@ async def _report_progress(pipeline: Runtime, interval_s: float) -> None:
             not_ready=pipeline.not_ready(),
         )
         last_uploaded, last_time = totals.uploaded, now
+
+
+def _known_applications(config: BridgeConfig) -> set[int]:
+    """The applications the configuration names; others appear in the metrics with their first upload."""
+    named = set(config.post_api.applications)
+    if config.post_api.application_id is not None:
+        named.add(config.post_api.application_id)
+    return named
 
 
 def _summary(runtime: Runtime) -> dict[str, object]:

@@ -249,6 +249,7 @@ def test_standalone_release_has_its_supporting_objects(helm: Path, tmp_path: Pat
     assert rendered.kinds() == [
         "ConfigMap",
         "Deployment",
+        "Job",
         "Pod",
         "PodDisruptionBudget",
         "Service",
@@ -491,7 +492,7 @@ def test_hpa_targets_the_deployment(helm: Path, tmp_path: Path) -> None:
 def test_sidecar_mode_renders_only_what_the_container_reads(helm: Path, tmp_path: Path) -> None:
     rendered = render(helm, tmp_path, CHART / "ci" / "sidecar-values.yaml")
 
-    assert rendered.kinds() == ["ConfigMap", "Secret"]
+    assert rendered.kinds() == ["ConfigMap", "Job", "Secret"]
 
 
 def test_sidecar_example_carries_the_bridge_container(helm: Path, tmp_path: Path, sidecar_example: Path) -> None:

@@ -109,6 +109,12 @@ includes it, so it runs in both modes.
 {{- if not (or $key.existingSecret $key.value $c.post_api.api_key_file $c.post_api.applications) }}
 {{- fail "postApiKey: set postApiKey.existingSecret (a Secret you manage, holding the key under postApiKey.secretKey) or postApiKey.value (the chart creates the Secret)" }}
 {{- end }}
+{{- if and .Values.staticMembership.enabled (hasKey ($c.kafka.properties | default dict) "group.instance.id") }}
+{{- fail "staticMembership.enabled sets group.instance.id from each pod's name: remove group.instance.id from config.kafka.properties" }}
+{{- end }}
+{{- if and $key.value (regexMatch "[[:space:][:cntrl:]]" $key.value) }}
+{{- fail "postApiKey.value holds spaces or control characters: the bridge refuses such a key" }}
+{{- end }}
 {{- $a := .Values.autoscaling }}
 {{- if and $a.hpa.enabled $a.keda.enabled }}
 {{- fail "autoscaling.hpa.enabled and autoscaling.keda.enabled are both true: KEDA manages an HPA of its own and the two would fight over the replica count; enable one" }}
@@ -185,7 +191,8 @@ Its volume, port and container names carry the bridge's prefix so that they cann
     - --config
     - /etc/appmetrica-bridge/config.yaml
   {{- $secret := include "appmetrica-bridge.secretName" . }}
-  {{- if or $secret .Values.extraEnv .Values.secretEnv }}
+  {{- $env := include "appmetrica-bridge.env" . | trim }}
+  {{- if or $secret $env }}
   env:
     {{- if $secret }}
     - name: BRIDGE_POST_API_KEY
@@ -194,15 +201,8 @@ Its volume, port and container names carry the bridge's prefix so that they cann
           name: {{ $secret }}
           key: {{ .Values.postApiKey.secretKey }}
     {{- end }}
-    {{- range .Values.secretEnv }}
-    - name: {{ .name | quote }}
-      valueFrom:
-        secretKeyRef:
-          name: {{ .secretName }}
-          key: {{ .secretKey | quote }}
-    {{- end }}
-    {{- with .Values.extraEnv }}
-    {{- toYaml . | nindent 4 }}
+    {{- with $env }}
+    {{- . | nindent 4 }}
     {{- end }}
   {{- end }}
   ports:
@@ -239,14 +239,59 @@ Its volume, port and container names carry the bridge's prefix so that they cann
       readOnly: true
     - name: appmetrica-bridge-tmp
       mountPath: /tmp
-    {{- range $index, $file := .Values.secretFiles }}
-    - name: secret-file-{{ $index }}
-      mountPath: {{ $file.mountPath }}
-      readOnly: true
+    {{- with include "appmetrica-bridge.fileMounts" . | trim }}
+    {{- . | nindent 4 }}
     {{- end }}
-    {{- with .Values.extraVolumeMounts }}
-    {{- toYaml . | nindent 4 }}
-    {{- end }}
+{{- end }}
+
+{{/*
+The container's environment besides the default key, as list items: static membership, secretEnv, extraEnv.
+The configuration check hook gets the same, so it checks what the pods will run with.
+*/}}
+{{- define "appmetrica-bridge.env" -}}
+{{- if .Values.staticMembership.enabled }}
+{{- /* librdkafka's group.instance.id through the bridge's environment override of kafka.properties. */}}
+- name: BRIDGE_KAFKA__PROPERTIES__GROUP.INSTANCE.ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+{{- range .Values.secretEnv }}
+- name: {{ .name | quote }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ .secretKey | quote }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Mounts of the Secrets' files and of extraVolumeMounts, as list items; the configuration check mounts them too. */}}
+{{- define "appmetrica-bridge.fileMounts" -}}
+{{- range $index, $file := .Values.secretFiles }}
+- name: secret-file-{{ $index }}
+  mountPath: {{ $file.mountPath }}
+  readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The volumes behind appmetrica-bridge.fileMounts, as list items. */}}
+{{- define "appmetrica-bridge.fileVolumes" -}}
+{{- range $index, $file := .Values.secretFiles }}
+- name: secret-file-{{ $index }}
+  secret:
+    secretName: {{ $file.secretName }}
+    # Readable by the bridge's user only (the pod's fsGroup owns the files).
+    defaultMode: 0440
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* The volumes the container mounts, as list items for `volumes:`. */}}
@@ -261,15 +306,8 @@ Its volume, port and container names carry the bridge's prefix so that they cann
   {{- else }}
   emptyDir: {}
   {{- end }}
-{{- range $index, $file := .Values.secretFiles }}
-- name: secret-file-{{ $index }}
-  secret:
-    secretName: {{ $file.secretName }}
-    # Readable by the bridge's user only (the pod's fsGroup owns the files).
-    defaultMode: 0440
-{{- end }}
-{{- with .Values.extraVolumes }}
-{{ toYaml . }}
+{{- with include "appmetrica-bridge.fileVolumes" . | trim }}
+{{ . }}
 {{- end }}
 {{- end }}
 
@@ -277,4 +315,10 @@ Its volume, port and container names carry the bridge's prefix so that they cann
 {{- define "appmetrica-bridge.testLabels" -}}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: {{ include "appmetrica-bridge.name" . }}-test
+{{- end }}
+
+{{/* The configuration check's labels: not the selector labels either, and not the test pod's. */}}
+{{- define "appmetrica-bridge.checkLabels" -}}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: {{ include "appmetrica-bridge.name" . }}-check-config
 {{- end }}
