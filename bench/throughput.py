@@ -81,7 +81,8 @@ from bridge.config import KafkaConfig
 from bridge.pipeline import FETCH_MAX, FETCH_TIMEOUT_S
 from bridge.source import consumer_config
 from devtools.kafka_local import HOST, LocalKafka, free_ports, port_open
-from tests.harness import APP, KEY, event, produce, wire
+from devtools.testkit.kafka import produce
+from devtools.testkit.records import APP, KEY, event, wire
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_PORT = 29092

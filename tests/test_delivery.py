@@ -32,22 +32,11 @@ from bridge.offsets import PartitionOffsets
 from bridge.postapi import MAX_EVENT_AGE_S
 from bridge.sandbox.server import Sandbox
 from bridge.upload import Answer, Payload, Uploader, Verdict
-from tests.conftest import TopicFactory
-from tests.harness import (
-    KEY,
-    BridgeProcess,
-    bridge_config,
-    committed,
-    consume_all,
-    end_offsets,
-    event,
-    free_port,
-    produce,
-    raw_avro,
-    seqs,
-    wait_for,
-)
-from tests.test_reliability import alive, delivered_and_committed, headers_of, transform_workers
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config, free_port
+from devtools.testkit.kafka import TopicFactory, committed, consume_all, end_offsets, headers_of, produce, read_to_end
+from devtools.testkit.processes import alive, transform_workers
+from devtools.testkit.records import KEY, event, raw_avro, seqs
+from devtools.testkit.waiting import delivered_and_committed, wait_for
 
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_DRAIN_S = 20.0
@@ -423,7 +412,7 @@ async def test_sigterm_during_an_outage_exits_zero_within_the_drain_deadline(
     assert code == 0
     assert took < DEFAULT_DRAIN_S + 5, f"SIGTERM took {took:.1f} s with a {DEFAULT_DRAIN_S:g} s drain"
     accepted = set(seqs(sandbox.state.events))
-    dead = {values.index(record.value()) for record in consume_all(kafka_bootstrap, dlq, total, timeout_s=5)}
+    dead = {values.index(record.value() or b"") for record in read_to_end(kafka_bootstrap, dlq)}
     for partition, position in committed(kafka_bootstrap, group, topic).items():
         missing = [4 * o + partition for o in range(max(position, 0)) if 4 * o + partition not in accepted | dead]
         assert not missing, f"partition {partition} committed {position} past undelivered records {missing[:5]}"

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.sandbox.server import Sandbox
-from tests.conftest import TopicFactory
-from tests.harness import BridgeProcess, bridge_config, event, produce, raw_avro, seqs, wait_for
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config
+from devtools.testkit.kafka import TopicFactory, produce
+from devtools.testkit.records import event, raw_avro, seqs
+from devtools.testkit.waiting import wait_for
 
 BUDGET = 20.0
 ROWS = 50

@@ -18,8 +18,10 @@ from confluent_kafka import Producer
 from bridge.deadletter import HEADER_DETAIL, HEADER_REASON
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
-from tests.conftest import TopicFactory
-from tests.harness import APP, BridgeProcess, bridge_config, committed, consume_all, end_offsets, wait_for
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config
+from devtools.testkit.kafka import TopicFactory, committed, consume_all, end_offsets, read_to_end
+from devtools.testkit.records import APP
+from devtools.testkit.waiting import wait_for
 
 MAPPING = f"""
 profile_id: player.uid
@@ -251,5 +253,5 @@ async def test_a_mapped_route_waits_for_a_registry_that_is_down_and_stops_on_sig
     finally:
         bridge.kill()
     assert not sandbox.state.events
-    assert not consume_all(kafka_bootstrap, dlq, 1, timeout_s=3), "waiting records are not poison"
+    assert not read_to_end(kafka_bootstrap, dlq), "waiting records are not poison"
     assert set(committed(kafka_bootstrap, group, topic).values()) <= {-1001}, "nothing committed"

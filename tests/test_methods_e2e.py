@@ -22,19 +22,10 @@ from bridge.deadletter import HEADER_DETAIL, HEADER_REASON, HEADER_TOPIC
 from bridge.methods import MethodName
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
-from tests.conftest import TopicFactory
-from tests.harness import (
-    APP,
-    BridgeProcess,
-    bridge_config,
-    committed,
-    consume_all,
-    end_offsets,
-    produce,
-    sample,
-    wait_for,
-    wire,
-)
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config
+from devtools.testkit.kafka import TopicFactory, committed, consume_all, end_offsets, produce
+from devtools.testkit.records import APP, wire
+from devtools.testkit.waiting import sample, wait_for
 
 # The producer's own copy of the contracts: field names and types as the issue states them, its own field order,
 # only the fields it fills, and a field of its own the bridge does not know.

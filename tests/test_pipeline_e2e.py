@@ -14,22 +14,10 @@ from bridge.avro import contract_schema, parse
 from bridge.sandbox.config import Keys
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox, SandboxOptions
-from tests.conftest import TopicFactory
-from tests.harness import (
-    APP,
-    KEY,
-    SUBJECT,
-    BridgeProcess,
-    bridge_config,
-    committed,
-    end_offsets,
-    event,
-    produce,
-    raw_avro,
-    seqs,
-    wait_for,
-    wire,
-)
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config
+from devtools.testkit.kafka import TopicFactory, committed, end_offsets, produce
+from devtools.testkit.records import APP, KEY, SUBJECT, event, raw_avro, seqs, wire
+from devtools.testkit.waiting import wait_for
 
 
 def expected_row(record: dict[str, Any]) -> dict[str, str]:

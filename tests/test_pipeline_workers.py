@@ -20,7 +20,7 @@ from bridge.pipeline import QUEUED_PER_WORKER, Pipeline
 from bridge.source import Source
 from bridge.transform import Rules
 from bridge.upload import Uploader
-from tests.harness import ROOT, event, raw_avro
+from devtools.testkit.records import ROOT, event, raw_avro
 
 SCHEMA_FILE = ROOT / "schemas" / "appmetrica_event.avsc"
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +15,10 @@ import yaml
 from confluent_kafka.admin import AdminClient
 
 from bridge.sandbox.registry import SchemaRegistry
-from tests.conftest import TopicFactory
-from tests.harness import APP, KEY, ROOT, committed, produce, wire
-from tests.test_mapping import GAME_MAPPING_YAML, GAME_SCHEMA
+from devtools.testkit.bridge_child import bridge_command
+from devtools.testkit.game import GAME_MAPPING_YAML, GAME_SCHEMA
+from devtools.testkit.kafka import TopicFactory, committed, produce
+from devtools.testkit.records import APP, KEY, wire
 
 NOW_US = int(time.time() * 1_000_000)
 GROUP = "preview-test-group"
@@ -53,18 +52,8 @@ def config_file(tmp_path: Path, bootstrap: str, registry_url: str, topic: str, f
 
 
 async def preview(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "preview",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, "BRIDGE_POST_API_KEY": KEY},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
+    async with bridge_command("preview", *args, env={"BRIDGE_POST_API_KEY": KEY}) as process:
+        out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     assert KEY not in out.decode() + err.decode(), "the Post API key is never shown"
     return process.returncode, out.decode(), err.decode()

@@ -26,21 +26,11 @@ from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
 from bridge.sandbox.serving import server_tls
 from devtools.kafka_local import free_ports
-from tests.harness import (
-    KEY,
-    SUBJECT,
-    BridgeProcess,
-    SecuredKafka,
-    bridge_config,
-    committed,
-    consume_all,
-    end_offsets,
-    event,
-    produce,
-    seqs,
-    wait_for,
-    wire,
-)
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config
+from devtools.testkit.kafka import committed, consume_all, end_offsets, produce
+from devtools.testkit.records import KEY, SUBJECT, event, seqs, wire
+from devtools.testkit.secured import SecuredKafka
+from devtools.testkit.waiting import wait_for
 
 REGISTRY_USER, REGISTRY_PASSWORD = "sr-user", "sr-pässword:with+colon&%41"
 USER_INFO = f"{REGISTRY_USER}:{REGISTRY_PASSWORD}"

@@ -24,7 +24,7 @@ from bridge.decode import ConfluentDecoder, RawDecoder, RegistryUnavailableError
 from bridge.methods import EVENTS
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.transform import FAILED, Rules, Transformed, start_worker, transform
-from tests.harness import ROOT, TRICKY, event, raw_avro, wire
+from devtools.testkit.records import ROOT, TRICKY, event, raw_avro, wire
 
 NOW = time.time()
 NOW_MS = int(NOW * 1000)
