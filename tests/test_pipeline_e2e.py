@@ -16,16 +16,8 @@ from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox, SandboxOptions
 from devtools.testkit.bridge_child import BridgeProcess, bridge_config
 from devtools.testkit.kafka import TopicFactory, committed, end_offsets, produce
-from devtools.testkit.records import APP, KEY, SUBJECT, event, raw_avro, seqs, wire
+from devtools.testkit.records import APP, KEY, SUBJECT, event, expected_row, raw_avro, seqs, wire
 from devtools.testkit.waiting import wait_for
-
-
-def expected_row(record: dict[str, Any]) -> dict[str, str]:
-    """What the Post API must receive for a contract record: strings, seconds, the default application."""
-    row = {k: str(v) for k, v in record.items() if v not in (None, "")}
-    row["event_timestamp"] = str(record["event_timestamp"] // 1000)
-    row["application_id"] = str(record["application_id"] or APP)
-    return row
 
 
 def newer_schema() -> dict[str, Any]:

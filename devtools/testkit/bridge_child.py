@@ -117,9 +117,12 @@ class BridgeProcess:
         self._launcher = list(launcher)
         self._own_session = own_session
         self._process: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        """When it was started, on the monotonic clock."""
 
     def start(self) -> BridgeProcess:
         with self.log_path.open("ab") as log:
+            self.started = time.monotonic()
             self._process = subprocess.Popen(
                 [*self._launcher, "-m", "bridge", "run", "--config", str(self.config_path)],
                 stdin=subprocess.DEVNULL,
