@@ -49,6 +49,8 @@ from devtools.testkit.kafka import TopicFactory, wait_for_leaders
 from devtools.testkit.records import APP, KEY, ROOT
 from devtools.testkit.secured import SecuredKafka
 
+pytest_plugins = ["pytester"]
+
 _STARTED = pytest.StashKey[tuple[str, float]]()
 _SECURED_STARTED = pytest.StashKey[tuple[str, float]]()
 _TIERS = pytest.StashKey[dict[str, str]]()
@@ -90,8 +92,9 @@ def _runners() -> dict[int, str]:
     return chosen
 
 
-def _reached(function: Any, runners: dict[int, str], seen: set[int]) -> set[str]:
-    """The tiers of the runners `function` names, directly or through helpers of tests and test support."""
+def _reached(function: Any, runners: dict[int, str], homes: tuple[str, ...], seen: set[int]) -> set[str]:
+    """The tiers of the runners `function` names, directly or through helpers defined in `homes` (files or
+    folders: the test's own module, the tests, the test support)."""
     code = getattr(function, "__code__", None)
     if code is None or id(function) in seen:
         return set()
@@ -108,8 +111,8 @@ def _reached(function: Any, runners: dict[int, str], seen: set[int]) -> set[str]
                 continue
             if id(found) in runners:
                 tiers.add(runners[id(found)])
-            elif isinstance(found, types.FunctionType) and found.__module__.startswith(("tests", "devtools.testkit")):
-                tiers |= _reached(found, runners, seen)
+            elif isinstance(found, types.FunctionType) and found.__code__.co_filename.startswith(homes):
+                tiers |= _reached(found, runners, homes, seen)
     return tiers
 
 
@@ -118,9 +121,10 @@ def _tier(item: pytest.Function, runners: dict[int, str]) -> str:
     for name in item.fixturenames:
         for definition in item._fixtureinfo.name2fixturedefs.get(name, ()):
             functions.append(definition.func)
+    homes = (str(item.path), str(Path(__file__).parent), str(ROOT / "devtools" / "testkit"))
     reached: set[str] = set()
     for function in functions:
-        reached |= _reached(function, runners, set())
+        reached |= _reached(function, runners, homes, set())
     used = set(item.fixturenames)
     if "bench" in reached:
         return "bench"

@@ -38,6 +38,10 @@ def gauge(metrics_text: str, name: str) -> float:
     raise AssertionError(f"metric {name} not exported")
 
 
+def stopped_lines(bridge: BridgeProcess) -> list[dict[str, Any]]:
+    return [line for line in bridge.logs() if "partition stopped" in str(line.get("event"))]
+
+
 def paced_config(
     bootstrap: str, topic: str, sandbox: Sandbox, group: str, **sections: dict[str, Any]
 ) -> dict[str, Any]:
@@ -415,12 +419,12 @@ async def test_without_a_dead_letter_topic_poison_stops_its_partition(
             30,
             "other partitions committed",
         )
-        await asyncio.sleep(1)
+        await wait_for(lambda: bool(stopped_lines(bridge)), 30, "partition 1 to stop")
         assert committed(kafka_bootstrap, group, topic)[1] in (10, -1001), "partition 1 stops before the poison"
         assert bridge.process.poll() is None
     finally:
         bridge.kill()
-    stopped = [line for line in bridge.logs() if "partition stopped" in str(line.get("event"))]
+    stopped = stopped_lines(bridge)
     assert stopped and stopped[0]["level"] == "error" and stopped[0]["offset"] == 10
 
 
