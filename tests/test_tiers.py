@@ -8,7 +8,7 @@ import pytest
 
 CONFTEST = Path(__file__).with_name("conftest.py")
 
-NEW_TESTS = '''
+NEW_TESTS = """
 from devtools.testkit.bridge_child import BridgeProcess, run_cli
 
 
@@ -42,7 +42,7 @@ def test_benchmark(benchmark):
 
 def test_restart(owned_kafka_broker):
     pass
-'''
+"""
 
 
 def test_a_new_test_file_is_tiered_by_what_its_tests_use(pytester: pytest.Pytester) -> None:
@@ -50,9 +50,7 @@ def test_a_new_test_file_is_tiered_by_what_its_tests_use(pytester: pytest.Pytest
     pytester.makeconftest(CONFTEST.read_text())
     pytester.makepyfile(test_new=NEW_TESTS)
     items, _ = pytester.inline_genitems()
-    tiers = {
-        item.name: [marker.name for marker in item.iter_markers() if marker.name in TIER_NAMES] for item in items
-    }
+    tiers = {item.name: [marker.name for marker in item.iter_markers() if marker.name in TIER_NAMES] for item in items}
     assert tiers == {
         "test_pure": ["unit"],
         "test_cli": ["e2e"],
