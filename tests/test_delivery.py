@@ -399,7 +399,7 @@ async def test_sigterm_during_an_outage_exits_zero_within_the_drain_deadline(
         kafka={"dead_letter_topic": dlq},
         # The retries' defaults, which a drain must cut short (the test configuration shortens them).
         shutdown={"drain_timeout_s": drain_s},
-        upload={"requests_per_second": 10, "retry_base_s": 0.5, "retry_max_s": 60},
+        upload={"requests_per_second": 10, "retry_base_s": 0.5, "retry_max_s": 60, "forbidden_retry_s": 60},
     )
     bridge = BridgeProcess(config, tmp_path).start()
     try:

@@ -61,7 +61,8 @@ def bridge_config(
 ) -> dict[str, Any]:
     """A bridge configuration for tests; `sections` are merged over the defaults, section by section.
 
-    The designed waits are short here (drain 10 s, retries from 50 ms); the one test of each default sets it.
+    The designed waits are short here (drain 10 s, retries from 50 ms to 1 s, 2 s after a 403); the one test of
+    each default sets it (tests/test_delivery.py, SIGTERM during an outage).
     """
     avro: dict[str, Any] = (
         {"format": "confluent", "schema_registry_url": registry_url}
@@ -78,7 +79,13 @@ def bridge_config(
         "avro": avro,
         "post_api": {"url": post_api_url, "application_id": APP},
         "batch": {"max_rows": 1000, "linger_ms": 200},
-        "upload": {"max_in_flight": 4, "requests_per_second": 200, "retry_base_s": 0.05, "retry_max_s": 1},
+        "upload": {
+            "max_in_flight": 4,
+            "requests_per_second": 200,
+            "retry_base_s": 0.05,
+            "retry_max_s": 1,
+            "forbidden_retry_s": 2,
+        },
         "server": {"host": "127.0.0.1", "port": port or free_port()},
         "shutdown": {"drain_timeout_s": 10},
         "log": {"progress_interval_s": 2},
