@@ -385,8 +385,11 @@ async def test_sigterm_during_an_outage_exits_zero_within_the_drain_deadline(
     url = {"hanging": hanging_server, "connection-refused": f"http://127.0.0.1:{free_port()}"}.get(outage, sandbox.url)
     if outage == "key-refused":
         sandbox.set_keys(post_api_key="the-right-key-is-elsewhere")
-    # The default drain in one outage (the API that never answers); the others wait a short one.
-    drain_s = DEFAULT_DRAIN_S if outage == "hanging" else SHORT_DRAIN_S
+    # The default drain in one outage (the refused key, whose retry waits out any drain); the others a short one.
+    drain_s = DEFAULT_DRAIN_S if outage == "key-refused" else SHORT_DRAIN_S
+    # A request to the API that never answers ends at upload.timeout_s: 5 s, not 30, so the first attempt is
+    # over soon; its retry hangs again, past the drain.
+    timeout = {"timeout_s": 5} if outage == "hanging" else {}
     if outage == "slow":
         # Answers inside upload.timeout_s (30 s), but too slow for the batches to finish within the drain.
         sandbox.set_faults(latency_ms=(drain_s + 4) * 1000)
@@ -399,7 +402,7 @@ async def test_sigterm_during_an_outage_exits_zero_within_the_drain_deadline(
         kafka={"dead_letter_topic": dlq},
         # The retries' defaults, which a drain must cut short (the test configuration shortens them).
         shutdown={"drain_timeout_s": drain_s},
-        upload={"requests_per_second": 10, "retry_base_s": 0.5, "retry_max_s": 60, "forbidden_retry_s": 60},
+        upload={"requests_per_second": 10, "retry_base_s": 0.5, "retry_max_s": 60, "forbidden_retry_s": 60, **timeout},
     )
     bridge = BridgeProcess(config, tmp_path).start()
     try:

@@ -308,6 +308,8 @@ async def test_sigkill_three_times_under_faults_loses_nothing(
         batch={"max_rows": max_rows, "linger_ms": 100},
         buffer={"max_records": 2000},
         upload={"max_in_flight": in_flight, "requests_per_second": 100, "timeout_s": 5},
+        # The group hands a killed member's partitions on when its session ends: the broker's least, not 10 s.
+        kafka={"properties": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}},
     )
     rng = random.Random(3)
     kills = 0
