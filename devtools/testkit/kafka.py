@@ -119,14 +119,15 @@ def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30) -> list[Messa
         {"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False}
     )
     records: list[Message] = []
-    position = dict.fromkeys(partitions, 0)
+    assigned = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions if ends[p] > 0]
     try:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions if ends[p] > 0])
+        consumer.assign(assigned)
         deadline = time.monotonic() + timeout_s
-        while any(position[p] < ends[p] for p in partitions):
+        # The consumer's position, not the last record's offset: it also passes transaction markers.
+        while any(tp.offset < ends[tp.partition] for tp in consumer.position(assigned)):
             if time.monotonic() > deadline:
-                raise AssertionError(f"{topic}: read {position} of {ends} within {timeout_s:g} s")
-            for message in consumer.consume(500, 0.5):
+                raise AssertionError(f"{topic}: not read to its end offsets {ends} within {timeout_s:g} s")
+            for message in consumer.consume(500, 0.2):
                 partition, offset = message.partition(), message.offset()
                 if (
                     message.error() is None
@@ -135,7 +136,6 @@ def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30) -> list[Messa
                     and offset < ends[partition]
                 ):
                     records.append(message)
-                    position[partition] = offset + 1
     finally:
         consumer.close()
     return sorted(records, key=lambda m: (m.partition(), m.offset()))
