@@ -32,7 +32,8 @@ from devtools.testkit.records import SUBJECT, event, raw_avro, seqs, wire
 from devtools.testkit.waiting import wait_for
 
 HOSTILE_KEY = "a+b/c=d%-ключ"
-DRAIN_S = 10
+DRAIN_S = 5
+"""The test configuration's shutdown.drain_timeout_s."""
 DEFAULT_BATCH = {"max_rows": 10_000, "linger_ms": 1000}
 
 

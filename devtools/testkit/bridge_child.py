@@ -61,7 +61,7 @@ def bridge_config(
 ) -> dict[str, Any]:
     """A bridge configuration for tests; `sections` are merged over the defaults, section by section.
 
-    The designed waits are short here (drain 10 s, retries from 50 ms to 1 s, 2 s after a 403); the one test of
+    The designed waits are short here (drain 5 s, retries from 50 ms to 1 s, 2 s after a 403); the one test of
     each default sets it (tests/test_delivery.py, SIGTERM during an outage).
     """
     avro: dict[str, Any] = (
@@ -87,7 +87,7 @@ def bridge_config(
             "forbidden_retry_s": 2,
         },
         "server": {"host": "127.0.0.1", "port": port or free_port()},
-        "shutdown": {"drain_timeout_s": 10},
+        "shutdown": {"drain_timeout_s": 5},
         "log": {"progress_interval_s": 2},
     }
     for name, values in sections.items():
