@@ -6,7 +6,6 @@ Kafka security, registry credentials from the environment and the registry's own
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import uuid
@@ -267,7 +266,7 @@ async def test_kafka_down_at_start_up_is_waited_out_not_refused(sandbox: Sandbox
     config = bridge_config(f"127.0.0.1:{port}", "nowhere", sandbox.url, group="g-down")
     during_check = BridgeProcess(config, tmp_path, name="during-check").start()
     try:
-        await asyncio.sleep(3)
+        await wait_for(lambda: during_check.catches(signal.SIGTERM), 30, "the bridge to handle SIGTERM")
         during_check.signal(signal.SIGTERM)
         assert await during_check.wait(5) == 0, during_check.tail()  # SIGTERM while it still asks Kafka: gone at once
     finally:

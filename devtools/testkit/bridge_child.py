@@ -178,6 +178,19 @@ class BridgeProcess:
             self._process.kill()
             self._process.wait()
 
+    def catches(self, signum: int) -> bool:
+        """Whether the bridge has installed its own handler of `signum` yet (Linux's view of the process).
+
+        Before that, SIGTERM kills it as the default action would: a test of what the bridge does with a signal
+        during start-up sends it only once this says so, not after a sleep that a loaded machine outlasts.
+        """
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return False
+        caught = next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1]
+        return bool(int(caught, 16) >> (signum - 1) & 1)
+
     async def get(self, path: str) -> tuple[int, str]:
         """GET one of the bridge's HTTP endpoints: status and body."""
         async with aiohttp.ClientSession() as session, session.get(f"{self.endpoints}{path}") as response:
