@@ -114,7 +114,7 @@ def poisoned(seq: int, record: dict[str, Any], headers: Headers) -> str | None:
     return "appmetrica_device_id (header sdk-device): not UTF-8 text"
 
 
-def expected_row(record: dict[str, Any], key: bytes, headers: Headers) -> dict[str, Any]:
+def mapped_row(record: dict[str, Any], key: bytes, headers: Headers) -> dict[str, Any]:
     """The Post API row, by hand: seconds floored from microseconds, the first set build, JSON of two fields."""
     row: dict[str, Any] = {
         "application_id": str(APP),
@@ -168,7 +168,7 @@ async def test_unseen_records_mapped_from_avro_and_json_arrive_as_computed(
                 record["at"] = "yesterday"
                 detail = "event_timestamp (path at): 'yesterday' is not a timestamp in us"
             if detail is None:
-                expected[key.decode()] = expected_row(record, key, headers)
+                expected[key.decode()] = mapped_row(record, key, headers)
             else:
                 refused[key.decode()] = detail
             value = avro_value(schema_id, record) if topic == avro_topic else json.dumps(record).encode()

@@ -59,7 +59,7 @@ async def preview(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-def expected_row(seq: int, key: str) -> dict[str, str]:
+def game_row(seq: int, key: str) -> dict[str, str]:
     return {
         "application_id": str(APP),
         "profile_id": str(1000 + seq),
@@ -103,7 +103,7 @@ async def test_preview_of_a_live_avro_topic_shows_rows_and_reasons_and_commits_n
         elif seq == 27:
             assert line["reason"] == "expired"
         else:
-            assert line["row"] == expected_row(seq, str(seq if seq < 26 else seq - 26)), seq
+            assert line["row"] == game_row(seq, str(seq if seq < 26 else seq - 26)), seq
 
     code, out, err = await preview("--config", str(path), "--limit", "3")
     assert code == 0, err
@@ -134,8 +134,8 @@ async def test_preview_of_a_json_topic_and_of_files(
     code, out, err = await preview("--config", str(path), "--json")
     assert code == 0, err
     by_source = {line["source"]: line for line in map(json.loads, out.splitlines())}
-    assert by_source[f"{topic}[0]@0"]["row"] == expected_row(0, "0")
-    assert by_source[f"{topic}[1]@0"]["row"] == expected_row(1, "1")
+    assert by_source[f"{topic}[0]@0"]["row"] == game_row(0, "0")
+    assert by_source[f"{topic}[1]@0"]["row"] == game_row(1, "1")
     assert by_source[f"{topic}[0]@1"] == {
         "method": "events",
         "source": f"{topic}[0]@1",
@@ -151,7 +151,7 @@ async def test_preview_of_a_json_topic_and_of_files(
     got = [json.loads(line) for line in out.splitlines()]
     # A file has no message keys: google_aid is simply not set.
     assert [g.get("row") for g in got[:2]] == [
-        {k: v for k, v in expected_row(seq, "").items() if v} for seq in range(2)
+        {k: v for k, v in game_row(seq, "").items() if v} for seq in range(2)
     ]
     assert got[2]["reason"] == "decode" and got[2]["source"] == "sample.jsonl:3"
 
