@@ -9,7 +9,7 @@ Everything runs on this machine, on loopback only:
   started and stopped by the script, or reused as it is when something already serves that port;
 - the in-memory schema registry and the Post API sandbox, each a child process (`appmetrica-bridge registry`,
   `appmetrica-bridge sandbox --no-keep-events`), so their CPU never shares an event loop with what is measured;
-- N contract events (devtools.testkit.records' shapes) produced once, in the Confluent wire format through that registry,
+- N contract events (devtools/testkit/records.py) produced once, in the Confluent wire format through that registry,
   round-robin over the partitions; every run reads the same topic in its own consumer group.
 
 Then, on that one topic:
