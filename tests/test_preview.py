@@ -150,9 +150,7 @@ async def test_preview_of_a_json_topic_and_of_files(
     assert code == 0, err
     got = [json.loads(line) for line in out.splitlines()]
     # A file has no message keys: google_aid is simply not set.
-    assert [g.get("row") for g in got[:2]] == [
-        {k: v for k, v in game_row(seq, "").items() if v} for seq in range(2)
-    ]
+    assert [g.get("row") for g in got[:2]] == [{k: v for k, v in game_row(seq, "").items() if v} for seq in range(2)]
     assert got[2]["reason"] == "decode" and got[2]["source"] == "sample.jsonl:3"
 
     container = tmp_path / "sample.avro"
