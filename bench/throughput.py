@@ -9,7 +9,7 @@ Everything runs on this machine, on loopback only:
   started and stopped by the script, or reused as it is when something already serves that port;
 - the in-memory schema registry and the Post API sandbox, each a child process (`appmetrica-bridge registry`,
   `appmetrica-bridge sandbox --no-keep-events`), so their CPU never shares an event loop with what is measured;
-- N contract events (tests.harness's shapes) produced once, in the Confluent wire format through that registry,
+- N contract events (devtools/testkit/records.py) produced once, in the Confluent wire format through that registry,
   round-robin over the partitions; every run reads the same topic in its own consumer group.
 
 Then, on that one topic:
@@ -71,7 +71,6 @@ from typing import Any
 import fastavro
 import orjson
 import psutil
-import yaml
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -81,7 +80,9 @@ from bridge.config import KafkaConfig
 from bridge.runtime.loop import FETCH_MAX, FETCH_TIMEOUT_S
 from bridge.source import consumer_config
 from devtools.kafka_local import HOST, LocalKafka, free_ports, port_open
-from tests.harness import APP, KEY, event, produce, wire
+from devtools.testkit.bridge_child import BridgeProcess
+from devtools.testkit.kafka import produce
+from devtools.testkit.records import APP, KEY, event, wire
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_PORT = 29092
@@ -222,6 +223,11 @@ class Children:
                 cwd=ROOT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             )
+        self._running.append(process)
+        return process
+
+    def adopt(self, process: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        """A child started elsewhere (the bridge, by its runner), to be ended with the others."""
         self._running.append(process)
         return process
 
@@ -561,13 +567,13 @@ def start_sandbox(
     return process, wait_for_line(log, "Post API sandbox listening on", process, 30)
 
 
-def bridge_command(config_path: Path, profiler: str | None, profile_path: Path) -> list[str]:
-    run = ["-m", "bridge", "run", "--config", str(config_path)]
+def bridge_launcher(profiler: str | None, profile_path: Path) -> list[str]:
+    """What runs `-m bridge run --config ...`: this Python, or pyinstrument in it."""
     if profiler == "pyinstrument":
         # pyinstrument runs the module in its own process and catches its SystemExit, so the bridge's SIGTERM
         # drain still runs to the end and the session file is written after it.
-        return [sys.executable, "-m", "pyinstrument", "-r", "pyisession", "-o", str(profile_path), *run]
-    return [sys.executable, *run]
+        return [sys.executable, "-m", "pyinstrument", "-r", "pyisession", "-o", str(profile_path)]
+    return [sys.executable]
 
 
 def run_bridge(
@@ -605,14 +611,13 @@ def _run_bridge(
     workload: Workload,
 ) -> BridgeResult:
     (port,) = free_ports(1)
-    config_path = parts.workdir / f"{name}.yaml"
     settings = bridge_settings(parts, f"{workload.topic}-{name}", sandbox_url, port, workload)
-    config_path.write_text(yaml.safe_dump(settings))
-    log = parts.workdir / f"{name}.log"
     profile_path = parts.workdir / (f"{name}.pyisession" if profiler == "pyinstrument" else f"{name}.pyspy.txt")
+    child = BridgeProcess(settings, parts.workdir, name, key=KEY, launcher=bridge_launcher(profiler, profile_path))
+    log = child.log_path
     say(f"{name}: starting (log {log})")
     began = time.monotonic()
-    bridge = children.spawn(bridge_command(config_path, profiler, profile_path), log, {"BRIDGE_POST_API_KEY": KEY})
+    bridge = children.adopt(child.start().process)
     spy = None
     if profiler == "py-spy":
         # Attached from outside: it samples every thread and slows the bridge far less than an in-process tracer.

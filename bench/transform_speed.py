@@ -28,7 +28,7 @@ from bridge.config import RouteConfig
 from bridge.reading import Reading
 from bridge.runtime.transforms import CHUNK_RECORDS
 from bridge.transform import Rules, collect_rarely, transform
-from tests.harness import APP
+from devtools.testkit.records import APP
 
 SCHEMA_ID = 1
 

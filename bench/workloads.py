@@ -20,7 +20,7 @@ from typing import Any, Final, Literal
 import fastavro
 
 from bridge.methods import EVENTS
-from tests.harness import APP
+from devtools.testkit.records import APP
 
 Decoding = Literal["avro", "json"]
 

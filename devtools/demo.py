@@ -16,21 +16,17 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
 import traceback
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -39,7 +35,6 @@ from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
 import structlog
-import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 # NewTopic is documented in confluent_kafka.admin, which re-exports it without listing it as public.
@@ -62,6 +57,9 @@ from devtools.kafka_local import (
     libs_dir,
     port_open,
 )
+from devtools.testkit.bridge_child import BridgeProcess
+from devtools.testkit.kafka import OffsetsProbe
+from devtools.testkit.records import expected_row
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS_DIR = ROOT / ".local" / "demo"
@@ -160,14 +158,6 @@ class Routed:
         self.expected.add(fingerprint(row))
 
 
-def expected_row(record: dict[str, Any]) -> dict[str, str]:
-    """What the contract says the Post API receives: strings, whole seconds (floored), the default application."""
-    row = {name: str(value) for name, value in record.items() if value is not None}
-    row["event_timestamp"] = str(record["event_timestamp"] // 1000)
-    row["application_id"] = str(record["application_id"] or GAME.id)
-    return row
-
-
 def fingerprint(row: dict[str, str]) -> int:
     """One row, every column and value, as an int: the demo keeps one per event, not a copy of every row.
 
@@ -190,10 +180,10 @@ class Events:
         while len(sample.events) < count:
             pick = self._rng.random()
             key, record = self._energy() if pick < 0.45 else self._movie() if pick < 0.8 else self._purchase()
-            row = fingerprint(expected_row(record))
+            row = fingerprint(expected_row(record, GAME.id))
             while row in sample.expected:  # every event distinct, so a duplicate delivery is always visible
                 record["event_timestamp"] -= 1000
-                row = fingerprint(expected_row(record))
+                row = fingerprint(expected_row(record, GAME.id))
             sample.expected.add(row)
             sample.events.append((key, record))
             sample.by_app[record["application_id"] or GAME.id] += 1
@@ -454,87 +444,6 @@ class Servers:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result(30)
 
 
-# Loopback only: a proxy from the environment (http_proxy) must not see these requests.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class BridgeChild:
-    """`appmetrica-bridge run` as a child process in a session of its own, its output in a log file."""
-
-    def __init__(self, config_path: Path, log_path: Path, env: dict[str, str], port: int) -> None:
-        self.config_path = config_path
-        self.log_path = log_path
-        self.endpoints = f"http://{HOST}:{port}"
-        self._env = env
-        self.process: subprocess.Popen[bytes] | None = None
-        self.started = 0.0
-
-    def start(self) -> int:
-        script = Path(sys.executable).with_name("appmetrica-bridge")
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "bridge"]
-        with self.log_path.open("ab") as log:
-            self.started = time.monotonic()
-            self.process = subprocess.Popen(
-                [*command, "run", "--config", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self._env,
-                cwd=ROOT,
-                # Ctrl-C in the terminal reaches only the demo, which then stops the bridge itself, in order.
-                start_new_session=True,
-            )
-        return self.process.pid
-
-    def exit_code(self) -> int | None:
-        return None if self.process is None else self.process.poll()
-
-    def terminate(self, timeout_s: float) -> int | None:
-        """SIGTERM, then wait up to `timeout_s`; SIGKILL if it did not exit (and return None)."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return None if process is None else process.returncode
-        process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-            return None
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for text in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                line = json.loads(text)
-            except json.JSONDecodeError:
-                line = {"event": text, "level": "unparsed"}
-            lines.append(line if isinstance(line, dict) else {"event": text, "level": "unparsed"})
-        return lines
-
-    def readiness(self) -> str:
-        """What the bridge's /readyz says, in a few words."""
-        try:
-            with _DIRECT.open(f"{self.endpoints}/readyz", timeout=1) as response:
-                body = response.read()
-        except urllib.error.HTTPError as exc:
-            body = exc.read()
-        except OSError:
-            return "not answering yet"
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            return "unreadable"
-        if answer.get("ready"):
-            return "ready"
-        return "not ready (" + "; ".join(map(str, answer.get("reasons") or [])) + ")"
-
-    def tail(self, count: int = 15) -> str:
-        return "\n".join("    " + line for line in self.log_path.read_text(errors="replace").splitlines()[-count:])
-
-
 # -- the run ---------------------------------------------------------------------------------------------------
 
 
@@ -780,7 +689,7 @@ class Demo:
                     producer.poll(0.1)
             producer.poll(0)
 
-    def _start_bridge(self, sandbox_url: str, registry_url: str) -> BridgeChild:
+    def _start_bridge(self, sandbox_url: str, registry_url: str) -> BridgeProcess:
         metrics_port = free_ports(1)[0]
         config = {
             "kafka": {
@@ -802,64 +711,61 @@ class Demo:
             "shutdown": {"drain_timeout_s": DRAIN_TIMEOUT_S},
             "log": {"progress_interval_s": 2},
         }
-        config_path = self.run_dir / "bridge.yaml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        # BRIDGE_* overrides left in the caller's shell would point the demo's bridge somewhere else.
-        env = {name: value for name, value in os.environ.items() if not name.startswith("BRIDGE_")}
-        env.update({"BRIDGE_POST_API_KEY": self.game_key, TV_KEY_ENV: self.tv_key, "PYTHONUNBUFFERED": "1"})
-        bridge = BridgeChild(config_path, self.run_dir / "bridge.log", env, metrics_port)
+        # BRIDGE_* overrides left in the caller's shell would point the demo's bridge somewhere else: the runner
+        # leaves them out.
+        bridge = BridgeProcess(config, self.run_dir, key=self.game_key, env={TV_KEY_ENV: self.tv_key}, own_session=True)
         self.cleanup.callback(self._stop_bridge_quietly, bridge)
-        pid = bridge.start()
+        pid = bridge.start().process.pid
         self.say(
-            f"started appmetrica-bridge run --config {_shown(config_path)} (pid {pid}; "
+            f"started appmetrica-bridge run --config {_shown(bridge.config_path)} (pid {pid}; "
             f"metrics at {bridge.endpoints}/metrics)"
         )
         return bridge
 
     # -- the bridge at work --------------------------------------------------------------------------------
 
-    def _wait_for_delivery(self, bridge: BridgeChild, sandbox: Sandbox, sample: Sample, outcome: Outcome) -> None:
+    def _wait_for_delivery(self, bridge: BridgeProcess, sandbox: Sandbox, sample: Sample, outcome: Outcome) -> None:
         expected = len(sample.events) + sum(len(r.records) for r in sample.routed)
         poison = len(sample.poison) + sum(len(r.poison) for r in sample.routed)
         deadline = time.monotonic() + self.args.timeout
         last_said, last_seen = 0.0, (-1, -1, "")
-        with _probe(self.bootstrap) as probe:
-            while True:
-                code = bridge.exit_code()
-                if code is not None:
-                    raise DemoError(f"the bridge exited early with code {code}; its log ends with:\n{bridge.tail()}")
-                accepted = sandbox.state.rows_accepted
-                dead = sum(_ends(probe, self.dlq, 1).values())
-                done = accepted >= expected and dead >= poison
-                ready = bridge.readiness()
-                now = time.monotonic()
-                seen = (accepted, dead, ready)
-                if done or (now - last_said >= 1.0 and seen != last_seen) or now - last_said >= 5.0:
-                    dead_letters = f", {dead} of {poison} poison records dead-lettered" if poison else ""
-                    self.say(
-                        f"{accepted:,} of {_count(expected, 'row')} accepted in "
-                        f"{_count(len(sandbox.state.requests), 'request')}{dead_letters}; /readyz: {ready}"
-                    )
-                    last_said, last_seen = now, seen
-                if done:
-                    break
-                if now > deadline:
-                    outcome.problems.append(
-                        f"timed out after {self.args.timeout:g} s: {accepted:,} of {expected:,} rows accepted, "
-                        f"{dead} of {poison} dead-lettered"
-                    )
-                    return
-                time.sleep(0.25)
-            self.say("every row accepted; waiting for the committed offsets to reach the end")
-            deadline = time.monotonic() + COMMIT_WAIT_S
-            topics = [self.topic, *self.routed_topics.values()]
-            while not all(_offsets_at_end(probe, self.bootstrap, self.group, topic)[0] for topic in topics):
-                if time.monotonic() > deadline:
-                    outcome.problems.append(f"the committed offsets did not reach the end within {COMMIT_WAIT_S:g} s")
-                    return
-                time.sleep(0.25)
+        probe = OffsetsProbe(self.bootstrap)
+        while True:
+            code = bridge.exit_code
+            if code is not None:
+                raise DemoError(f"the bridge exited early with code {code}; its log ends with:\n{bridge.tail()}")
+            accepted = sandbox.state.rows_accepted
+            dead = sum(probe.end_offsets(self.dlq, 1).values())
+            done = accepted >= expected and dead >= poison
+            ready = bridge.readiness()
+            now = time.monotonic()
+            seen = (accepted, dead, ready)
+            if done or (now - last_said >= 1.0 and seen != last_seen) or now - last_said >= 5.0:
+                dead_letters = f", {dead} of {poison} poison records dead-lettered" if poison else ""
+                self.say(
+                    f"{accepted:,} of {_count(expected, 'row')} accepted in "
+                    f"{_count(len(sandbox.state.requests), 'request')}{dead_letters}; /readyz: {ready}"
+                )
+                last_said, last_seen = now, seen
+            if done:
+                break
+            if now > deadline:
+                outcome.problems.append(
+                    f"timed out after {self.args.timeout:g} s: {accepted:,} of {expected:,} rows accepted, "
+                    f"{dead} of {poison} dead-lettered"
+                )
+                return
+            time.sleep(0.25)
+        self.say("every row accepted; waiting for the committed offsets to reach the end")
+        deadline = time.monotonic() + COMMIT_WAIT_S
+        topics = [self.topic, *self.routed_topics.values()]
+        while not all(probe.at_end(self.group, topic, PARTITIONS) for topic in topics):
+            if time.monotonic() > deadline:
+                outcome.problems.append(f"the committed offsets did not reach the end within {COMMIT_WAIT_S:g} s")
+                return
+            time.sleep(0.25)
 
-    def _stop_bridge(self, bridge: BridgeChild, outcome: Outcome) -> str:
+    def _stop_bridge(self, bridge: BridgeProcess, outcome: Outcome) -> str:
         """SIGTERM and wait; the summary's line about the exit."""
         self.say("sending SIGTERM to the bridge")
         began = time.monotonic()
@@ -873,15 +779,15 @@ class Demo:
         self.say(f"the bridge exited with code {code} after {took:.1f} s")
         return f"{code}, {took:.1f} s after SIGTERM"
 
-    def _stop_bridge_quietly(self, bridge: BridgeChild) -> None:
-        if bridge.exit_code() is None and bridge.process is not None:
+    def _stop_bridge_quietly(self, bridge: BridgeProcess) -> None:
+        if bridge.exit_code is None:
             self.say("stopping the bridge")
             bridge.terminate(DRAIN_TIMEOUT_S + 5)
 
     # -- the verdict ---------------------------------------------------------------------------------------
 
     def _judge(
-        self, bridge: BridgeChild, sandbox: Sandbox, sample: Sample, produced: int, outcome: Outcome, exit_line: str
+        self, bridge: BridgeProcess, sandbox: Sandbox, sample: Sample, produced: int, outcome: Outcome, exit_line: str
     ) -> None:
         # The bridge has exited: the sandbox's lists no longer change under us.
         accepted = [fingerprint(event) for event in sandbox.state.events]
@@ -931,13 +837,11 @@ class Demo:
                 rate += f", {_rate(rows, uploading_s)} from the first upload to the last"
             outcome.add("rows a second", rate)
 
-        with _probe(self.bootstrap) as probe:
-            ends = [
-                _offsets_at_end(probe, self.bootstrap, self.group, t)
-                for t in (self.topic, *self.routed_topics.values())
-            ]
-        at_end = all(end[0] for end in ends)
-        partitions, records = sum(end[1] for end in ends), sum(end[2] for end in ends)
+        probe = OffsetsProbe(self.bootstrap)
+        topics = (self.topic, *self.routed_topics.values())
+        ends = [probe.end_offsets(topic, PARTITIONS) for topic in topics]
+        at_end = all(probe.at_end(self.group, topic, PARTITIONS) for topic in topics)
+        partitions, records = sum(map(len, ends)), sum(sum(end.values()) for end in ends)
         outcome.add(
             "committed == end",
             f"{_yes(at_end)} ({len(ends)} topics, {partitions} partitions, {_count(records, 'record')})",
@@ -946,7 +850,7 @@ class Demo:
         outcome.check(records == produced, f"the topic holds {records:,} records; {produced:,} were produced")
         outcome.add("bridge exit code", exit_line)
 
-        lines = bridge.log_lines()
+        lines = bridge.logs()
         stopped = [line for line in lines if line.get("event") == "bridge stopped"]
         if stopped:
             last = stopped[-1]
@@ -1020,38 +924,6 @@ class Demo:
 # These consumers only read offsets and records: they never commit, and librdkafka's notices about their
 # teardown would land between the summary's lines.
 _QUIET: dict[str, object] = {"enable.auto.commit": False, "log_level": 3}
-
-
-@contextlib.contextmanager
-def _probe(bootstrap: str) -> Iterator[Any]:
-    """A consumer that joins no group: only for offsets and watermarks."""
-    consumer = Consumer({**_QUIET, "bootstrap.servers": bootstrap, "group.id": "demo-probe"})
-    try:
-        yield consumer
-    finally:
-        consumer.close()
-
-
-def _ends(probe: Any, topic: str, partitions: int) -> dict[int, int]:
-    ends = {}
-    for partition in range(partitions):
-        _, high = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-        ends[partition] = high
-    return ends
-
-
-def _offsets_at_end(probe: Any, bootstrap: str, group: str, topic: str) -> tuple[bool, int, int]:
-    """(committed == end for every partition, partitions, records in the topic)."""
-    ends = _ends(probe, topic, PARTITIONS)
-    consumer = Consumer({**_QUIET, "bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        found = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
-    finally:
-        consumer.close()
-    committed = {tp.partition: tp.offset for tp in found}
-    # A partition that never got a record has nothing to commit: its "no offset" equals its end of 0.
-    at_end = all(committed[p] == end or (end == 0 and committed[p] < 0) for p, end in ends.items())
-    return at_end, len(ends), sum(ends.values())
 
 
 def _read_all(bootstrap: str, topic: str, timeout_s: float) -> list[dict[str, object]]:

@@ -5,26 +5,17 @@ It asserts that the figures are there and consistent, never what they are: a ben
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
-from tests.harness import ROOT
+Benchmark = Callable[..., dict[str, Any]]
+
 
 EVENTS = 3000
 
 
-def test_the_benchmark_reports_ceiling_bridge_ratio_memory_cpu_and_requests(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    port = kafka_bootstrap.rpartition(":")[2]
-    command = [sys.executable, "-m", "bench.throughput", "--events", str(EVENTS), "--latency-ms", "0", "20"]
-    command += ["--json", "--kafka-port", port, "--workdir", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f"reusing the broker that serves 127.0.0.1:{port}" in done.stderr, "the session's broker, not a second one"
-    report = json.loads(done.stdout)
+def test_the_benchmark_reports_ceiling_bridge_ratio_memory_cpu_and_requests(benchmark: Benchmark) -> None:
+    report = benchmark("--events", str(EVENTS), "--latency-ms", "0", "20")
 
     (ceiling,) = report["ceilings"]
     assert ceiling["events"] == EVENTS
@@ -40,15 +31,8 @@ def test_the_benchmark_reports_ceiling_bridge_ratio_memory_cpu_and_requests(
         assert run["cpu_s_per_100k"] == run["cpu_s"] * 100_000 / EVENTS
 
 
-def test_the_mapped_benchmark_reports_each_mapped_run_beside_its_own_ceiling(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    port = kafka_bootstrap.rpartition(":")[2]
-    command = [sys.executable, "-m", "bench.throughput", "--events", "2000", "--latency-ms", "0", "--mapped"]
-    command += ["--json", "--kafka-port", port, "--workdir", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout)
+def test_the_mapped_benchmark_reports_each_mapped_run_beside_its_own_ceiling(benchmark: Benchmark) -> None:
+    report = benchmark("--events", "2000", "--latency-ms", "0", "--mapped")
     ceilings = {c["workload"]: c for c in report["ceilings"]}
     assert set(ceilings) == {"contract", "game-avro", "game-json"}
     runs = {r["workload"]: r for r in report["runs"]}

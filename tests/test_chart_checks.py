@@ -14,7 +14,7 @@ import yaml
 
 from bridge.config import load_config
 from devtools.helm import ensure_helm
-from tests.test_helm_chart import CHART, DEFAULT_VALUES, KEY, REPO, Rendered, render, render_error
+from devtools.testkit.helm_render import CHART, DEFAULT_VALUES, KEY, REPO, Rendered, render, render_error
 
 BAD_REGISTRY_URL = {"config": {"avro": {"schema_registry_url": "schema-registry:8081"}}}
 UNKEYED_APPLICATION = {"config": {"post_api": {"applications": {2222: {"api_key_env": "APP_2222_KEY"}}}}}

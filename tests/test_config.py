@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bridge.config import ConfigError, load_config
+from devtools.testkit.bridge_child import run_cli
 
 GOOD = """
 kafka:
@@ -84,12 +83,6 @@ def test_bad_files_name_the_key(tmp_path: Path, text: str, words: str) -> None:
 def test_a_missing_key_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no Post API key"):
         load_config(write(tmp_path, GOOD), {})
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bridge", *args], capture_output=True, text=True, env={"PATH": "/usr/bin", **env}
-    )
 
 
 def test_check_config_prints_the_effective_configuration_redacted(tmp_path: Path) -> None:

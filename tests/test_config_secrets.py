@@ -14,8 +14,8 @@ import yaml
 from bridge.config import ConfigError, load_config
 from bridge.credentials import mask_user_info, secret_property
 from bridge.logs import REDACTED, Redactor
-from tests.test_config_checks import ENV, JSON_ONLY, KEY, check_config, problems, write
-from tests.test_secrets import leaked
+from devtools.testkit.configs import ENV, JSON_ONLY, KEY, check_config, problems, write
+from devtools.testkit.leaks import leaked
 
 CREDENTIAL_PROPERTIES = [
     "sasl.password",

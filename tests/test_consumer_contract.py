@@ -16,7 +16,7 @@ from bridge.config import KafkaConfig
 from bridge.kafka.consumer import Consumer, PartitionKey, Record
 from bridge.kafka.memory import MemoryBroker, MemoryConsumer
 from bridge.source import Source
-from tests.conftest import TopicFactory
+from devtools.testkit.kafka import TopicFactory
 
 PARTITIONS = 2
 

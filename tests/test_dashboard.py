@@ -18,9 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.sandbox.config import Faults
 from bridge.sandbox.server import Sandbox, SandboxOptions
 from devtools.helm import ensure_helm
-from tests.conftest import _wait_for_leaders
-from tests.harness import BridgeProcess, bridge_config, event, produce, raw_avro, wait_for
-from tests.test_helm_chart import CHART, Rendered, render
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config
+from devtools.testkit.helm_render import CHART, Rendered, render
+from devtools.testkit.kafka import produce, wait_for_leaders
+from devtools.testkit.records import event, raw_avro
+from devtools.testkit.waiting import wait_for
 
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$job": ".*"}
 PROMETHEUS_OWN = {"up"}
@@ -120,7 +122,7 @@ async def live_metrics(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFa
     dlq = f"{topic}.dlq"
     for name in (topic, dlq):
         admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])[name].result(timeout=30)
-        _wait_for_leaders(admin, name, 2)
+        wait_for_leaders(admin, name, 2)
     # 429s with Retry-After and a poison record, so retries, waits and dead letters have samples to judge labels by.
     server = Sandbox(SandboxOptions(faults=Faults(fault_429=0.3, retry_after=1), seed=3))
     await server.start()

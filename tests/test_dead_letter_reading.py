@@ -14,7 +14,7 @@ from bridge.deadletters import reading
 from bridge.deadletters.reading import consumer, read, stretch
 from bridge.deadletters.records import Filters
 from bridge.deadletters.summary import Summary
-from tests.conftest import TopicFactory
+from devtools.testkit.kafka import TopicFactory
 
 DAYS = [dt.datetime(2026, 11, d, 12, tzinfo=dt.UTC) for d in (20, 21, 22)]
 PER_DAY = 3600

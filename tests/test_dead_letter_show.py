@@ -21,11 +21,12 @@ from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HE
 from bridge.methods import METHODS
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.serving import server_tls
+from devtools.testkit.bridge_child import bridge_command
+from devtools.testkit.kafka import TopicFactory
+from devtools.testkit.methods import AMOUNTS, PRODUCER_FIELDS, made, producer_schema, same_row
+from devtools.testkit.records import APP, KEY, wire
 from devtools.tls_local import make_tls_files
-from tests.conftest import TopicFactory
-from tests.harness import APP, KEY, bridge_command, wire
 from tests.raw_headers import produce_raw
-from tests.test_methods_e2e import AMOUNTS, PRODUCER_FIELDS, made, producer_schema, same_row
 
 USER, PASSWORD = "dlq-reader", "s3cret:pass/wörd"
 KINDS = ("avro", "avro-mapped", "json", "json-mapped")

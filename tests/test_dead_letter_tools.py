@@ -18,8 +18,10 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
 from devtools.kafka_local import free_ports
-from tests.conftest import TopicFactory
-from tests.harness import ROOT, bridge_command, bridge_config, wait_for
+from devtools.testkit.bridge_child import bridge_command, bridge_config
+from devtools.testkit.kafka import TopicFactory
+from devtools.testkit.records import ROOT
+from devtools.testkit.waiting import wait_for
 
 GOOD = 20
 BAD_AT = 7

@@ -16,21 +16,10 @@ import yaml
 
 from bridge.deadletter import HEADER_ORIGINAL_OFFSET, HEADER_REASON, HEADER_REPLAYED
 from bridge.sandbox.server import Sandbox
-from tests.conftest import TopicFactory
-from tests.harness import (
-    APP,
-    BridgeProcess,
-    bridge_command,
-    bridge_config,
-    committed,
-    consume_all,
-    end_offsets,
-    event,
-    produce,
-    raw_avro,
-    seqs,
-    wait_for,
-)
+from devtools.testkit.bridge_child import BridgeProcess, bridge_command, bridge_config
+from devtools.testkit.kafka import TopicFactory, committed, end_offsets, produce, read_to_end
+from devtools.testkit.records import APP, event, raw_avro, seqs
+from devtools.testkit.waiting import wait_for
 
 OTHER_APP = 5151
 OTHER_KEY = "other-app-key-9876543210"
@@ -178,7 +167,6 @@ async def test_dead_letters_are_summarised_shown_and_replayed_exactly_once_after
         await wait_for(
             lambda: sum(end_offsets(kafka_bootstrap, dlq, 2).values()) == total_dead + 1, 60, "the re-dead-letter"
         )
-        await asyncio.sleep(2)  # a duplicate would have arrived by now
         ends = end_offsets(kafka_bootstrap, topic)
         await wait_for(lambda: committed(kafka_bootstrap, group, topic) == ends, 30, "commits to the end")
     finally:
@@ -189,7 +177,7 @@ async def test_dead_letters_are_summarised_shown_and_replayed_exactly_once_after
     assert max(delivered.values()) == 1, "nothing delivered twice"
 
     # The record that can never be valid came back: it is marked, and a replay leaves it alone without --force.
-    again = [r for r in consume_all(kafka_bootstrap, dlq, total_dead + 1) if HEADER_REPLAYED in dict(r.headers() or [])]
+    again = [r for r in read_to_end(kafka_bootstrap, dlq) if HEADER_REPLAYED in dict(r.headers() or [])]
     assert len(again) == 1 and dict(again[0].headers() or [])[HEADER_ORIGINAL_OFFSET]
     code, out, err = await cli("replay", "--config", str(fixed_path), "--reason", "invalid", "--send")
     assert code == 0 and sent_count(out) == 0 and "--force sends them) 1" in out, out + err

@@ -12,7 +12,7 @@ import structlog
 from bridge import deadletter
 from bridge.deadletter import DeadLetters
 from bridge.kafka_logs import Repeats
-from tests.harness import free_port
+from devtools.testkit.bridge_child import free_port
 
 
 class Record:

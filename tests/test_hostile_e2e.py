@@ -25,25 +25,15 @@ from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HE
 from bridge.logs import REDACTED
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
-from tests.conftest import TopicFactory
-from tests.harness import (
-    SUBJECT,
-    BridgeProcess,
-    bridge_config,
-    committed,
-    consume_all,
-    end_offsets,
-    event,
-    produce,
-    raw_avro,
-    seqs,
-    wait_for,
-    wire,
-)
-from tests.test_secrets import leaked
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config
+from devtools.testkit.kafka import TopicFactory, committed, consume_all, end_offsets, produce, read_to_end
+from devtools.testkit.leaks import leaked
+from devtools.testkit.records import SUBJECT, event, raw_avro, seqs, wire
+from devtools.testkit.waiting import wait_for
 
 HOSTILE_KEY = "a+b/c=d%-ключ"
-DRAIN_S = 10
+DRAIN_S = 5
+"""The test configuration's shutdown.drain_timeout_s."""
 DEFAULT_BATCH = {"max_rows": 10_000, "linger_ms": 1000}
 
 
@@ -265,7 +255,7 @@ async def test_a_registry_refusing_the_bridge_is_named_not_ready_and_nothing_is_
         ends = end_offsets(kafka_bootstrap, topic)
         await wait_for(lambda: committed(kafka_bootstrap, group, topic) == ends, 30, "committed offsets at the end")
         status, _ = await second.get("/readyz")
-        dead = consume_all(kafka_bootstrap, dlq, 1, timeout_s=3)
+        dead = read_to_end(kafka_bootstrap, dlq)
     finally:
         second.kill()
     assert status == 200 and not dead, "nothing dead-lettered for a refusal"

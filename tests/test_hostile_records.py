@@ -19,7 +19,7 @@ from bridge.avro import WriterSchemas, contract_schema
 from bridge.methods import EVENTS, Method, Window
 from bridge.sandbox.intake import read_csv_batch
 from bridge.transform import FAILED, Rules, Transformed, transform
-from tests.harness import event, wire
+from devtools.testkit.records import event, wire
 
 NOW = time.time()
 EVENT_COLUMNS = EVENTS.names

@@ -13,9 +13,10 @@ from confluent_kafka import Producer
 
 from bridge.logs import REDACTED
 from bridge.sandbox.server import Sandbox
-from tests.conftest import TopicFactory
-from tests.harness import BridgeProcess, bridge_config, committed, end_offsets, wait_for
-from tests.test_secrets import leaked
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config
+from devtools.testkit.kafka import TopicFactory, committed, end_offsets
+from devtools.testkit.leaks import leaked
+from devtools.testkit.waiting import wait_for
 
 TOTAL = 60
 URL_PASSWORD = "url-pa$$word+é"

@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from bridge import kafka_logs, logs
 from bridge.kafka_logs import EVERY_S, QUIET_S, Repeats
-from tests.harness import free_port
+from devtools.testkit.bridge_child import free_port
 
 
 class Clock:

@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 
 from devtools.kafka_local import LocalKafka
-from tests.conftest import TopicFactory
+from devtools.testkit.kafka import TopicFactory
 
 SCHEMA_JSON = json.loads((Path(__file__).parents[1] / "schemas" / "appmetrica_event.avsc").read_text())
 SCHEMA = fastavro.parse_schema(SCHEMA_JSON)

@@ -22,24 +22,15 @@ from bridge.avro import WriterSchemas
 from bridge.mapping import Chunk, CompiledMapping, MappingSpec, check_mapping
 from bridge.reading import Reading
 from bridge.transform import FAILED, Rules, Transformed, transform
-from tests.harness import raw_avro
-from tests.test_config import KEY, run_cli
+from devtools.testkit.bridge_child import run_cli
+from devtools.testkit.game import GAME_MAPPING_YAML, GAME_SCHEMA
+from devtools.testkit.records import raw_avro
 
 NOW = time.time()
 NOW_US = int(NOW * 1_000_000)
+KEY = "s3cr3t-post-api-key"
 RULES = Rules(default_application=None, keyed=None, max_future_s=3600)
 
-GAME_MAPPING_YAML = """
-profile_id: user.id
-event_name: type
-event_timestamp: {path: ts, unit: us}
-event_json: {pack: [props, level]}
-app_version_name: [client.version, app.version]
-application_id: {path: app, lookup: {game: 3713842, tv: 3713855}}
-session_type: {value: foreground}
-appmetrica_device_id: {header: device-id}
-google_aid: {key: true}
-"""
 GAME_MAPPING: MappingSpec = TypeAdapter(MappingSpec).validate_python(yaml.safe_load(GAME_MAPPING_YAML))
 
 
@@ -229,21 +220,6 @@ def test_a_record_that_makes_the_mapping_raise_is_judged_alone(monkeypatch: pyte
     result = transform(values, NOW, RULES, WriterSchemas(), "events", reading, [b"k"] * 3, [[]] * 3)
     assert result.failures == {1: ("invalid", "RuntimeError while mapping it: a column function broke")}
     assert [row["profile_id"] for row in rows_of(result)] == ["player-1", "player-3"]
-
-
-GAME_SCHEMA = {
-    "type": "record",
-    "name": "GameEvent",
-    "namespace": "com.example.game",
-    "fields": [
-        {"name": "user", "type": {"type": "record", "name": "User", "fields": [{"name": "id", "type": "long"}]}},
-        {"name": "type", "type": "string"},
-        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-        {"name": "props", "type": {"type": "map", "values": "string"}},
-        {"name": "level", "type": ["null", "int"], "default": None},
-        {"name": "price", "type": ["null", "double"], "default": None},
-    ],
-}
 
 
 def test_avro_is_read_with_the_writers_own_schema_and_its_timestamp_type() -> None:

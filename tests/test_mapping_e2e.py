@@ -18,8 +18,10 @@ from confluent_kafka import Producer
 from bridge.deadletter import HEADER_DETAIL, HEADER_REASON
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
-from tests.conftest import TopicFactory
-from tests.harness import APP, BridgeProcess, bridge_config, committed, consume_all, end_offsets, wait_for
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config
+from devtools.testkit.kafka import TopicFactory, committed, consume_all, end_offsets, read_to_end
+from devtools.testkit.records import APP
+from devtools.testkit.waiting import wait_for
 
 MAPPING = f"""
 profile_id: player.uid
@@ -112,7 +114,7 @@ def poisoned(seq: int, record: dict[str, Any], headers: Headers) -> str | None:
     return "appmetrica_device_id (header sdk-device): not UTF-8 text"
 
 
-def expected_row(record: dict[str, Any], key: bytes, headers: Headers) -> dict[str, Any]:
+def mapped_row(record: dict[str, Any], key: bytes, headers: Headers) -> dict[str, Any]:
     """The Post API row, by hand: seconds floored from microseconds, the first set build, JSON of two fields."""
     row: dict[str, Any] = {
         "application_id": str(APP),
@@ -166,7 +168,7 @@ async def test_unseen_records_mapped_from_avro_and_json_arrive_as_computed(
                 record["at"] = "yesterday"
                 detail = "event_timestamp (path at): 'yesterday' is not a timestamp in us"
             if detail is None:
-                expected[key.decode()] = expected_row(record, key, headers)
+                expected[key.decode()] = mapped_row(record, key, headers)
             else:
                 refused[key.decode()] = detail
             value = avro_value(schema_id, record) if topic == avro_topic else json.dumps(record).encode()
@@ -251,5 +253,5 @@ async def test_a_mapped_route_waits_for_a_registry_that_is_down_and_stops_on_sig
     finally:
         bridge.kill()
     assert not sandbox.state.events
-    assert not consume_all(kafka_bootstrap, dlq, 1, timeout_s=3), "waiting records are not poison"
+    assert not read_to_end(kafka_bootstrap, dlq), "waiting records are not poison"
     assert set(committed(kafka_bootstrap, group, topic).values()) <= {-1001}, "nothing committed"

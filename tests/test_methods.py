@@ -49,7 +49,7 @@ from bridge.postapi import Violation
 from bridge.rows import RowMaker
 from bridge.sandbox.intake import BadRequestError, read_csv_batch, read_query_batch
 from devtools import method_tables
-from tests.harness import raw_avro
+from devtools.testkit.records import raw_avro
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_800_000_000.0

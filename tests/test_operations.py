@@ -7,8 +7,10 @@ import signal
 from pathlib import Path
 
 from bridge.sandbox.server import Sandbox
-from tests.conftest import TopicFactory
-from tests.harness import APP, KEY, BridgeProcess, bridge_config, event, produce, raw_avro, sample, wait_for
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config
+from devtools.testkit.kafka import TopicFactory, produce
+from devtools.testkit.records import APP, KEY, event, raw_avro
+from devtools.testkit.waiting import sample, wait_for
 
 
 async def test_health_readiness_and_metrics_follow_the_work(

@@ -14,30 +14,10 @@ from bridge.avro import contract_schema, parse
 from bridge.sandbox.config import Keys
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox, SandboxOptions
-from tests.conftest import TopicFactory
-from tests.harness import (
-    APP,
-    KEY,
-    SUBJECT,
-    BridgeProcess,
-    bridge_config,
-    committed,
-    end_offsets,
-    event,
-    produce,
-    raw_avro,
-    seqs,
-    wait_for,
-    wire,
-)
-
-
-def expected_row(record: dict[str, Any]) -> dict[str, str]:
-    """What the Post API must receive for a contract record: strings, seconds, the default application."""
-    row = {k: str(v) for k, v in record.items() if v not in (None, "")}
-    row["event_timestamp"] = str(record["event_timestamp"] // 1000)
-    row["application_id"] = str(record["application_id"] or APP)
-    return row
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config
+from devtools.testkit.kafka import TopicFactory, committed, end_offsets, produce
+from devtools.testkit.records import APP, KEY, SUBJECT, event, expected_row, raw_avro, seqs, wire
+from devtools.testkit.waiting import wait_for
 
 
 def newer_schema() -> dict[str, Any]:

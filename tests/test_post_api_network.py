@@ -20,22 +20,11 @@ from bridge.sandbox.config import Keys
 from bridge.sandbox.server import Sandbox, SandboxOptions
 from bridge.sandbox.serving import server_tls
 from devtools.kafka_local import free_ports, port_open
+from devtools.testkit.bridge_child import BridgeProcess, bridge_command, bridge_config
+from devtools.testkit.kafka import TopicFactory, committed, end_offsets, produce
+from devtools.testkit.records import APP, KEY, event, raw_avro, seqs
+from devtools.testkit.waiting import wait_for
 from devtools.tls_local import TlsFiles, make_tls_files
-from tests.conftest import TopicFactory
-from tests.harness import (
-    APP,
-    KEY,
-    BridgeProcess,
-    bridge_command,
-    bridge_config,
-    committed,
-    end_offsets,
-    event,
-    produce,
-    raw_avro,
-    seqs,
-    wait_for,
-)
 
 TOTAL = 2000
 

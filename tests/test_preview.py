@@ -6,34 +6,19 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import fastavro
 import yaml
 from confluent_kafka.admin import AdminClient
 
 from bridge.sandbox.registry import SchemaRegistry
-from tests.conftest import TopicFactory
-from tests.harness import APP, KEY, ROOT, committed, produce, wire
-from tests.test_mapping import GAME_MAPPING_YAML, GAME_SCHEMA
+from devtools.testkit.game import GAME_MAPPING_YAML, GAME_SCHEMA
+from devtools.testkit.kafka import TopicFactory, committed, produce
+from devtools.testkit.previews import NOW_US, game, preview
+from devtools.testkit.records import APP, wire
 
-NOW_US = int(time.time() * 1_000_000)
 GROUP = "preview-test-group"
-
-
-def game(seq: int) -> dict[str, Any]:
-    return {
-        "user": {"id": 1000 + seq},
-        "type": f"level_{seq}",
-        "ts": NOW_US - seq * 1_000_000,
-        "props": {"zone": "north"},
-        "level": seq,
-        "price": None,
-    }
 
 
 def config_file(tmp_path: Path, bootstrap: str, registry_url: str, topic: str, fmt: str = "avro") -> Path:
@@ -52,25 +37,7 @@ def config_file(tmp_path: Path, bootstrap: str, registry_url: str, topic: str, f
     return path
 
 
-async def preview(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "preview",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, "BRIDGE_POST_API_KEY": KEY},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    assert KEY not in out.decode() + err.decode(), "the Post API key is never shown"
-    return process.returncode, out.decode(), err.decode()
-
-
-def expected_row(seq: int, key: str) -> dict[str, str]:
+def game_row(seq: int, key: str) -> dict[str, str]:
     return {
         "application_id": str(APP),
         "profile_id": str(1000 + seq),
@@ -114,7 +81,7 @@ async def test_preview_of_a_live_avro_topic_shows_rows_and_reasons_and_commits_n
         elif seq == 27:
             assert line["reason"] == "expired"
         else:
-            assert line["row"] == expected_row(seq, str(seq if seq < 26 else seq - 26)), seq
+            assert line["row"] == game_row(seq, str(seq if seq < 26 else seq - 26)), seq
 
     code, out, err = await preview("--config", str(path), "--limit", "3")
     assert code == 0, err
@@ -145,8 +112,8 @@ async def test_preview_of_a_json_topic_and_of_files(
     code, out, err = await preview("--config", str(path), "--json")
     assert code == 0, err
     by_source = {line["source"]: line for line in map(json.loads, out.splitlines())}
-    assert by_source[f"{topic}[0]@0"]["row"] == expected_row(0, "0")
-    assert by_source[f"{topic}[1]@0"]["row"] == expected_row(1, "1")
+    assert by_source[f"{topic}[0]@0"]["row"] == game_row(0, "0")
+    assert by_source[f"{topic}[1]@0"]["row"] == game_row(1, "1")
     assert by_source[f"{topic}[0]@1"] == {
         "method": "events",
         "source": f"{topic}[0]@1",
@@ -161,9 +128,7 @@ async def test_preview_of_a_json_topic_and_of_files(
     assert code == 0, err
     got = [json.loads(line) for line in out.splitlines()]
     # A file has no message keys: google_aid is simply not set.
-    assert [g.get("row") for g in got[:2]] == [
-        {k: v for k, v in expected_row(seq, "").items() if v} for seq in range(2)
-    ]
+    assert [g.get("row") for g in got[:2]] == [{k: v for k, v in game_row(seq, "").items() if v} for seq in range(2)]
     assert got[2]["reason"] == "decode" and got[2]["source"] == "sample.jsonl:3"
 
     container = tmp_path / "sample.avro"

@@ -14,10 +14,10 @@ from pathlib import Path
 import yaml
 from confluent_kafka import Producer
 
-from tests.conftest import TopicFactory
-from tests.harness import APP, KEY, ROOT
+from devtools.testkit.kafka import TopicFactory
+from devtools.testkit.previews import game, preview
+from devtools.testkit.records import APP, KEY, ROOT
 from tests.raw_headers import produce_raw
-from tests.test_preview import game, preview
 
 RECORDS = 12
 

@@ -16,7 +16,7 @@ import fastavro
 from confluent_kafka import Consumer, TopicPartition
 
 from bridge.sandbox.registry import SchemaRegistry
-from tests.conftest import TopicFactory
+from devtools.testkit.kafka import TopicFactory
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA: dict[str, Any] = {

@@ -28,8 +28,10 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from bridge.sandbox.config import Faults, Keys
 from bridge.sandbox.server import Sandbox, SandboxOptions
-from tests.conftest import _wait_for_leaders
-from tests.harness import APP, KEY, BridgeProcess, bridge_config, event, free_port, produce, raw_avro, wait_for
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config, free_port
+from devtools.testkit.kafka import produce, wait_for_leaders
+from devtools.testkit.records import APP, KEY, event, raw_avro
+from devtools.testkit.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "appmetrica-bridge"
@@ -175,7 +177,7 @@ async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
     dlq = f"{topic}.dlq"
     for name in (topic, dlq):
         admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])[name].result(30)
-        _wait_for_leaders(admin, name, PARTITIONS)
+        wait_for_leaders(admin, name, PARTITIONS)
     refused_key = "a-key-the-api-refuses-0123456789"
     options = SandboxOptions(
         keys=Keys(apps={APP: KEY, REFUSED_APP: "the-key-the-api-wants-0123456789"}),

@@ -18,7 +18,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from bridge.sandbox import SchemaRegistry
-from tests.harness import bridge_command
+from devtools.testkit.bridge_child import bridge_command
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = (ROOT / "schemas" / "appmetrica_event.avsc").read_text()

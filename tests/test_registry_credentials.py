@@ -23,21 +23,10 @@ from bridge.logs import REDACTED
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
 from devtools.kafka_local import free_ports
-from tests.conftest import TopicFactory
-from tests.harness import (
-    KEY,
-    SUBJECT,
-    BridgeProcess,
-    bridge_command,
-    bridge_config,
-    committed,
-    end_offsets,
-    event,
-    produce,
-    seqs,
-    wait_for,
-    wire,
-)
+from devtools.testkit.bridge_child import BridgeProcess, bridge_command, bridge_config
+from devtools.testkit.kafka import TopicFactory, committed, end_offsets, produce
+from devtools.testkit.records import KEY, SUBJECT, event, seqs, wire
+from devtools.testkit.waiting import wait_for
 
 USER, PASSWORD = "bridge-reader", "0123+pa/ss%20wörd:&"
 """Looks like a YAML number at first, holds characters that URL encodings change, and a colon."""

@@ -23,8 +23,9 @@ from bridge.config import load_config
 from bridge.decode import ConfluentDecoder, RegistryUnavailableError, make_decoder, registry_client_conf
 from bridge.sandbox import SchemaRegistry
 from bridge.sandbox.serving import server_tls
+from devtools.testkit.bridge_child import bridge_command
+from devtools.testkit.records import event, wire
 from devtools.tls_local import TlsFiles, make_tls_files
-from tests.harness import bridge_command, event, wire
 
 SUBJECT = "appmetrica.events-value"
 USER, PASSWORD = "producer", "p@ss:wörd"

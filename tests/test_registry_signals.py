@@ -25,7 +25,7 @@ from bridge.avro import WIRE_HEADER, WriterSchemas, contract_schema, parse
 from bridge.decode import ConfluentDecoder, RawDecoder, RegistryUnavailableError
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.transform import FAILED, Rules, transform
-from tests.harness import event, wire
+from devtools.testkit.records import event, wire
 
 NOW = time.time()
 RULES = Rules(default_application=1111, keyed=None, max_future_s=3600)

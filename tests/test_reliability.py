@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from confluent_kafka.admin import AdminClient
 
@@ -25,22 +24,11 @@ from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HE
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
 from devtools.kafka_local import LocalKafka
-from tests.conftest import TopicFactory
-from tests.harness import (
-    KEY,
-    SUBJECT,
-    BridgeProcess,
-    bridge_config,
-    committed,
-    consume_all,
-    end_offsets,
-    event,
-    produce,
-    raw_avro,
-    seqs,
-    wait_for,
-    wire,
-)
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config
+from devtools.testkit.kafka import TopicFactory, committed, consume_all, end_offsets, headers_of, produce, read_to_end
+from devtools.testkit.processes import alive, transform_workers
+from devtools.testkit.records import KEY, SUBJECT, event, raw_avro, seqs, wire
+from devtools.testkit.waiting import delivered_and_committed, wait_for
 
 
 def gauge(metrics_text: str, name: str) -> float:
@@ -50,21 +38,8 @@ def gauge(metrics_text: str, name: str) -> float:
     raise AssertionError(f"metric {name} not exported")
 
 
-def headers_of(record: Any) -> dict[str, bytes]:
-    return dict(record.headers() or [])
-
-
-def transform_workers(bridge: BridgeProcess) -> list[psutil.Process]:
-    """The bridge's transform worker processes (not multiprocessing's resource tracker)."""
-    children = psutil.Process(bridge.process.pid).children()
-    return [child for child in children if "--multiprocessing-fork" in child.cmdline()]
-
-
-def alive(process: psutil.Process) -> bool:
-    try:
-        return bool(process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
+def stopped_lines(bridge: BridgeProcess) -> list[dict[str, Any]]:
+    return [line for line in bridge.logs() if "partition stopped" in str(line.get("event"))]
 
 
 def paced_config(
@@ -83,14 +58,6 @@ def paced_config(
     for name, values in sections.items():
         config[name] = {**config.get(name, {}), **values}
     return config
-
-
-async def delivered_and_committed(
-    bootstrap: str, sandbox: Sandbox, topic: str, group: str, total: int, timeout_s: float = 120
-) -> None:
-    await wait_for(lambda: len(set(seqs(sandbox.state.events))) >= total, timeout_s, f"{total} distinct events")
-    ends = end_offsets(bootstrap, topic)
-    await wait_for(lambda: committed(bootstrap, group, topic) == ends, 30, "committed offsets at the end")
 
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "in-workers"])
@@ -341,6 +308,8 @@ async def test_sigkill_three_times_under_faults_loses_nothing(
         batch={"max_rows": max_rows, "linger_ms": 100},
         buffer={"max_records": 2000},
         upload={"max_in_flight": in_flight, "requests_per_second": 100, "timeout_s": 5},
+        # The group hands a killed member's partitions on when its session ends: the broker's least, not 10 s.
+        kafka={"properties": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}},
     )
     rng = random.Random(3)
     kills = 0
@@ -424,7 +393,7 @@ async def test_registry_down_is_transient_not_poison(
         )
         await registry.start(port=port)
         await delivered_and_committed(kafka_bootstrap, sandbox, topic, group, total)
-        dead = consume_all(kafka_bootstrap, dlq, 1, timeout_s=3)
+        dead = read_to_end(kafka_bootstrap, dlq)
     finally:
         bridge.kill()
     assert not dead, "nothing dead-lettered while the registry was down"
@@ -452,12 +421,12 @@ async def test_without_a_dead_letter_topic_poison_stops_its_partition(
             30,
             "other partitions committed",
         )
-        await asyncio.sleep(1)
+        await wait_for(lambda: bool(stopped_lines(bridge)), 30, "partition 1 to stop")
         assert committed(kafka_bootstrap, group, topic)[1] in (10, -1001), "partition 1 stops before the poison"
         assert bridge.process.poll() is None
     finally:
         bridge.kill()
-    stopped = [line for line in bridge.logs() if "partition stopped" in str(line.get("event"))]
+    stopped = stopped_lines(bridge)
     assert stopped and stopped[0]["level"] == "error" and stopped[0]["offset"] == 10
 
 

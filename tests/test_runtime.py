@@ -12,7 +12,7 @@ from bridge.config import BatchConfig, BufferConfig, KafkaConfig, ShutdownConfig
 from bridge.kafka.consumer import PartitionKey
 from bridge.kafka.memory import MemoryBroker
 from bridge.runtime.loop import CLOSE_TIMEOUT_S, COMMIT_TIMEOUT_S, RESUME_FRACTION, WATCH_INTERVAL_S
-from tests.support.runtime_kit import (
+from devtools.testkit.runtime import (
     GROUP,
     TOPIC,
     Answer,
@@ -26,7 +26,7 @@ from tests.support.runtime_kit import (
     run_virtual,
     until,
 )
-from tests.support.runtime_kit import (
+from devtools.testkit.runtime import (
     event as kit_event,
 )
 

@@ -24,7 +24,7 @@ from bridge.postapi import MAX_ROWS_PER_REQUEST
 from bridge.sandbox import Faults, Keys, Sandbox, SandboxOptions
 from bridge.sandbox.cli import register
 from bridge.sandbox.faults import FaultInjector
-from tests.harness import bridge_command
+from devtools.testkit.bridge_child import bridge_command
 
 KEY = "sandbox-test-key"
 APP = 1111

@@ -8,11 +8,9 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import quote, quote_plus
 
 import aiohttp
 import pytest
-import yarl
 from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,27 +21,10 @@ from bridge.logs import REDACTED, Redactor
 from bridge.metrics import Metrics
 from bridge.runtime.clock import LoopClock
 from bridge.upload import AiohttpTransport, Uploader, Verdict
+from devtools.testkit.bridge_child import run_cli
+from devtools.testkit.leaks import leaked, spellings
 
 HOSTILE_KEYS = ["a+b/c=d%", "ключ+é/=?&#🎮", "%2B%25already-encoded", "K3Y~with.dots_and-dashes"]
-
-
-def spellings(secret: str) -> list[str]:
-    """The ways a secret comes back in an echoed URL, form or JSON answer."""
-    once = quote(secret, safe="")
-    return [
-        secret,
-        once,
-        once.lower(),
-        quote_plus(secret, safe=""),
-        quote(secret),
-        yarl.URL("http://h/p").with_query({"post_api_key": secret}).raw_query_string.split("=", 1)[1],
-        quote(once, safe=""),
-        json.dumps(secret)[1:-1],
-    ]
-
-
-def leaked(secret: str, text: str) -> list[str]:
-    return [form for form in spellings(secret) if form in text]
 
 
 @pytest.mark.parametrize("secret", HOSTILE_KEYS)
@@ -121,19 +102,14 @@ KEY = "a+b/c=d%-post-api-key"
 SECRETS = ["oauth-Secret-42", "jaas-pw-7", "ssl-key-pw-9", "reg%2Bpass%3Dword", "reg+pass=word", KEY]
 
 
-def run_cli(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+def check_config(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "bridge.yaml"
     path.write_text(text)
-    return subprocess.run(
-        [sys.executable, "-m", "bridge", "check-config", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin", "BRIDGE_POST_API_KEY": KEY},
-    )
+    return run_cli("check-config", "--config", str(path), env={"BRIDGE_POST_API_KEY": KEY})
 
 
 def test_check_config_masks_registry_user_info_and_kafka_credentials(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, GOOD)
+    result = check_config(tmp_path, GOOD)
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     for secret in SECRETS:
@@ -162,7 +138,7 @@ def test_the_log_redactor_knows_every_secret_the_configuration_holds(tmp_path: P
     ],
 )
 def test_a_registry_url_that_is_not_one_is_a_configuration_error_naming_the_key(tmp_path: Path, url: str) -> None:
-    result = run_cli(tmp_path, GOOD.replace(GOOD.split('schema_registry_url: "')[1].split('"')[0], url))
+    result = check_config(tmp_path, GOOD.replace(GOOD.split('schema_registry_url: "')[1].split('"')[0], url))
     assert result.returncode == 2
     assert "avro.schema_registry_url" in result.stderr and result.stderr.strip().count("\n") == 0
     assert url not in result.stderr, "the URL is not quoted: it may hold a password"

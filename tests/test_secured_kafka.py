@@ -25,21 +25,11 @@ from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
 from bridge.sandbox.serving import server_tls
 from devtools.kafka_local import free_ports
-from tests.harness import (
-    KEY,
-    SUBJECT,
-    BridgeProcess,
-    SecuredKafka,
-    bridge_config,
-    committed,
-    consume_all,
-    end_offsets,
-    event,
-    produce,
-    seqs,
-    wait_for,
-    wire,
-)
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config
+from devtools.testkit.kafka import committed, consume_all, end_offsets, produce
+from devtools.testkit.records import KEY, SUBJECT, event, seqs, wire
+from devtools.testkit.secured import SecuredKafka
+from devtools.testkit.waiting import wait_for
 
 REGISTRY_USER, REGISTRY_PASSWORD = "sr-user", "sr-pässword:with+colon&%41"
 USER_INFO = f"{REGISTRY_USER}:{REGISTRY_PASSWORD}"
@@ -276,7 +266,7 @@ async def test_kafka_down_at_start_up_is_waited_out_not_refused(sandbox: Sandbox
     config = bridge_config(f"127.0.0.1:{port}", "nowhere", sandbox.url, group="g-down")
     during_check = BridgeProcess(config, tmp_path, name="during-check").start()
     try:
-        await during_check.serving()  # the endpoints answer before any Kafka call
+        await wait_for(lambda: during_check.catches(signal.SIGTERM), 30, "the bridge to handle SIGTERM")
         during_check.signal(signal.SIGTERM)
         assert await during_check.wait(5) == 0, during_check.tail()  # SIGTERM while it still asks Kafka: gone at once
     finally:

@@ -23,20 +23,10 @@ from bridge.kafka_logs import EVERY_S
 from bridge.sandbox.server import Sandbox
 from bridge.service import CLOSE_BUDGET_S
 from devtools.kafka_local import LocalKafka, free_ports
-from tests.conftest import TopicFactory
-from tests.harness import (
-    BridgeProcess,
-    bridge_config,
-    committed,
-    consume_all,
-    end_offsets,
-    event,
-    free_port,
-    produce,
-    raw_avro,
-    seqs,
-    wait_for,
-)
+from devtools.testkit.bridge_child import BridgeProcess, bridge_config, free_port
+from devtools.testkit.kafka import TopicFactory, committed, consume_all, end_offsets, produce
+from devtools.testkit.records import event, raw_avro, seqs
+from devtools.testkit.waiting import wait_for
 
 
 class KafkaDoor:

@@ -24,7 +24,7 @@ from bridge.decode import ConfluentDecoder, RawDecoder, RegistryUnavailableError
 from bridge.methods import EVENTS
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.transform import FAILED, Rules, Transformed, start_worker, transform
-from tests.harness import ROOT, TRICKY, event, raw_avro, wire
+from devtools.testkit.records import ROOT, TRICKY, event, expected_row, raw_avro, wire
 
 NOW = time.time()
 NOW_MS = int(NOW * 1000)
@@ -168,13 +168,7 @@ def test_csv_lines_round_trip_quotes_commas_newlines_and_non_ascii() -> None:
     records = [event(seq, NOW_MS, event_name=f"name {text}", device_model=text) for seq, text in enumerate(tricky)]
     result = transform([wire(SCHEMA_ID, r) for r in records], NOW, RULES, WIRE, "events")
     assert FAILED not in result.placed
-    expected = []
-    for record in records:
-        row = {k: str(v) for k, v in record.items() if v not in (None, "")}
-        row["event_timestamp"] = str(record["event_timestamp"] // 1000)
-        row["application_id"] = str(record["application_id"] or 1111)
-        expected.append(row)
-    assert parsed(result) == expected
+    assert parsed(result) == [expected_row(record, 1111) for record in records]
     # A request's body is its header and its lines joined: the lines of one group read back as one CSV.
     body = result.groups[0][2] + b"".join(line for g, line in zip(result.placed, result.lines, strict=True) if g == 0)
     reread = list(csv.DictReader(io.StringIO(body.decode("utf-8"), newline="")))

@@ -20,8 +20,8 @@ from bridge.runtime.clock import LoopClock
 from bridge.runtime.ledger import Ledger
 from bridge.runtime.transforms import QUEUED_PER_WORKER, TransformPool, chunks
 from bridge.transform import Rules
-from tests.harness import ROOT, event, raw_avro
-from tests.support.runtime_kit import ScriptedPostApi, member
+from devtools.testkit.records import ROOT, event, raw_avro
+from devtools.testkit.runtime import ScriptedPostApi, member
 
 SCHEMA_FILE = ROOT / "schemas" / "appmetrica_event.avsc"
 RULES = Rules(default_application=4242, keyed=None, max_future_s=3600)

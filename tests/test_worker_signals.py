@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from bridge.transform import start_worker
-from tests.harness import ROOT
+from devtools.testkit.records import ROOT
 
 
 @pytest.fixture

@@ -1,1 +1,0 @@
-"""What the tests, the demo and the benchmark share."""
