@@ -19,6 +19,10 @@ class Observed(Protocol):
         """Why the bridge cannot move events now; empty when it can."""
         ...
 
+    def stalled(self) -> list[str]:
+        """Partitions that stopped moving, with why: listed, but not failing readiness by themselves."""
+        ...
+
 
 def make_app(observed: Observed, registry: CollectorRegistry, stale_after_s: float) -> web.Application:
     """The endpoints' aiohttp application; the loop counts as stuck after `stale_after_s` without a turn."""
@@ -31,7 +35,8 @@ def make_app(observed: Observed, registry: CollectorRegistry, stale_after_s: flo
 
     async def readyz(_: web.Request) -> web.Response:
         reasons = observed.not_ready()
-        return web.json_response({"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200)
+        body = {"ready": not reasons, "reasons": reasons, "stalled": observed.stalled()}
+        return web.json_response(body, status=503 if reasons else 200)
 
     async def metrics(_: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(registry))

@@ -129,6 +129,9 @@ class _Stage:
             return self.pipeline.not_ready()
         return [self.waiting or self._checking]
 
+    def stalled(self) -> list[str]:
+        return self.pipeline.stalled() if self.pipeline is not None else []
+
     def wait_for(self, what: str | None) -> None:
         """Called from start-up's thread: a plain assignment, read by the loop."""
         self.waiting = what

@@ -253,6 +253,12 @@ class Uploader:
         metrics.rate_limit.set(config.requests_per_second)
         self._concurrency = ConcurrencyLimit(config.max_in_flight, metrics.concurrency_limit.set)
         self._refusals: dict[int, _Refusal] = {}
+        self._failing = False
+
+    @property
+    def failing(self) -> bool:
+        """The last request answered with a failure the bridge retries (timeout, 429, 5xx, a broken connection)."""
+        return self._failing
 
     @property
     def rate_limit(self) -> RateLimit:
@@ -323,6 +329,7 @@ class Uploader:
             log.info("application key accepted again", application=application_id)
         if status == 200:
             app = str(application_id)
+            self._failing = False
             self._concurrency.succeeded()
             self._metrics.rows_uploaded.labels(method, app).inc(rows)
             self._metrics.last_success.labels(app).set(self._clock.wall())
@@ -351,6 +358,7 @@ class Uploader:
         )
 
     async def _back_off(self, method: MethodName, application_id: int, outcome: _Attempt, attempt: int) -> None:
+        self._failing = True
         self._concurrency.pushed_back()
         app = str(application_id)
         self._metrics.upload_retries.labels(method, app, outcome.label).inc()

@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from prometheus_client.samples import Sample
+
 from bridge.config import BatchConfig, BufferConfig, KafkaConfig, ShutdownConfig, UploadConfig
 from bridge.kafka.consumer import PartitionKey
 from bridge.kafka.memory import MemoryBroker
 from bridge.runtime.loop import CLOSE_TIMEOUT_S, COMMIT_TIMEOUT_S, RESUME_FRACTION, WATCH_INTERVAL_S
+from bridge.runtime.stalls import STALLED_AFTER_S
 from devtools.testkit.runtime import (
     GROUP,
     TOPIC,
@@ -311,3 +314,32 @@ def test_after_an_outage_what_a_crash_would_send_again_stays_within_the_window()
 
     worst = run_virtual(scenario())
     assert worst <= max_in_flight * max_rows, worst
+
+
+def test_a_partition_held_by_a_refused_key_is_reported_stalled_with_its_reason_until_it_moves() -> None:
+    fixed_at = 300.0
+
+    async def scenario() -> None:
+        broker = broker_with(2)
+        produce(broker, 100, partitions=2)
+        api = ScriptedPostApi(answer=lambda _n, t: Answer(403 if t < fixed_at else 200))
+        settings = config(upload=UploadConfig(forbidden_retry_s=30), batch=BatchConfig(linger_ms=100))
+        bridge = member(broker, api, settings)
+        bridge.start()
+        stalled = bridge.metrics.partition_stalled_seconds
+        await asyncio.sleep(120)
+        assert stalled.labels(TOPIC, "0", "key_refused")._value.get() >= STALLED_AFTER_S
+        assert any("events[0]" in line and "key_refused" in line for line in bridge.runtime.stalled())
+        assert not any("stalled" in reason for reason in bridge.runtime.not_ready())
+        await until(lambda: broker.committed(GROUP) == ends(broker, 2))
+        await asyncio.sleep(WATCH_INTERVAL_S * 2)
+        samples = {s.labels["reason"]: s.value for s in _samples(bridge, "appmetrica_bridge_partition_stalled_seconds")}
+        await bridge.stop()
+        assert samples == {"none": 0.0}, "one series a partition, back to none once it moves"
+        assert bridge.runtime.stalled() == []
+
+    run_virtual(scenario())
+
+
+def _samples(bridge: Member, name: str) -> list[Sample]:
+    return [s for family in bridge.metrics.registry.collect() for s in family.samples if s.name == name]

@@ -20,6 +20,7 @@ from bridge.runtime.ledger import Ledger
 from bridge.runtime.loop import OwnerLoop, Parts
 from bridge.runtime.readiness import Readiness
 from bridge.runtime.schema_wait import SchemaWait
+from bridge.runtime.stalls import Stalls
 from bridge.runtime.transforms import TransformPool
 from bridge.transform import Rules
 from bridge.upload import Uploader
@@ -44,6 +45,9 @@ class Runtime:
 
     def not_ready(self) -> list[str]:
         return self.readiness.reasons()
+
+    def stalled(self) -> list[str]:
+        return self.loop.parts.stalls.described()
 
     @property
     def held(self) -> tuple[int, int]:
@@ -83,6 +87,7 @@ def assemble(
         delivery=delivery,
         deliveries=deliveries,
         readiness=readiness,
+        stalls=Stalls(ledger, pool, schema_wait, uploader, config.transform.chunk_timeout_s, metrics, clock),
         lanes=by_topic,
         method_of={topic: lane.method for topic, lane in by_topic.items()},
     )

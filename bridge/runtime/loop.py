@@ -25,6 +25,7 @@ from bridge.runtime.deliveries import Deliveries
 from bridge.runtime.ledger import Held, Ledger
 from bridge.runtime.readiness import Readiness
 from bridge.runtime.schema_wait import SchemaWait
+from bridge.runtime.stalls import Stalls
 from bridge.runtime.transforms import TransformPool, chunks
 from bridge.transform import FAILED, Transformed
 
@@ -55,6 +56,7 @@ class Parts:
     delivery: Delivery
     deliveries: Deliveries
     readiness: Readiness
+    stalls: Stalls
     lanes: Mapping[str, Lane]
     method_of: Mapping[str, MethodName]
 
@@ -159,7 +161,7 @@ class OwnerLoop:
         if not await self.parts.consumer.commit(moved):
             return False
         for (topic, partition), offset in moved.items():
-            self._metrics.committed_offset.labels(topic, str(partition)).set(offset)
+            self._metrics.set_committed(topic, partition, offset)
         return True
 
     async def _idle_positions(self) -> dict[PartitionKey, int]:
@@ -198,11 +200,16 @@ class OwnerLoop:
             p.readiness.kafka_up = False
         await self._commit(await self._idle_positions())
         ends = await p.consumer.high_watermarks(list(p.ledger.partitions))
+        positions = await p.consumer.positions([k for k, s in p.ledger.partitions.items() if s.lag_base is None])
         for key, end in ends.items():
             state = p.ledger.partitions.get(key)
-            start = None if state is None else state.lag_base
-            if start is not None:
-                self._metrics.consumer_lag.labels(key[0], str(key[1])).set(max(0, end - start))
+            if state is None:
+                continue
+            # Before its first record, a partition's lag counts from where the consumer starts.
+            base = state.lag_base if state.lag_base is not None else positions.get(key)
+            if base is not None:
+                self._metrics.set_lag(key[0], key[1], end - base)
+        p.stalls.observe()
 
     async def _drain(self) -> None:
         """Let the transforms finish, flush the open batches, wait for the uploads, commit; all within deadlines."""
