@@ -35,6 +35,7 @@ from bridge.config import BridgeConfig
 from bridge.deadletter import DeadLetters
 from bridge.decode import Decoder, RegistryUnavailableError
 from bridge.delivery import Delivery
+from bridge.headers import read_headers
 from bridge.lanes import Lane, lanes
 from bridge.methods import MethodName
 from bridge.metrics import Metrics
@@ -331,7 +332,7 @@ class Pipeline:
         values = [item.value for item in chunk]
         # Keys and headers cross to the workers only for a mapping that reads them.
         keys = [item.record.key() for item in chunk] if lane.reads_keys else None
-        headers = [item.record.headers() for item in chunk] if lane.reads_headers else None
+        headers = [read_headers(item.record) for item in chunk] if lane.reads_headers else None
         work = (values, time.time(), self._rules, lane.schemas(), lane.method, lane.reading, keys, headers)
         if self._pool is None:
             self._apply(chunk, transform(*work))

@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from bridge.avro import WriterSchemas
 from bridge.config import BridgeConfig, ConfigError, RouteConfig, Settings, load_config
 from bridge.decode import RegistryUnavailableError, make_decoder, registry_client_conf
+from bridge.headers import read_headers
 from bridge.mapping import Headers
 from bridge.reading import Reading
 from bridge.transform import FAILED, Rules, transform
@@ -184,7 +185,7 @@ def sample(config: BridgeConfig, route: RouteConfig, limit: int, start: Start) -
     else:
         found.sort(key=lambda m: (m.timestamp()[1], m.topic(), m.partition(), m.offset()))
         chosen = found[-limit:]
-    return [Sampled(f"{m.topic()}[{m.partition()}]@{m.offset()}", m.value(), m.key(), m.headers()) for m in chosen]
+    return [Sampled(f"{m.topic()}[{m.partition()}]@{m.offset()}", m.value(), m.key(), read_headers(m)) for m in chosen]
 
 
 def _positions(

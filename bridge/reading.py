@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 import fastavro
 import orjson
 
+from bridge import exactjson
 from bridge.alone import alone, decode_each, unexpected
 from bridge.avro import DecodeError, ReasonClass, WriterSchemas, framed_decoder
 from bridge.mapping import Chunk, CompiledMapping, Headers, MappingSpec, Record, identity_mapping
@@ -25,7 +26,7 @@ from bridge.methods import MethodName
 Failure = tuple[ReasonClass | Literal["invalid"], str]
 
 _schemaless_reader: Final = fastavro.schemaless_reader
-_loads: Final = orjson.loads
+_loads: Final = exactjson.loads
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ class RecordReaders:
 
     @staticmethod
     def _json(value: bytes) -> Record:
-        # A JSON text never starts with a zero byte: one there is the Confluent JSON Schema framing.
+        # A JSON text never starts with a zero byte: one there is the Confluent JSON Schema framing. Numbers keep
+        # their exact text where a float would alter it (`bridge.exactjson`).
         start = 5 if value[:1] == b"\0" else 0
         try:
             record = _loads(memoryview(value)[start:] if start else value)

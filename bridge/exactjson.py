@@ -1,0 +1,75 @@
+"""JSON record values read so that every number keeps the exact text its producer wrote.
+
+orjson, the fast reader, turns integers past 64 bits into floats (`99999999999999999999` becomes `1e+20`), reads
+`1.50` and `1E3` as floats whose text differs, and refuses numbers past a double's range and `NaN`. A value in
+which no number can be altered (no fraction, no exponent, no 19-digit run, no `-0` after a `:`, `[` or `,`) keeps
+orjson's reading; any other is read by the standard library's decoder, which hands each such number's text to
+`JsonNumber`. NaN and Infinity are read as the floats they name, which every conversion refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+
+import orjson
+
+_loads: Final = orjson.loads
+_ALTERABLE: Final = re.compile(rb"[:\[,]\s*(?:-?[0-9]+[.eE]|-?[0-9]{19}|-0(?![0-9.eE]))")
+"""Where a number orjson may read inexactly can start. Inside a string it only costs the slower reader."""
+
+
+class JsonNumber:
+    """A JSON number exactly as written, where neither a Python int nor a float gives the same text back."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is JsonNumber and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+
+def _integer(text: str) -> int | JsonNumber:
+    # Below 19 digits an int prints back as written, except for `-0`.
+    return int(text) if len(text) < 19 and text != "-0" else JsonNumber(text)
+
+
+_EXACT: Final = json.JSONDecoder(parse_float=JsonNumber, parse_int=_integer)
+
+
+def fragment(value: Any) -> orjson.Fragment:
+    """orjson's `default` for a `JsonNumber`: its text, written as it is."""
+    if type(value) is JsonNumber:
+        return orjson.Fragment(value.text)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def loads(value: bytes | memoryview) -> Any:
+    """One JSON text, numbers exact; raises orjson.JSONDecodeError (a ValueError) for what is not JSON."""
+    try:
+        parsed = _loads(value)
+    except orjson.JSONDecodeError as refused:
+        # Numbers past a double's range and NaN are JSON to some producers; anything else orjson refuses stays
+        # refused, so the slower reader must also agree that the value holds no lone surrogate.
+        try:
+            exact = _exact(value)
+            orjson.dumps(exact, default=fragment)
+        except (ValueError, TypeError, RecursionError):
+            raise refused from None
+        return exact
+    if _ALTERABLE.search(value) is None:
+        return parsed
+    return _exact(value)
+
+
+def _exact(value: bytes | memoryview) -> Any:
+    return _EXACT.decode(bytes(value).decode())
