@@ -16,6 +16,7 @@ the message with one that is safe to read.
 from __future__ import annotations
 
 import gc
+import operator
 from typing import Any, Final, NamedTuple
 
 Header = tuple[bytes, bytes | None]
@@ -48,6 +49,11 @@ class MessageHeaders(NamedTuple):
 
 NO_HEADERS: Final = MessageHeaders(())
 
+_headers: Final = operator.methodcaller("headers")
+"""`message.headers()` through C code that checks the result. Python 3.11 specializes a hot `message.headers()`
+call site into a direct C call that skips the check: the error the library leaves set would then surface at some
+later, unrelated line, after the NULL name had already been touched."""
+
 
 class _Salvaged(list[tuple[str, bytes | None]]):
     """What a message's `headers()` returns once `read_headers` salvaged it: the headers with UTF-8 names, as the
@@ -61,7 +67,7 @@ class _Salvaged(list[tuple[str, bytes | None]]):
 def read_headers(message: Any) -> MessageHeaders:
     """The headers of a consumed confluent-kafka `Message`; never raises, never crashes on a name."""
     try:
-        found = message.headers()
+        found = _headers(message)
     except Exception as exc:
         return _salvage(message, exc)
     if type(found) is _Salvaged:
@@ -83,7 +89,7 @@ def _salvage(message: Any, exc: Exception) -> MessageHeaders:
     # set, so each later failure becomes a SystemError chained to the first UnicodeDecodeError.
     names = [error.object for error in _chain(exc) if isinstance(error, UnicodeDecodeError)][-1:]
     try:
-        poisoned = message.headers()
+        poisoned = _headers(message)
     except Exception as again:
         return MessageHeaders((), failure=f"the Kafka client library cannot read them ({type(again).__name__})")
     if type(poisoned) is not list or not all(type(pair) is tuple and len(pair) == 2 for pair in poisoned):

@@ -213,7 +213,6 @@ def test_json_values_plain_and_in_the_confluent_framing_become_rows() -> None:
     assert result.failures[4][0] == "decode"
 
 
-
 def test_a_record_that_makes_the_mapping_raise_is_judged_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     # Stands for any bug a hostile record could reach in a column function: its neighbours still make rows.
     apply = CompiledMapping.apply
