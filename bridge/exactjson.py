@@ -1,10 +1,10 @@
 """JSON record values read so that every number keeps the exact text its producer wrote.
 
 orjson, the fast reader, turns integers past 64 bits into floats (`99999999999999999999` becomes `1e+20`), reads
-`1.50` and `1E3` as floats whose text differs, and refuses numbers past a double's range and `NaN`. A value in
-which no number can be altered (no fraction, no exponent, no 19-digit run, no `-0` after a `:`, `[` or `,`) keeps
-orjson's reading; any other is read by the standard library's decoder, which hands each such number's text to
-`JsonNumber`. NaN and Infinity are read as the floats they name, which every conversion refuses.
+`1.50` and `1E3` as floats whose text differs, `-0` as `0`, and refuses numbers past a double's range and `NaN`.
+A value whose reading holds no float and no `-0` keeps orjson's reading; any other is read by the standard
+library's decoder, which hands each such number's text to `JsonNumber`. NaN and Infinity are read as the floats
+they name, which every conversion refuses.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any, Final
 import orjson
 
 _loads: Final = orjson.loads
-_ALTERABLE: Final = re.compile(rb"[:\[,]\s*(?:-?[0-9]+[.eE]|-?[0-9]{19}|-0(?![0-9.eE]))")
-"""Where a number orjson may read inexactly can start. Inside a string it only costs the slower reader."""
+_NEGATIVE_ZERO: Final = re.compile(rb"[:\[,]\s*-0(?![0-9.eE])")
+_CONTAINERS: Final = (dict, list)
 
 
 class JsonNumber:
@@ -66,9 +66,26 @@ def loads(value: bytes | memoryview) -> Any:
         except (ValueError, TypeError, RecursionError):
             raise refused from None
         return exact
-    if _ALTERABLE.search(value) is None:
-        return parsed
-    return _exact(value)
+    if _holds_float(parsed) or (b"-0" in value and _NEGATIVE_ZERO.search(value) is not None):
+        return _exact(value)
+    return parsed
+
+
+def _holds_float(parsed: Any) -> bool:
+    """Whether orjson read any number of `parsed` as a float: a type check per container, in C, and a Python step
+    only into nested containers. (A scan of the text costs more, and grows with every long string.)"""
+    if type(parsed) not in _CONTAINERS:
+        return type(parsed) is float
+    pending = [parsed]
+    while pending:
+        node = pending.pop()
+        values = node.values() if type(node) is dict else node
+        types = set(map(type, values))
+        if float in types:
+            return True
+        if dict in types or list in types:
+            pending += [item for item in values if type(item) in _CONTAINERS]
+    return False
 
 
 def _exact(value: bytes | memoryview) -> Any:

@@ -110,7 +110,8 @@ class RecordReaders:
         except orjson.JSONDecodeError as exc:
             raise DecodeError("decode", f"not valid UTF-8 JSON: {exc}") from None
         if type(record) is not dict:
-            raise DecodeError("decode", f"the value is a JSON {type(record).__name__}, not an object")
+            kind = "number" if type(record) is exactjson.JsonNumber else type(record).__name__
+            raise DecodeError("decode", f"the value is a JSON {kind}, not an object")
         return record
 
     def _avro(self, schemas: WriterSchemas) -> Callable[[bytes], Record]:
