@@ -74,10 +74,10 @@ async def test_header_names_that_are_not_utf8_neither_stop_the_bridge_nor_alter_
 
     assert sorted(m.key() for m in dead) == sorted(poison)
     for message in dead:
-        headers = read_headers(message)
-        kept = [(name, value) for name, value in headers.items if not name.startswith(b"appmetrica.")]
+        letter = read_headers(message).items
+        kept = [(name, value) for name, value in letter if not name.startswith(b"appmetrica.")]
         assert kept == [(b"trace", b"t"), (b"os", b"1")], "the original headers the client can write, in order"
-        found = dict(headers.items)
+        found = dict(letter)
         assert found[HEADER_REASON.encode()] == b"invalid"
         (dropped,) = json.loads(found[HEADER_HEADERS_DROPPED.encode()] or b"")
         assert (dropped["position"], dropped["name"]) == (1, b"\xc3(".hex())
