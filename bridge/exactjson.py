@@ -2,22 +2,26 @@
 
 orjson, the fast reader, turns integers past 64 bits into floats (`99999999999999999999` becomes `1e+20`), reads
 `1.50` and `1E3` as floats whose text differs, `-0` as `0`, and refuses numbers past a double's range and `NaN`.
-A value whose reading holds no float and no `-0` keeps orjson's reading; any other is read by the standard
+A value whose reading holds no float and no `-0` keeps orjson's reading; any other is read again by the standard
 library's decoder, which hands each such number's text to `JsonNumber`. NaN and Infinity are read as the floats
-they name, which every conversion refuses.
+they name, which every conversion refuses. Floats are looked for a chunk of readings at a time (`inexact`), level
+by level with C-level passes: a walk of each reading alone cost half as much again as orjson itself.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
+from itertools import chain, compress, repeat
+from operator import is_
 from typing import Any, Final
 
 import orjson
 
 _loads: Final = orjson.loads
 _NEGATIVE_ZERO: Final = re.compile(rb"[:\[,]\s*-0(?![0-9.eE])")
-_CONTAINERS: Final = (dict, list)
+_DICTS: Final = frozenset({dict})
 
 
 class JsonNumber:
@@ -53,7 +57,7 @@ def fragment(value: Any) -> orjson.Fragment:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def loads(value: bytes | memoryview) -> Any:
+def loads(value: bytes) -> Any:
     """One JSON text, numbers exact; raises orjson.JSONDecodeError (a ValueError) for what is not JSON."""
     try:
         parsed = _loads(value)
@@ -61,32 +65,41 @@ def loads(value: bytes | memoryview) -> Any:
         # Numbers past a double's range and NaN are JSON to some producers; anything else orjson refuses stays
         # refused, so the slower reader must also agree that the value holds no lone surrogate.
         try:
-            exact = _exact(value)
-            orjson.dumps(exact, default=fragment)
+            read = exact(value)
+            orjson.dumps(read, default=fragment)
         except (ValueError, TypeError, RecursionError):
             raise refused from None
-        return exact
-    if _holds_float(parsed) or (b"-0" in value and _NEGATIVE_ZERO.search(value) is not None):
-        return _exact(value)
+        return read
+    if b"-0" in value and _NEGATIVE_ZERO.search(value) is not None:
+        return exact(value)
     return parsed
 
 
-def _holds_float(parsed: Any) -> bool:
-    """Whether orjson read any number of `parsed` as a float: a type check per container, in C, and a Python step
-    only into nested containers. (A scan of the text costs more, and grows with every long string.)"""
-    if type(parsed) not in _CONTAINERS:
-        return type(parsed) is float
-    pending = [parsed]
-    while pending:
-        node = pending.pop()
-        values = node.values() if type(node) is dict else node
-        types = set(map(type, values))
+def inexact(readings: Sequence[Any]) -> list[int]:
+    """The positions of the `loads` readings that hold a float, whose numbers `exact` must read again."""
+    if not _hold_float(readings):
+        return []
+    return [position for position, reading in enumerate(readings) if _hold_float([reading])]
+
+
+def _hold_float(nodes: Sequence[Any]) -> bool:
+    """Whether any of `nodes`, or anything in them, is a float: one pass over each level of all of them."""
+    level: Sequence[Any] = nodes
+    while level:
+        types = set(map(type, level))
         if float in types:
             return True
-        if dict in types or list in types:
-            pending += [item for item in values if type(item) in _CONTAINERS]
+        if dict not in types and list not in types:
+            return False
+        if types == _DICTS:
+            dicts, lists = level, []
+        else:
+            dicts = list(compress(level, map(is_, map(type, level), repeat(dict))))
+            lists = list(compress(level, map(is_, map(type, level), repeat(list)))) if list in types else []
+        level = list(chain(chain.from_iterable(map(dict.values, dicts)), chain.from_iterable(lists)))
     return False
 
 
-def _exact(value: bytes | memoryview) -> Any:
-    return _EXACT.decode(bytes(value).decode())
+def exact(value: bytes) -> Any:
+    """One JSON text read with each number that no int prints back as written kept as a `JsonNumber`."""
+    return _EXACT.decode(value.decode())

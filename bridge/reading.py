@@ -81,6 +81,8 @@ class RecordReaders:
         decode = self._json if reading.format == "json" else self._avro(schemas)
         records, indexes, decode_failures = decode_each(values, decode)
         failures: dict[int, Failure] = dict(decode_failures)
+        if reading.format == "json":
+            records, indexes = _exact_numbers(values, records, indexes, failures)
         chunk = Chunk(
             records,
             [keys[i] for i in indexes] if keys is not None and reading.reads_keys else None,
@@ -102,11 +104,8 @@ class RecordReaders:
 
     @staticmethod
     def _json(value: bytes) -> Record:
-        # A JSON text never starts with a zero byte: one there is the Confluent JSON Schema framing. Numbers keep
-        # their exact text where a float would alter it (`bridge.exactjson`).
-        start = 5 if value[:1] == b"\0" else 0
         try:
-            record = _loads(memoryview(value)[start:] if start else value)
+            record = _loads(_json_text(value))
         except orjson.JSONDecodeError as exc:
             raise DecodeError("decode", f"not valid UTF-8 JSON: {exc}") from None
         if type(record) is not dict:
@@ -122,6 +121,31 @@ class RecordReaders:
         if parsed is None:
             parsed = self._schemas[(schema_id, text)] = fastavro.parse_schema(json.loads(text))
         return parsed
+
+
+def _json_text(value: bytes) -> bytes:
+    # A JSON text never starts with a zero byte: one there is the Confluent JSON Schema framing.
+    return value[5:] if value[:1] == b"\0" else value
+
+
+def _exact_numbers(
+    values: Sequence[bytes | None], records: list[Any], indexes: list[int], failures: dict[int, Failure]
+) -> tuple[list[Any], list[int]]:
+    """The JSON records with every number as its producer wrote it: those orjson read a float in are read again
+    by `exactjson.exact` (`bridge.exactjson`); one that reader cannot take (nested past the recursion limit) is
+    a `decode` failure rather than a record with a number altered."""
+    again = exactjson.inexact(records)
+    if not again:
+        return records, indexes
+    for position in again:
+        value = values[indexes[position]]
+        assert value is not None
+        try:
+            records[position] = exactjson.exact(_json_text(value))
+        except (ValueError, RecursionError) as exc:
+            failures[indexes[position]] = ("decode", unexpected("reading its numbers exactly", exc))
+    kept = [position for position in range(len(records)) if indexes[position] not in failures]
+    return [records[p] for p in kept], [indexes[p] for p in kept]
 
 
 def _own(writer: Any, payload: io.BytesIO, size: int) -> Record:

@@ -201,15 +201,16 @@ def _converting(
         if kind == "json" and types <= _CONTAINERS:
             with contextlib.suppress(TypeError):
                 # Plain records and maps, the common case, in one pass; anything orjson refuses goes value by value.
-                texts = [None if v is None else _dumps(v, default=json_default) for v in values]
+                # Decoded at once: orjson's bytes objects, kept alive for a whole column, cost more than the writing.
+                texts = [None if v is None else _dumps(v, default=json_default).decode() for v in values]
                 # orjson writes NaN and Infinity as null: only a text holding a null can hide one.
-                for position in [p for p, text in enumerate(texts) if text is not None and b"null" in text]:
+                for position in [p for p, text in enumerate(texts) if text is not None and "null" in text]:
                     try:
                         refuse_non_finite(texts[position], values[position])  # type: ignore[arg-type]
                     except UnconvertibleError as exc:
                         errors.setdefault(position, f"{name} ({where}): {exc}")
                         texts[position] = None
-                return [None if text is None else text.decode() for text in texts]
+                return texts
         out: list[Any] = []
         for position, value in enumerate(values):
             if value is None:

@@ -175,16 +175,16 @@ def to_json(value: Any) -> str:
     if type(value) is str:
         return value
     try:
-        text = orjson.dumps(value, default=json_default)
+        text = orjson.dumps(value, default=json_default).decode()
     except TypeError as exc:
         raise UnconvertibleError(f"cannot be written as JSON ({exc})") from None
     refuse_non_finite(text, value)
-    return text.decode()
+    return text
 
 
-def refuse_non_finite(text: bytes, value: Any) -> None:
+def refuse_non_finite(text: str, value: Any) -> None:
     """Raise when `value` holds NaN or Infinity, which orjson wrote as `null` in `text`; JSON has neither."""
-    if b"null" in text:
+    if "null" in text:
         bad = _non_finite(value)
         if bad is not None:
             raise UnconvertibleError(f"{bad!r} is not a finite number: JSON has no NaN or Infinity")
