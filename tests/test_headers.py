@@ -16,6 +16,8 @@ from confluent_kafka import Producer
 
 # NewTopic is documented in confluent_kafka.admin, which re-exports it without listing it as public.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bridge.deadletter import (
     HEADER_DETAIL,
@@ -164,3 +166,30 @@ async def test_a_dead_letter_always_fits_dropping_the_value_then_the_key_with_th
         assert headers[HEADER_KEY_SHA256] == hashlib.sha256(key).hexdigest().encode()
     else:
         assert letter.key() == key and HEADER_KEY_DROPPED not in headers
+
+
+names = st.binary(max_size=12).filter(lambda name: b"\0" not in name)  # librdkafka's names end at a NUL
+records = st.lists(st.lists(st.tuples(names, st.binary(max_size=20)), max_size=5), min_size=1, max_size=25)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records)
+def test_any_header_names_are_read_back_as_written_or_named_lost(
+    kafka_bootstrap: str, new_topic: TopicFactory, records: list[list[tuple[bytes, bytes]]]
+) -> None:
+    messages = consumed(kafka_bootstrap, new_topic(1), [(b"k", b"v", headers) for headers in records])
+    for headers, message in zip(records, messages, strict=True):
+        read = read_headers(message)
+        unreadable = [position for position, (name, _) in enumerate(headers) if not _utf8(name)]
+        # The library keeps the first name that is not UTF-8; of the later ones, only position and value.
+        lost = tuple(LostHeader(position, headers[position][1]) for position in unreadable[1:])
+        kept = tuple(header for position, header in enumerate(headers) if position not in unreadable[1:])
+        assert read == MessageHeaders(kept, lost)
+
+
+def _utf8(name: bytes) -> bool:
+    try:
+        name.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
