@@ -6,13 +6,18 @@ A dead-lettered record counts as done only once Kafka acknowledges the write (ac
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import json
 import threading
-from typing import Any, Literal
+from collections.abc import Iterator
+from typing import Any, Literal, NamedTuple
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from bridge.headers import MessageHeaders, read_headers
 from bridge.kafka_logs import REPEATS, client_conf
 from bridge.logs import REDACTOR
 from bridge.threads import in_daemon_thread
@@ -33,6 +38,15 @@ HEADER_ORIGINAL_PARTITION = "appmetrica.dlq.original.partition"
 HEADER_ORIGINAL_OFFSET = "appmetrica.dlq.original.offset"
 """Where a replayed record was first read from; kept through every later replay."""
 HEADER_VALUE_DROPPED = "appmetrica.dlq.value.dropped"
+HEADER_VALUE_SHA256 = "appmetrica.dlq.value.sha256"
+HEADER_KEY_DROPPED = "appmetrica.dlq.key.dropped"
+"""Set, with `appmetrica.dlq.key.sha256`, when even the key alone was too large for the dead-letter topic."""
+HEADER_KEY_SHA256 = "appmetrica.dlq.key.sha256"
+HEADER_HEADERS_DROPPED = "appmetrica.dlq.headers.dropped"
+"""The original headers the dead letter could not keep: a JSON array, an object per header with its `position`
+among the original headers, `name` (hex; null when the Kafka client library lost it), `value` (base64, or null)
+and `why`. confluent-kafka writes only UTF-8 header names, and loses all but the first name that is not UTF-8 of
+a message it reads."""
 
 WAITING = "Kafka unreachable while checking the dead-letter topic; waiting for it"
 _RETRY_S = 5.0
@@ -90,9 +104,11 @@ class DeadLetters:
     async def write(self, message: Any, reason: Reason, detail: str) -> None:
         """Copy `message` (key, value, headers) to the dead-letter topic with reason headers; retry until acked.
 
-        A copy the topic refuses as too large (a source record near the size limit, plus these headers) is written
-        once more without its value and original headers, `appmetrica.dlq.value.dropped` saying so: a copy that
-        can never be written would hold its partition's commit back for good.
+        The original headers are kept byte for byte, but for names the Kafka client library cannot write or read
+        (not UTF-8), which `appmetrica.dlq.headers.dropped` records. A copy the topic refuses as too large is
+        written once more without its value and original headers (`appmetrica.dlq.value.dropped` and `.sha256`),
+        and if even that is too large, once more without its key (`appmetrica.dlq.key.dropped` and `.sha256`):
+        a copy that can never be written would hold its partition's commit back for good.
         """
         # The detail can quote an answer or a record: never a secret, and never so long that Kafka refuses it.
         detail = REDACTOR.redact(detail)[:DETAIL_LIMIT]
@@ -103,34 +119,20 @@ class DeadLetters:
             (HEADER_PARTITION, str(message.partition()).encode()),
             (HEADER_OFFSET, str(message.offset()).encode()),
         ]
-        value: bytes | None = message.value()
-        headers = [*(message.headers() or []), *ours]
+        where = {"source_topic": message.topic(), "partition": message.partition(), "offset": message.offset()}
+        copies = _copies(message.key(), message.value(), read_headers(message), ours)
+        copy = next(copies)
         while True:
             try:
-                await self._produce(message.key(), value, headers)
+                await self._produce(copy.key, copy.value, copy.headers)
                 return
             except KafkaException as exc:
-                too_large = exc.args[0].code() in _TOO_LARGE
-                if too_large and value is not None:
-                    dropped = f"{len(value)} bytes, too large for the dead-letter topic with these headers"
-                    log.error(
-                        "dead-letter copy too large; writing it without its value and original headers",
-                        topic=self.topic,
-                        source_topic=message.topic(),
-                        partition=message.partition(),
-                        offset=message.offset(),
-                        value_bytes=len(value),
-                    )
-                    value, headers = None, [*ours, (HEADER_VALUE_DROPPED, dropped.encode())]
+                smaller = next(copies, None) if exc.args[0].code() in _TOO_LARGE else None
+                if smaller is not None:
+                    log.error(smaller.dropping, topic=self.topic, **where, **smaller.sizes)
+                    copy = smaller
                     continue
-                log.error(
-                    "dead-letter write failed, retrying",
-                    topic=self.topic,
-                    source_topic=message.topic(),
-                    partition=message.partition(),
-                    offset=message.offset(),
-                    error=str(exc),
-                )
+                log.error("dead-letter write failed, retrying", topic=self.topic, **where, error=str(exc))
                 await asyncio.sleep(_RETRY_S)
 
     async def _produce(
@@ -162,6 +164,78 @@ class DeadLetters:
         # The poller wakes every 0.1 s; joined off the loop so a stuck poll cannot hold the loop.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(in_daemon_thread(self._poller.join), 2.0)
+
+
+class _Copy(NamedTuple):
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, str | bytes | None]]
+    dropping: str = ""
+    """What the log says when this smaller copy replaces one the topic refused as too large."""
+    sizes: dict[str, int] = {}
+
+
+def _copies(
+    key: bytes | None, value: bytes | None, original: MessageHeaders, ours: list[tuple[str, str | bytes | None]]
+) -> Iterator[_Copy]:
+    """The dead letter whole, then smaller each time the topic refuses one as too large: without its value and
+    original headers, then without its key too. Only the bridge's own headers, short by construction, remain."""
+    yield _Copy(key, value, [*_writable(original), *ours])
+    if value is None and not original.items and not original.lost and original.failure is None:
+        smaller = ours
+    else:
+        smaller = [*ours, *_dropped(HEADER_VALUE_DROPPED, HEADER_VALUE_SHA256, value, "with these headers")]
+        yield _Copy(
+            key,
+            None,
+            smaller,
+            "dead-letter copy too large; writing it without its value and original headers",
+            {"value_bytes": len(value or b"")},
+        )
+    if key is not None:
+        yield _Copy(
+            None,
+            None,
+            [*smaller, *_dropped(HEADER_KEY_DROPPED, HEADER_KEY_SHA256, key, "even alone")],
+            "dead-letter copy too large without its value; writing it without its key too",
+            {"key_bytes": len(key)},
+        )
+
+
+def _dropped(
+    size_header: str, digest_header: str, data: bytes | None, when: str
+) -> list[tuple[str, str | bytes | None]]:
+    if data is None:
+        return []
+    size = f"{len(data)} bytes, too large for the dead-letter topic {when}"
+    return [(size_header, size.encode()), (digest_header, hashlib.sha256(data).hexdigest().encode())]
+
+
+def _writable(headers: MessageHeaders) -> list[tuple[str, str | bytes | None]]:
+    """The original headers the producer can write (UTF-8 names), then a record of those it cannot."""
+    kept: list[tuple[str, str | bytes | None]] = []
+    dropped: list[dict[str, Any]] = []
+    unnamed = {header.position for header in headers.lost}
+    positions = (position for position in range(len(headers.items) + len(unnamed)) if position not in unnamed)
+    for position, (name, value) in zip(positions, headers.items, strict=False):
+        try:
+            kept.append((name.decode(), value))
+        except UnicodeDecodeError:
+            why = "the name is not UTF-8, which the Kafka client library cannot write"
+            dropped.append({"position": position, "name": name.hex(), "value": _base64(value), "why": why})
+    for lost in headers.lost:
+        why = "the Kafka client library lost the name (not UTF-8) while reading the record"
+        dropped.append({"position": lost.position, "name": None, "value": _base64(lost.value), "why": why})
+    if headers.failure is not None:
+        dropped.append({"position": None, "name": None, "value": None, "why": headers.failure})
+    if dropped:
+        dropped.sort(key=lambda entry: -1 if entry["position"] is None else entry["position"])
+        kept.append((HEADER_HEADERS_DROPPED, json.dumps(dropped).encode()))
+    return kept
+
+
+def _base64(value: bytes | None) -> str | None:
+    return None if value is None else base64.b64encode(value).decode()
 
 
 def _settle(future: asyncio.Future[None], error: KafkaError | None) -> None:

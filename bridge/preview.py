@@ -28,8 +28,8 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from bridge.avro import WriterSchemas
 from bridge.config import BridgeConfig, ConfigError, RouteConfig, Settings, load_config
-from bridge.deadletters.clients import headers_of
 from bridge.decode import RegistryUnavailableError, make_decoder, registry_client_conf
+from bridge.headers import read_headers
 from bridge.mapping import Headers
 from bridge.reading import Reading
 from bridge.transform import FAILED, Failure, Rules, Transformed, transform
@@ -210,7 +210,7 @@ def sample(
     else:
         found.sort(key=lambda m: (m.timestamp()[1], m.topic(), m.partition(), m.offset()))
         chosen = found[-limit:]
-    return [Sampled(f"{m.topic()}[{m.partition()}]@{m.offset()}", m.value(), m.key(), headers_of(m)[0]) for m in chosen]
+    return [Sampled(f"{m.topic()}[{m.partition()}]@{m.offset()}", m.value(), m.key(), read_headers(m)) for m in chosen]
 
 
 def _past_the_end(consumer: Consumer, wanted: dict[tuple[str, int], int]) -> None:

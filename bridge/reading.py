@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 import fastavro
 import orjson
 
+from bridge import exactjson
 from bridge.alone import alone, decode_each, unexpected
 from bridge.avro import DecodeError, ReasonClass, WriterSchemas, framed_decoder
 from bridge.mapping import Chunk, CompiledMapping, Headers, MappingSpec, Record, identity_mapping
@@ -25,7 +26,7 @@ from bridge.methods import MethodName
 Failure = tuple[ReasonClass | Literal["invalid"], str]
 
 _schemaless_reader: Final = fastavro.schemaless_reader
-_loads: Final = orjson.loads
+_loads: Final = exactjson.loads
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class RecordReaders:
         decode = self.decoder(reading, schemas)
         records, indexes, decode_failures = decode_each(values, decode)
         failures: dict[int, Failure] = dict(decode_failures)
+        if reading.format == "json":
+            records, indexes = _exact_numbers(values, records, indexes, failures)
         chunk = Chunk(
             records,
             [keys[i] for i in indexes] if keys is not None and reading.reads_keys else None,
@@ -105,14 +108,13 @@ class RecordReaders:
 
     @staticmethod
     def _json(value: bytes) -> Record:
-        # A JSON text never starts with a zero byte: one there is the Confluent JSON Schema framing.
-        start = 5 if value[:1] == b"\0" else 0
         try:
-            record = _loads(memoryview(value)[start:] if start else value)
+            record = _loads(_json_text(value))
         except orjson.JSONDecodeError as exc:
             raise DecodeError("decode", f"not valid UTF-8 JSON: {exc}") from None
         if type(record) is not dict:
-            raise DecodeError("decode", f"the value is a JSON {type(record).__name__}, not an object")
+            kind = "number" if type(record) is exactjson.JsonNumber else type(record).__name__
+            raise DecodeError("decode", f"the value is a JSON {kind}, not an object")
         return record
 
     def _avro(self, schemas: WriterSchemas) -> Callable[[bytes], Record]:
@@ -123,6 +125,31 @@ class RecordReaders:
         if parsed is None:
             parsed = self._schemas[(schema_id, text)] = fastavro.parse_schema(json.loads(text))
         return parsed
+
+
+def _json_text(value: bytes) -> bytes:
+    # A JSON text never starts with a zero byte: one there is the Confluent JSON Schema framing.
+    return value[5:] if value[:1] == b"\0" else value
+
+
+def _exact_numbers(
+    values: Sequence[bytes | None], records: list[Any], indexes: list[int], failures: dict[int, Failure]
+) -> tuple[list[Any], list[int]]:
+    """The JSON records with every number as its producer wrote it: those orjson read a float in are read again
+    by `exactjson.exact` (`bridge.exactjson`); one that reader cannot take (nested past the recursion limit) is
+    a `decode` failure rather than a record with a number altered."""
+    again = exactjson.inexact(records)
+    if not again:
+        return records, indexes
+    for position in again:
+        value = values[indexes[position]]
+        assert value is not None
+        try:
+            records[position] = exactjson.exact(_json_text(value))
+        except (ValueError, RecursionError) as exc:
+            failures[indexes[position]] = ("decode", unexpected("reading its numbers exactly", exc))
+    kept = [position for position in range(len(records)) if indexes[position] not in failures]
+    return [records[p] for p in kept], [indexes[p] for p in kept]
 
 
 def _own(writer: Any, payload: io.BytesIO, size: int) -> Record:

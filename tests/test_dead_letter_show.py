@@ -24,9 +24,9 @@ from bridge.sandbox.serving import server_tls
 from devtools.testkit.bridge_child import bridge_command
 from devtools.testkit.kafka import TopicFactory
 from devtools.testkit.methods import AMOUNTS, PRODUCER_FIELDS, made, producer_schema, same_row
+from devtools.testkit.raw_headers import produce_raw
 from devtools.testkit.records import APP, KEY, wire
 from devtools.tls_local import make_tls_files
-from tests.raw_headers import produce_raw
 
 USER, PASSWORD = "dlq-reader", "s3cret:pass/wörd"
 KINDS = ("avro", "avro-mapped", "json", "json-mapped")

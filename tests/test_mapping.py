@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from bridge.avro import WriterSchemas
+from bridge.headers import NO_HEADERS, MessageHeaders
 from bridge.mapping import Chunk, CompiledMapping, MappingSpec, check_mapping
 from bridge.reading import Reading
 from bridge.transform import FAILED, Rules, Transformed, transform
@@ -73,7 +74,7 @@ def spec(text: str) -> MappingSpec:
 def test_the_issue_example_gives_the_rows_computed_by_hand() -> None:
     records = [game_event(seq) for seq in range(6)]
     keys = [f"gaid-{seq}".encode() for seq in range(6)]
-    headers = [[("device-id", b"100"), ("device-id", f"{seq}".encode())] for seq in range(6)]
+    headers = [MessageHeaders(((b"device-id", b"100"), (b"device-id", f"{seq}".encode()))) for seq in range(6)]
     result = mapped(GAME_MAPPING, records, keys=keys, headers=headers)
     assert result.failures == {}
     for seq, row in enumerate(result.records):
@@ -194,7 +195,7 @@ def test_json_values_plain_and_in_the_confluent_framing_become_rows() -> None:
     assert reading is not None and reading.reads_keys and reading.reads_headers
     body = json.dumps(game_event(1)).encode()
     values = [body, b"\x00\x00\x00\x00\x07" + body, b"not json", b"[1, 2]", None]
-    result = transform(values, NOW, RULES, WriterSchemas(), "events", reading, [b"k"] * 5, [[]] * 5)
+    result = transform(values, NOW, RULES, WriterSchemas(), "events", reading, [b"k"] * 5, [NO_HEADERS] * 5)
     rows = rows_of(result)
     assert len(rows) == 2 and rows[0] == rows[1]
     assert rows[0]["profile_id"] == "player-1" and rows[0]["event_timestamp"] == str((NOW_US - 1_000_003) // 10**6)
@@ -217,7 +218,7 @@ def test_a_record_that_makes_the_mapping_raise_is_judged_alone(monkeypatch: pyte
     assert reading is not None
     events = [game_event(1), {**game_event(2), "type": "boom"}, game_event(3)]
     values = [json.dumps(event).encode() for event in events]
-    result = transform(values, NOW, RULES, WriterSchemas(), "events", reading, [b"k"] * 3, [[]] * 3)
+    result = transform(values, NOW, RULES, WriterSchemas(), "events", reading, [b"k"] * 3, [NO_HEADERS] * 3)
     assert result.failures == {1: ("invalid", "RuntimeError while mapping it: a column function broke")}
     assert [row["profile_id"] for row in rows_of(result)] == ["player-1", "player-3"]
 
@@ -303,7 +304,7 @@ json_values = st.recursive(
 )
 def test_hostile_records_are_rows_or_named_dead_letters(records: list[dict[str, Any]]) -> None:
     keys = [None] * len(records)
-    headers = [[("device-id", b"\xff")] if i % 2 else None for i in range(len(records))]
+    headers = [MessageHeaders(((b"device-id", b"\xff"),)) if i % 2 else None for i in range(len(records))]
     result = mapped(GAME_MAPPING, records, keys=keys, headers=headers)
     assert sorted([*result.positions, *result.failures]) == list(range(len(records)))
     for detail in result.failures.values():

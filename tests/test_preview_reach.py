@@ -16,8 +16,8 @@ from confluent_kafka import Producer
 
 from devtools.testkit.kafka import TopicFactory
 from devtools.testkit.previews import game, preview
+from devtools.testkit.raw_headers import produce_raw
 from devtools.testkit.records import APP, KEY, ROOT
-from tests.raw_headers import produce_raw
 
 RECORDS = 12
 

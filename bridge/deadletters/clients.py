@@ -3,15 +3,15 @@ first contact bounded, and headers read without trusting their names to be UTF-8
 
 from __future__ import annotations
 
-import operator
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 from confluent_kafka import KafkaException
 
 from bridge.config import KafkaConfig
 from bridge.deadletter import _client_properties
+from bridge.headers import read_headers
 
 WAIT_S = 10.0
 """How long a command waits for Kafka to answer at all before it says so and ends."""
@@ -54,22 +54,20 @@ def reach(client: Any, topic: str, bootstrap: str, stop: Callable[[], bool], wai
             raise KafkaUnreachableError(f"Kafka at {bootstrap} does not answer (waited {wait_s:g} s): {why}")
 
 
-_HEADERS: Final = operator.methodcaller("headers")
-"""`Message.headers()` called from C, never from a Python call site: on a name that is not UTF-8 the client returns a
-list holding a NULL *and* sets an exception. A generic call turns that into SystemError; a call site the interpreter
-has specialised (after a few calls) hands the broken list on, and the process segfaults when it is read."""
 
 
 def headers_of(message: Any) -> tuple[Headers, bool]:
-    """A message's headers, and whether they could be read.
+    """A message's headers with UTF-8 names, and whether every header could be read so.
 
-    confluent-kafka's `Message.headers()` raises on a header name that is not valid UTF-8 (Kafka allows any bytes,
-    and Go or kcat producers write them); it offers no other way to the names, so such a record is shown and judged
-    without its headers rather than ending the command. (The run path has its own reader of raw headers; the two
-    are meant to become one.)
+    Kafka allows any bytes in a header name (Go or kcat producers write them) and confluent-kafka cannot read such a
+    name; `bridge.headers.read_headers`, the run path's reader, salvages what it can without crashing. A letter whose
+    headers are not all readable is shown without the unreadable ones and says so, rather than ending the command.
     """
-    try:
-        headers = _HEADERS(message)
-    except (UnicodeError, SystemError):
-        return [], False
-    return [(name, value.encode() if isinstance(value, str) else value) for name, value in headers or []], True
+    read = read_headers(message)
+    headers: Headers = []
+    for name, value in read.items:
+        try:
+            headers.append((name.decode(), value))
+        except UnicodeDecodeError:
+            return headers, False
+    return headers, read.failure is None and not read.lost

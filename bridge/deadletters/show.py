@@ -21,6 +21,7 @@ from bridge.avro import DecodeError, Readers, Record, contract_schema
 from bridge.config import Settings
 from bridge.deadletters.records import DeadLetter, when
 from bridge.decode import Decoder, RegistryUnavailableError, make_decoder, registry_client_conf
+from bridge.headers import MessageHeaders
 from bridge.lanes import Lane, lanes, needs_own_schemas
 from bridge.methods import MethodName
 from bridge.preview import row_or_failure
@@ -92,7 +93,7 @@ class Judge:
         if unavailable is not None:
             return _undecoded(f"not decoded: {unavailable}")
         schemas = lane.schemas()
-        headers = [(name, _bytes(value)) for name, value in letter.headers]
+        headers = MessageHeaders(tuple((name.encode(), _bytes(value)) for name, value in letter.headers))
         result = transform(
             [letter.value],
             time.time(),

@@ -15,6 +15,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from bridge.headers import MessageHeaders
 from bridge.mapping.convert import (
     EPOCH,
     MILLISECOND,
@@ -22,6 +23,8 @@ from bridge.mapping.convert import (
     UnconvertibleError,
     Unit,
     converter,
+    json_default,
+    refuse_non_finite,
     show,
     to_text,
 )
@@ -29,7 +32,7 @@ from bridge.mapping.forms import FieldForm, Form, HeaderForm, KeyForm, MappingSp
 from bridge.mapping.parameters import Parameter, method_parameters
 
 Record = dict[str, Any]
-Headers = Sequence[tuple[str, bytes | None]]
+Headers = MessageHeaders
 
 
 class Chunk(NamedTuple):
@@ -37,7 +40,7 @@ class Chunk(NamedTuple):
     keys: Sequence[bytes | None] | None
     """The Kafka message keys; given only to mappings that read them."""
     headers: Sequence[Headers | None] | None
-    """The Kafka headers; given only to mappings that read them."""
+    """The Kafka headers, as `bridge.headers.read_headers` reads them; given only to mappings that read them."""
 
 
 Errors = dict[int, str]
@@ -121,14 +124,14 @@ def _compile(name: str, parameter: Parameter, source: Any, used: frozenset[str])
     converts = [_converting(name, parameter, unit, _where(single)) for single, unit in zip(singles, units, strict=True)]
 
     def column(chunk: Chunk, errors: Errors) -> list[Any]:
-        values = converts[0](extracts[0](chunk, errors), errors)
+        values = converts[0](_blank_absent(extracts[0](chunk, errors)), errors)
         for extract, convert in zip(extracts[1:], converts[1:], strict=True):
             if None not in values:
                 break
             # Later sources are read for every record but only fill the ones still unset; the errors of a
             # source that was not needed are not the record's.
             later: Errors = {}
-            more = convert(extract(chunk, later), later)
+            more = convert(_blank_absent(extract(chunk, later)), later)
             for position, value in enumerate(values):
                 if value is None:
                     values[position] = more[position]
@@ -137,6 +140,13 @@ def _compile(name: str, parameter: Parameter, source: Any, used: frozenset[str])
         return values
 
     return column
+
+
+def _blank_absent(values: list[Any]) -> list[Any]:
+    """An empty string is absent, as the contract reads it: a first-of list goes on to its next source."""
+    if "" in values:
+        return [None if value == "" else value for value in values]
+    return values
 
 
 def _where(single: Any) -> str:
@@ -191,7 +201,16 @@ def _converting(
         if kind == "json" and types <= _CONTAINERS:
             with contextlib.suppress(TypeError):
                 # Plain records and maps, the common case, in one pass; anything orjson refuses goes value by value.
-                return [None if v is None else _dumps(v).decode() for v in values]
+                # Decoded at once: orjson's bytes objects, kept alive for a whole column, cost more than the writing.
+                texts = [None if v is None else _dumps(v, default=json_default).decode() for v in values]
+                # orjson writes NaN and Infinity as null: only a text holding a null can hide one.
+                for position in [p for p, text in enumerate(texts) if text is not None and "null" in text]:
+                    try:
+                        refuse_non_finite(texts[position], values[position])  # type: ignore[arg-type]
+                    except UnconvertibleError as exc:
+                        errors.setdefault(position, f"{name} ({where}): {exc}")
+                        texts[position] = None
+                return texts
         out: list[Any] = []
         for position, value in enumerate(values):
             if value is None:
@@ -265,7 +284,7 @@ def _looked_up(name: str, single: FieldForm) -> Column:
                 return hits
         out: list[Any] = []
         for position, value in enumerate(values):
-            if value is None:
+            if value is None or value == "":
                 out.append(None)
                 continue
             found = table.get(value if type(value) is str else _lookup_key(value), _MISSING)
@@ -311,15 +330,19 @@ def _pack(single: PackForm, used: frozenset[str]) -> Column:
 
 
 def _header(name: str, header: str) -> Column:
+    wanted = header.encode()
+    where = f"header {header}"
+
     def from_header(chunk: Chunk, errors: Errors) -> list[Any]:
         assert chunk.headers is not None
         out: list[Any] = []
         for position, headers in enumerate(chunk.headers):
-            raw = None
-            for key, value in headers or ():
-                if key == header:
-                    raw = value
-            out.append(_utf8(name, f"header {header}", raw, position, errors))
+            if headers is not None and headers.failure is not None:
+                errors.setdefault(position, f"{name} ({where}): the record's headers cannot be read: {headers.failure}")
+                out.append(None)
+                continue
+            raw = None if headers is None else headers.last(wanted)
+            out.append(_utf8(name, where, raw, position, errors))
         return out
 
     return from_header

@@ -1,7 +1,9 @@
 """One value to what its parameter's contract type holds, or `UnconvertibleError` saying why not.
 
 Numbers become integers only when exact, booleans become `true`/`false` text, records and maps become JSON only
-where the parameter is JSON, timestamps become integer milliseconds from the unit they are written in.
+where the parameter is JSON, timestamps become integer milliseconds from the unit they are written in. A JSON
+number read as a `JsonNumber` is text as written and, as a number, exactly the value of that text; NaN and Infinity
+are refused everywhere, JSON included, never written as `null`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from uuid import UUID
 
 import orjson
 
+from bridge.exactjson import JsonNumber, fragment
 from bridge.mapping.parameters import Parameter
 from bridge.methods import DECIMAL_SCALE, amount_bytes
 
@@ -42,6 +45,8 @@ def to_text(value: Any) -> str:
         if not math.isfinite(value):
             raise UnconvertibleError(f"{value!r} is not a finite number")
         return str(int(value)) if value.is_integer() else repr(value)
+    if kind is JsonNumber:
+        return value.text  # type: ignore[no-any-return]
     if isinstance(value, Decimal) and value.is_finite():
         return format(value, "f")
     if isinstance(value, UUID):
@@ -79,8 +84,17 @@ def _integer(bits: int) -> Callable[[Any], int]:
     return to_integer
 
 
+INTEGER_DIGITS: Final = 40
+"""Digits past which a number is refused before it is made an int: far beyond any parameter, and short of the
+work an exponent such as `1e999999999` would cost."""
+
+
 def _exact(value: Any) -> int:
-    """`int(value)` of a value `_integral` took; digit strings past Python's conversion limit are refused."""
+    """`int(value)` of a value `_integral` took; numbers with too many digits are refused, not computed."""
+    if type(value) is JsonNumber:
+        value = Decimal(value.text)
+    if isinstance(value, Decimal) and value.adjusted() >= INTEGER_DIGITS:
+        raise UnconvertibleError(f"{show(value)} has too many digits to be an integer")
     try:
         return int(value)
     except ValueError:
@@ -88,13 +102,15 @@ def _exact(value: Any) -> int:
 
 
 def _integral(value: Any) -> bool:
-    """A float, decimal text or Decimal that is exactly an integer (not a bool, which is an int too)."""
+    """A float, decimal text, JSON number or Decimal that is exactly an integer (not a bool, which is an int too)."""
     kind = type(value)
     if kind is float:
         return bool(value.is_integer())
     if kind is str:
         digits = value.removeprefix("-")
         return bool(digits.isascii() and digits.isdigit())
+    if kind is JsonNumber:
+        value = Decimal(value.text)
     return isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value()
 
 
@@ -121,6 +137,12 @@ def _timestamp(unit: Unit | None) -> Callable[[Any], int]:
             return _exact(value) * multiplier // divisor
         if kind is int:
             return int(value) * multiplier // divisor
+        if kind is JsonNumber:
+            exact = Decimal(value.text)
+            if -INTEGER_DIGITS < exact.adjusted() < INTEGER_DIGITS and len(exact.as_tuple().digits) <= INTEGER_DIGITS:
+                # A ratio of ints, as Decimal arithmetic would round to its context's 28 digits.
+                numerator, denominator = exact.as_integer_ratio()
+                return numerator * multiplier // (denominator * divisor)
         if kind is float:
             scaled: float = value * multiplier / divisor
             if math.isfinite(scaled):
@@ -140,19 +162,47 @@ def _iso_millis(text: str) -> int:
     return int((moment - EPOCH) // MILLISECOND)
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    if type(value) is JsonNumber:
+        return fragment(value)
     if isinstance(value, Decimal) and value.is_finite():
         return format(value, "f")
     raise TypeError(f"a {_type_name(value)} has no JSON form")
 
 
-def _to_json(value: Any) -> str:
+def to_json(value: Any) -> str:
+    """`value` as JSON text: a string as it is, anything else written; NaN and Infinity refused."""
     if type(value) is str:
         return value
     try:
-        return orjson.dumps(value, default=_json_default).decode()
+        text = orjson.dumps(value, default=json_default).decode()
     except TypeError as exc:
         raise UnconvertibleError(f"cannot be written as JSON ({exc})") from None
+    refuse_non_finite(text, value)
+    return text
+
+
+def refuse_non_finite(text: str, value: Any) -> None:
+    """Raise when `value` holds NaN or Infinity, which orjson wrote as `null` in `text`; JSON has neither."""
+    if "null" in text:
+        bad = _non_finite(value)
+        if bad is not None:
+            raise UnconvertibleError(f"{bad!r} is not a finite number: JSON has no NaN or Infinity")
+
+
+def _non_finite(value: Any) -> float | None:
+    kind = type(value)
+    if kind is float:
+        return None if math.isfinite(value) else float(value)
+    if kind is dict:
+        value = value.values()
+    elif kind is not list and kind is not tuple:
+        return None
+    for item in value:
+        bad = _non_finite(item)
+        if bad is not None:
+            return bad
+    return None
 
 
 _SCALE: Final = Decimal(1).scaleb(-DECIMAL_SCALE)
@@ -160,6 +210,8 @@ _SCALE: Final = Decimal(1).scaleb(-DECIMAL_SCALE)
 
 def _to_decimal(value: Any) -> bytes:
     """Unscaled two's-complement bytes at scale 8, as Avro's decimal holds them."""
+    if type(value) is JsonNumber:
+        value = value.text
     if type(value) is bool or not isinstance(value, int | float | str | Decimal):
         raise UnconvertibleError(f"a {_type_name(value)} is not a decimal")
     try:
@@ -192,7 +244,7 @@ def converter(parameter: Parameter, unit: Unit | None) -> Callable[[Any], Any]:
     if parameter.kind == "timestamp":
         return _timestamp(unit)
     if parameter.kind == "json":
-        return _to_json
+        return to_json
     if parameter.kind == "decimal":
         return _to_decimal
     return to_text

@@ -21,6 +21,7 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from typing import cast
 
+from bridge.headers import read_headers
 from bridge.lanes import Lane
 from bridge.runtime.clock import Clock
 from bridge.runtime.ledger import Held
@@ -79,7 +80,7 @@ class TransformPool:
         values = [item.value for item in chunk]
         # Keys and headers cross to the workers only for a mapping that reads them.
         keys = [item.record.key() for item in chunk] if lane.reads_keys else None
-        headers = [item.record.headers() for item in chunk] if lane.reads_headers else None
+        headers = [read_headers(item.record) for item in chunk] if lane.reads_headers else None
         work = (values, self._clock.wall(), self._rules, lane.schemas(), lane.method, lane.reading, keys, headers)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Transformed]
