@@ -16,7 +16,7 @@ Then, on that one topic:
 
 - CEILING: a child process with one confluent-kafka Consumer (the bridge's own librdkafka settings) calling
   `consume()` in batches of the bridge's size and decoding each value with `fastavro.schemaless_reader` and a
-  schema parsed once by `bridge.avro.parse`, nothing else; events/s from the first batch to the last record.
+  schema parsed once by `bridge.decoding.avro.parse`, nothing else; events/s from the first batch to the last record.
 - BRIDGE: `python -m bridge run --config FILE` as a child process, once per `--latency-ms` value (0 and 20 by
   default: the second shows whether uploads, running beside fetching and transforming, hide the API's latency).
   Its configuration keeps every default except what points it at the local parts (bootstrap, topic, group,
@@ -75,10 +75,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bench.workloads import GAME_EVENT, GAME_MAPPING, IDENTITY_MAPPING, Workload, game_values
-from bridge.avro import contract_schema, parse
-from bridge.config import KafkaConfig
+from bridge.config.model import KafkaConfig
+from bridge.decoding.avro import contract_schema, parse
+from bridge.kafka.source import consumer_config
 from bridge.runtime.loop import FETCH_MAX, FETCH_TIMEOUT_S
-from bridge.source import consumer_config
 from devtools.kafka_local import HOST, LocalKafka, free_ports, port_open
 from devtools.testkit.bridge_child import BridgeProcess
 from devtools.testkit.kafka import produce
@@ -474,7 +474,8 @@ def ceiling_child(spec: dict[str, Any]) -> None:
     # where the bridge's AIOConsumer awaits it.
     consumer = Consumer({**consumer_config(kafka, unused), "error_cb": on_error})
     consumer.subscribe([spec["topic"]])
-    # Each value is decoded with its own writer schema (the contract's, as in bridge.avro, or the GameEvent's), so
+    # Each value is decoded with its own writer schema (the contract's, as in bridge.decoding.avro, or the
+    # GameEvent's), so
     # no reader schema is needed; JSON values are parsed by orjson, as the bridge parses them.
     schema = parse(spec["schema"]) if spec["decoding"] == "avro" else None
     read = fastavro.schemaless_reader

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.transform_speed [--events N] [--rounds R]
 
-For each workload of `bench.workloads` it runs `bridge.transform.transform` over chunks of the pipeline's size
+For each workload of `bench.workloads` it runs `bridge.decoding.transform.transform` over chunks of the pipeline's size
 and prints CPU seconds per 100k events (the best of R rounds), beside the least work the same values need:
 decoding alone (fastavro with the writer schema, or orjson). It also times the JSON parsers on the GameEvent
 values, which is how orjson was chosen. A benchmark reports, it never judges.
@@ -23,11 +23,11 @@ import orjson
 
 from bench.throughput import make_values
 from bench.workloads import GAME_EVENT, GAME_MAPPING, IDENTITY_MAPPING, Decoding, game_values
-from bridge.avro import WriterSchemas, contract_schema, parse
-from bridge.config import RouteConfig
-from bridge.reading import Reading
+from bridge.config.model import RouteConfig
+from bridge.decoding.avro import WriterSchemas, contract_schema, parse
+from bridge.decoding.reading import Reading
+from bridge.decoding.transform import Rules, collect_rarely, transform
 from bridge.runtime.transforms import CHUNK_RECORDS
-from bridge.transform import Rules, collect_rarely, transform
 from devtools.testkit.records import APP
 
 SCHEMA_ID = 1

@@ -19,7 +19,7 @@ from typing import Any, Final, Literal
 
 import fastavro
 
-from bridge.methods import EVENTS
+from bridge.postapi.methods import EVENTS
 from devtools.testkit.records import APP
 
 Decoding = Literal["avro", "json"]

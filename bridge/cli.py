@@ -10,9 +10,8 @@ from pathlib import Path
 import yaml
 
 from bridge import __version__
-from bridge.config import ConfigError, Settings, load_config
-
-EXIT_CONFIG = 2
+from bridge.config.model import ConfigError, Settings, load_config
+from bridge.errors import EXIT_CONFIG
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,13 +26,13 @@ from typing import Any, Final, TextIO
 import fastavro
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from bridge.avro import WriterSchemas
-from bridge.config import BridgeConfig, ConfigError, RouteConfig, Settings, load_config
-from bridge.decode import RegistryUnavailableError, make_decoder, registry_client_conf
-from bridge.headers import read_headers
+from bridge.config.model import BridgeConfig, ConfigError, RouteConfig, Settings, load_config
+from bridge.decoding.avro import WriterSchemas
+from bridge.decoding.reading import Reading
+from bridge.decoding.registry import RegistryUnavailableError, make_decoder, registry_client_conf
+from bridge.decoding.transform import FAILED, Failure, Rules, Transformed, transform
+from bridge.kafka.headers import read_headers
 from bridge.mapping import Headers
-from bridge.reading import Reading
-from bridge.transform import FAILED, Failure, Rules, Transformed, transform
 
 DEFAULT_LIMIT: Final = 20
 FETCH_TIMEOUT_S: Final = 15.0
@@ -119,7 +119,7 @@ class PreviewError(Exception):
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from bridge.cli import EXIT_CONFIG
+    from bridge.errors import EXIT_CONFIG
 
     if (args.partition is None) != (args.offset is None):
         print("appmetrica-bridge: preview: --partition and --offset go together", file=sys.stderr)

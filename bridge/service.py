@@ -20,29 +20,29 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from bridge import kafka_logs, logs
-from bridge.access import check_kafka_access
-from bridge.config import BridgeConfig, Settings
-from bridge.credentials import mask_user_info
-from bridge.deadletter import DeadLetters, StartupError
-from bridge.decode import Decoder, NoSchemas, make_decoder, registry_client_conf
-from bridge.delivery import Totals
-from bridge.group_budget import GroupBudget
-from bridge.health import make_app
-from bridge.lanes import needs_own_schemas
-from bridge.metrics import Metrics
+from bridge.config.credentials import mask_user_info
+from bridge.config.model import BridgeConfig, Settings
+from bridge.decoding.lanes import needs_own_schemas
+from bridge.decoding.registry import Decoder, NoSchemas, make_decoder, registry_client_conf
+from bridge.decoding.transform import Rules, collect_rarely
+from bridge.errors import EXIT_FAILED, EXIT_STARTUP, StartupError
+from bridge.kafka import logs as kafka_logs
+from bridge.kafka.access import check_kafka_access
+from bridge.kafka.dead_letter_producer import DeadLetters
+from bridge.kafka.group_budget import GroupBudget
+from bridge.kafka.source import Source
+from bridge.ops import logs
+from bridge.ops.health import make_app
+from bridge.ops.metrics import Metrics
+from bridge.postapi.uploader import AiohttpTransport, Uploader, post_api_tls
 from bridge.runtime.assembly import Runtime, assemble
 from bridge.runtime.clock import LoopClock
+from bridge.runtime.delivery import Totals
 from bridge.runtime.loop import CLOSE_TIMEOUT_S, COMMIT_TIMEOUT_S, OwnerLoop
 from bridge.runtime.transforms import WORKERS_EXIT_S
-from bridge.source import Source
-from bridge.transform import Rules, collect_rarely
-from bridge.upload import AiohttpTransport, Uploader, post_api_tls
 
 log = structlog.get_logger("bridge")
 
-EXIT_STARTUP = 1
-EXIT_FAILED = 3
 DEAD_LETTER_FLUSH_S = 3.0
 ENDPOINTS_SHUTDOWN_S = 1.0
 CLOSE_BUDGET_S = COMMIT_TIMEOUT_S + WORKERS_EXIT_S + CLOSE_TIMEOUT_S + DEAD_LETTER_FLUSH_S + ENDPOINTS_SHUTDOWN_S
@@ -52,7 +52,7 @@ chart's terminationGraceMarginSeconds, 10 by default)."""
 TASK_END_S = 1.0
 """A background task (progress lines, the group's rate sharing) has this long to end once cancelled."""
 TICK_S = 5.0
-"""How often lasting Kafka conditions are counted or ended (`bridge.kafka_logs`)."""
+"""How often lasting Kafka conditions are counted or ended (`bridge.kafka.logs`)."""
 
 
 def run_service(settings: Settings) -> int:

@@ -43,9 +43,15 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from bridge.avro import contract_schema
-from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
-from bridge.methods import MethodName
+from bridge.decoding.avro import contract_schema
+from bridge.kafka.dead_letter_producer import (
+    HEADER_DETAIL,
+    HEADER_OFFSET,
+    HEADER_PARTITION,
+    HEADER_REASON,
+    HEADER_TOPIC,
+)
+from bridge.postapi.methods import MethodName
 from bridge.sandbox import Keys, Sandbox, SandboxOptions, SchemaRegistry
 from devtools.kafka_local import (
     HOST,

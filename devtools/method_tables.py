@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bridge.methods import METHODS, Method, Text
+from bridge.postapi.methods import METHODS, Method, Text
 
 
 def _avro(kind: Any) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.config import load_config
+from bridge.config.model import load_config
 from devtools.helm import ensure_helm
 from devtools.testkit.helm_render import CHART, DEFAULT_VALUES, KEY, REPO, Rendered, render, render_error
 

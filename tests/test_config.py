@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import ConfigError, load_config
+from bridge.config.model import ConfigError, load_config
 from devtools.testkit.bridge_child import run_cli
 
 GOOD = """

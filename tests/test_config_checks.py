@@ -14,8 +14,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge import yaml_text
-from bridge.config import ConfigError, load_config
+from bridge.config import yaml_text
+from bridge.config.model import ConfigError, load_config
 from bridge.mapping import Chunk, CompiledMapping
 from devtools.testkit.configs import ENV, JSON_ONLY, KEY, check_config, cli, problems, write
 

@@ -11,9 +11,9 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from bridge.config import ConfigError, load_config
-from bridge.credentials import mask_user_info, secret_property
-from bridge.logs import REDACTED, Redactor
+from bridge.config.credentials import mask_user_info, secret_property
+from bridge.config.model import ConfigError, load_config
+from bridge.ops.logs import REDACTED, Redactor
 from devtools.testkit.configs import ENV, JSON_ONLY, KEY, check_config, problems, write
 from devtools.testkit.leaks import leaked
 

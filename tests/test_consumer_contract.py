@@ -12,10 +12,10 @@ from typing import Protocol
 import pytest
 from confluent_kafka import Producer
 
-from bridge.config import KafkaConfig
+from bridge.config.model import KafkaConfig
 from bridge.kafka.consumer import Consumer, PartitionKey, Record
 from bridge.kafka.memory import MemoryBroker, MemoryConsumer
-from bridge.source import Source
+from bridge.kafka.source import Source
 from devtools.testkit.kafka import TopicFactory
 
 PARTITIONS = 2

@@ -8,12 +8,18 @@ import datetime as dt
 import pytest
 from confluent_kafka import Producer
 
-from bridge.config import KafkaConfig
-from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
+from bridge.config.model import KafkaConfig
 from bridge.deadletters import reading
 from bridge.deadletters.reading import consumer, read, stretch
 from bridge.deadletters.records import Filters
 from bridge.deadletters.summary import Summary
+from bridge.kafka.dead_letter_producer import (
+    HEADER_DETAIL,
+    HEADER_OFFSET,
+    HEADER_PARTITION,
+    HEADER_REASON,
+    HEADER_TOPIC,
+)
 from devtools.testkit.kafka import TopicFactory
 
 DAYS = [dt.datetime(2026, 11, d, 12, tzinfo=dt.UTC) for d in (20, 21, 22)]

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.deadletter import (
+from bridge.deadletters.records import DeadLetter, Filters
+from bridge.kafka.dead_letter_producer import (
     HEADER_DETAIL,
     HEADER_OFFSET,
     HEADER_ORIGINAL_OFFSET,
@@ -22,8 +23,7 @@ from bridge.deadletter import (
     HEADER_TOPIC,
     HEADER_VALUE_DROPPED,
 )
-from bridge.deadletters.records import DeadLetter, Filters
-from bridge.upload import RateLimit
+from bridge.postapi.uploader import RateLimit
 
 moments = st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1), timezones=st.just(dt.UTC))
 numbers = st.none() | st.integers(min_value=0, max_value=2**40)
@@ -137,7 +137,7 @@ async def test_a_rate_limit_takes_a_new_rate_from_the_next_request(monkeypatch: 
         waits.append(round(seconds, 6))
         now[0] += seconds
 
-    monkeypatch.setattr("bridge.upload.asyncio.sleep", sleep)
+    monkeypatch.setattr("bridge.postapi.uploader.asyncio.sleep", sleep)
     limit = RateLimit(10.0, clock=lambda: now[0])
     await limit.acquire()
     limit.rate = 2.0

@@ -17,8 +17,14 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
-from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
-from bridge.methods import METHODS
+from bridge.kafka.dead_letter_producer import (
+    HEADER_DETAIL,
+    HEADER_OFFSET,
+    HEADER_PARTITION,
+    HEADER_REASON,
+    HEADER_TOPIC,
+)
+from bridge.postapi.methods import METHODS
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.serving import server_tls
 from devtools.testkit.bridge_child import bridge_command

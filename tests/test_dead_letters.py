@@ -14,7 +14,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 import yaml
 
-from bridge.deadletter import HEADER_ORIGINAL_OFFSET, HEADER_REASON, HEADER_REPLAYED
+from bridge.kafka.dead_letter_producer import HEADER_ORIGINAL_OFFSET, HEADER_REASON, HEADER_REPLAYED
 from bridge.sandbox.server import Sandbox
 from devtools.testkit.bridge_child import BridgeProcess, bridge_command, bridge_config
 from devtools.testkit.kafka import TopicFactory, committed, end_offsets, produce, read_to_end

@@ -9,9 +9,9 @@ import time
 import pytest
 import structlog
 
-from bridge import deadletter
-from bridge.deadletter import DeadLetters
-from bridge.kafka_logs import Repeats
+from bridge.kafka import dead_letter_producer as deadletter
+from bridge.kafka.dead_letter_producer import DeadLetters
+from bridge.kafka.logs import Repeats
 from devtools.testkit.bridge_child import free_port
 
 

@@ -22,17 +22,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.batching import Batch
-from bridge.config import UploadConfig
-from bridge.deadletter import HEADER_DETAIL, HEADER_REASON, DeadLetters
-from bridge.delivery import Delivery
-from bridge.methods import MethodName
-from bridge.metrics import Metrics
-from bridge.postapi import MAX_EVENT_AGE_S
+from bridge.config.model import UploadConfig
+from bridge.kafka.dead_letter_producer import HEADER_DETAIL, HEADER_REASON, DeadLetters
+from bridge.ops.metrics import Metrics
+from bridge.postapi.methods import MethodName
+from bridge.postapi.rules import MAX_EVENT_AGE_S
+from bridge.postapi.uploader import Answer, Payload, Uploader, Verdict
+from bridge.runtime.batching import Batch
 from bridge.runtime.clock import LoopClock
+from bridge.runtime.delivery import Delivery
 from bridge.runtime.ledger import Held, Ledger
 from bridge.sandbox.server import Sandbox
-from bridge.upload import Answer, Payload, Uploader, Verdict
 from devtools.testkit.bridge_child import BridgeProcess, bridge_config, free_port
 from devtools.testkit.kafka import TopicFactory, committed, consume_all, end_offsets, headers_of, produce, read_to_end
 from devtools.testkit.processes import alive, transform_workers

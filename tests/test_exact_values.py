@@ -18,12 +18,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from bridge.avro import WriterSchemas
-from bridge.headers import NO_HEADERS, MessageHeaders
+from bridge.decoding.avro import WriterSchemas
+from bridge.decoding.reading import Reading
+from bridge.decoding.transform import FAILED, Rules, Transformed, transform
+from bridge.kafka.headers import NO_HEADERS, MessageHeaders
 from bridge.mapping import MappingSpec
-from bridge.postapi import INT64_MAX
-from bridge.reading import Reading
-from bridge.transform import FAILED, Rules, Transformed, transform
+from bridge.postapi.rules import INT64_MAX
 
 NOW = time.time()
 NOW_MS = int(NOW * 1000)

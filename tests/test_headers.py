@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.deadletter import (
+from bridge.kafka.dead_letter_producer import (
     HEADER_DETAIL,
     HEADER_HEADERS_DROPPED,
     HEADER_KEY_DROPPED,
@@ -32,7 +32,7 @@ from bridge.deadletter import (
     HEADER_VALUE_SHA256,
     DeadLetters,
 )
-from bridge.headers import NO_HEADERS, LostHeader, MessageHeaders, read_headers
+from bridge.kafka.headers import NO_HEADERS, LostHeader, MessageHeaders, read_headers
 from devtools.testkit.kafka import TopicFactory, consume_all
 from devtools.testkit.raw_headers import produce_raw
 

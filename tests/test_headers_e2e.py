@@ -9,8 +9,8 @@ import signal
 import time
 from pathlib import Path
 
-from bridge.deadletter import HEADER_HEADERS_DROPPED, HEADER_REASON
-from bridge.headers import read_headers
+from bridge.kafka.dead_letter_producer import HEADER_HEADERS_DROPPED, HEADER_REASON
+from bridge.kafka.headers import read_headers
 from bridge.sandbox.server import Sandbox
 from devtools.testkit.bridge_child import BridgeProcess, bridge_config
 from devtools.testkit.kafka import TopicFactory, committed, consume_all, end_offsets

@@ -19,9 +19,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from bridge.config import BridgeConfig, RouteConfig, load_config
-from bridge.methods import METHODS
-from bridge.metrics import Metrics
+from bridge.config.model import BridgeConfig, RouteConfig, load_config
+from bridge.ops.metrics import Metrics
+from bridge.postapi.methods import METHODS
 from bridge.service import CLOSE_BUDGET_S
 from devtools import helm as pinned_helm
 from devtools.chart_manifests import check_custom

@@ -20,9 +20,15 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bridge.avro import contract_schema, parse
-from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_VALUE_DROPPED
-from bridge.logs import REDACTED
+from bridge.decoding.avro import contract_schema, parse
+from bridge.kafka.dead_letter_producer import (
+    HEADER_DETAIL,
+    HEADER_OFFSET,
+    HEADER_PARTITION,
+    HEADER_REASON,
+    HEADER_VALUE_DROPPED,
+)
+from bridge.ops.logs import REDACTED
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
 from devtools.testkit.bridge_child import BridgeProcess, bridge_config

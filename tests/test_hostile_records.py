@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import MultiDict
 
-from bridge import csvbody
-from bridge.avro import WriterSchemas, contract_schema
-from bridge.methods import EVENTS, Method, Window
+from bridge.decoding.avro import WriterSchemas, contract_schema
+from bridge.decoding.transform import FAILED, Rules, Transformed, transform
+from bridge.postapi import csv_body as csvbody
+from bridge.postapi.methods import EVENTS, Method, Window
 from bridge.sandbox.intake import read_csv_batch
-from bridge.transform import FAILED, Rules, Transformed, transform
 from devtools.testkit.records import event, wire
 
 NOW = time.time()

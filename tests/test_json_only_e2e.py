@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from confluent_kafka import Producer
 
-from bridge.logs import REDACTED
+from bridge.ops.logs import REDACTED
 from bridge.sandbox.server import Sandbox
 from devtools.testkit.bridge_child import BridgeProcess, bridge_config
 from devtools.testkit.kafka import TopicFactory, committed, end_offsets

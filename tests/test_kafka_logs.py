@@ -14,8 +14,9 @@ import structlog
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
-from bridge import kafka_logs, logs
-from bridge.kafka_logs import EVERY_S, QUIET_S, Repeats
+from bridge.kafka import logs as kafka_logs
+from bridge.kafka.logs import EVERY_S, QUIET_S, Repeats
+from bridge.ops import logs
 from devtools.testkit.bridge_child import free_port
 
 

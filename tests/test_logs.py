@@ -6,7 +6,7 @@ import json
 
 from structlog.processors import JSONRenderer
 
-from bridge.logs import REDACTED, Redactor
+from bridge.ops.logs import REDACTED, Redactor
 
 
 def test_secrets_are_redacted_inside_strings_lists_and_mappings() -> None:

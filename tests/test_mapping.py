@@ -18,11 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from bridge.avro import WriterSchemas
-from bridge.headers import NO_HEADERS, MessageHeaders
+from bridge.decoding.avro import WriterSchemas
+from bridge.decoding.reading import Reading
+from bridge.decoding.transform import FAILED, Rules, Transformed, transform
+from bridge.kafka.headers import NO_HEADERS, MessageHeaders
 from bridge.mapping import Chunk, CompiledMapping, MappingSpec, check_mapping
-from bridge.reading import Reading
-from bridge.transform import FAILED, Rules, Transformed, transform
 from devtools.testkit.bridge_child import run_cli
 from devtools.testkit.game import GAME_MAPPING_YAML, GAME_SCHEMA
 from devtools.testkit.records import raw_avro

@@ -15,7 +15,7 @@ import fastavro
 import yaml
 from confluent_kafka import Producer
 
-from bridge.deadletter import HEADER_DETAIL, HEADER_REASON
+from bridge.kafka.dead_letter_producer import HEADER_DETAIL, HEADER_REASON
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
 from devtools.testkit.bridge_child import BridgeProcess, bridge_config

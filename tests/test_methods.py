@@ -21,12 +21,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import MultiDict
 
-from bridge import csvbody
-from bridge.avro import contract_schema, parse
-from bridge.config import BridgeConfig, PostApiKeys, Settings
+from bridge.config.model import BridgeConfig, PostApiKeys, Settings
 from bridge.deadletters.records import DeadLetter
 from bridge.deadletters.show import Judge
-from bridge.methods import (
+from bridge.decoding.avro import contract_schema, parse
+from bridge.postapi import csv_body as csvbody
+from bridge.postapi.methods import (
     EXCLUDED_CURRENCIES,
     METHODS,
     Amount,
@@ -45,10 +45,11 @@ from bridge.methods import (
     amount_bytes,
     amount_text,
 )
-from bridge.postapi import Violation
-from bridge.rows import RowMaker
+from bridge.postapi.rows import RowMaker
+from bridge.postapi.rules import Violation
 from bridge.sandbox.intake import BadRequestError, read_csv_batch, read_query_batch
 from devtools import method_tables
+from devtools.testkit.golden import BRIDGE_STRICTER
 from devtools.testkit.records import raw_avro
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,8 +227,12 @@ def test_each_declared_rule_is_enforced_by_the_bridge_and_the_sandbox(case: Case
         return
     row = cells(method, record)
     assert method.verdict(row, WINDOW) == violation
+    # The sandbox judges by its own reading of the docs (bridge.sandbox.documented), in its own words: it refuses the
+    # same row, except where the bridge is stricter than the pages on purpose.
     refusal = sandbox_refusal(method, [cells(method, good), row])
-    assert refusal == f"row 2: {violation.detail}"
+    if (method.name, case.column) in BRIDGE_STRICTER:
+        return
+    assert refusal is not None and refusal.startswith("row 2: "), refusal
 
 
 def test_every_rule_kind_is_broken_by_some_case() -> None:

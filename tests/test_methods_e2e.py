@@ -17,8 +17,8 @@ from typing import Any
 
 import fastavro
 
-from bridge.deadletter import HEADER_DETAIL, HEADER_REASON, HEADER_TOPIC
-from bridge.methods import MethodName
+from bridge.kafka.dead_letter_producer import HEADER_DETAIL, HEADER_REASON, HEADER_TOPIC
+from bridge.postapi.methods import MethodName
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
 from devtools.testkit.bridge_child import BridgeProcess, bridge_config

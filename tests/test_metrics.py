@@ -8,7 +8,7 @@ from pathlib import Path
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.metrics import STALL_REASONS, Metrics
+from bridge.ops.metrics import STALL_REASONS, Metrics
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 

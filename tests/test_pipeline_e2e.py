@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bridge.avro import contract_schema, parse
+from bridge.decoding.avro import contract_schema, parse
 from bridge.sandbox.config import Keys
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox, SandboxOptions

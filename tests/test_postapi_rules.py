@@ -1,4 +1,4 @@
-"""The Post API rules of bridge.postapi, example by example and as properties."""
+"""The Post API rules of bridge.postapi.rules, example by example and as properties."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from bridge.methods import EVENTS, SESSION, Window
-from bridge.postapi import MAX_EVENT_AGE_S, MAX_ROWS_PER_REQUEST, Violation, json_object_problem, json_objects
+from bridge.postapi.methods import EVENTS, SESSION, Window
+from bridge.postapi.rules import MAX_EVENT_AGE_S, MAX_ROWS_PER_REQUEST, Violation, json_object_problem, json_objects
 
 EVENT_COLUMNS = EVENTS.names
 EVENTS_PATH, EVENTS_CSV_PATH = EVENTS.path, EVENTS.csv_path

@@ -48,7 +48,7 @@ RUNTIME_CALLS = (
     "the runtime does not call Metrics.partition_assigned/partition_revoked/set_stalled yet "
     "(bridge/pipeline.py); this check runs once it does"
 )
-"""Why the few checks that need the runtime's calls into bridge/metrics.py are skipped until it makes them."""
+"""Why the few checks that need the runtime's calls into bridge/ops/metrics.py are skipped until it makes them."""
 
 
 @dataclass

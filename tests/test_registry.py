@@ -122,7 +122,7 @@ def test_in_process_register_refuses_what_is_not_avro() -> None:
 
 
 async def test_async_client_fetches_by_id(registry: SchemaRegistry) -> None:
-    """bridge.decode reads schemas with the async client."""
+    """bridge.decoding.registry reads schemas with the async client."""
     schema_id = registry.register(SUBJECT, CONTRACT)
     async_client = AsyncSchemaRegistryClient({"url": registry.url})
     fetched = await async_client.get_schema(schema_id)

@@ -17,9 +17,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.avro import contract_schema
-from bridge.config import ConfigError, load_config
-from bridge.logs import REDACTED
+from bridge.config.model import ConfigError, load_config
+from bridge.decoding.avro import contract_schema
+from bridge.ops.logs import REDACTED
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
 from devtools.kafka_local import free_ports

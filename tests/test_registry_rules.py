@@ -18,9 +18,9 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from bridge.avro import Readers, contract_schema, parse
-from bridge.config import load_config
-from bridge.decode import ConfluentDecoder, RegistryUnavailableError, make_decoder, registry_client_conf
+from bridge.config.model import load_config
+from bridge.decoding.avro import Readers, contract_schema, parse
+from bridge.decoding.registry import ConfluentDecoder, RegistryUnavailableError, make_decoder, registry_client_conf
 from bridge.sandbox import SchemaRegistry
 from bridge.sandbox.serving import server_tls
 from devtools.testkit.bridge_child import bridge_command

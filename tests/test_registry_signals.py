@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from bridge import decode
-from bridge.avro import WIRE_HEADER, WriterSchemas, contract_schema, parse
-from bridge.decode import ConfluentDecoder, RawDecoder, RegistryUnavailableError
+from bridge.decoding import registry as decode
+from bridge.decoding.avro import WIRE_HEADER, WriterSchemas, contract_schema, parse
+from bridge.decoding.registry import ConfluentDecoder, RawDecoder, RegistryUnavailableError
+from bridge.decoding.transform import FAILED, Rules, transform
 from bridge.sandbox.registry import SchemaRegistry
-from bridge.transform import FAILED, Rules, transform
 from devtools.testkit.records import event, wire
 
 NOW = time.time()

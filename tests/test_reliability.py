@@ -19,8 +19,14 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from bridge.avro import contract_schema
-from bridge.deadletter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
+from bridge.decoding.avro import contract_schema
+from bridge.kafka.dead_letter_producer import (
+    HEADER_DETAIL,
+    HEADER_OFFSET,
+    HEADER_PARTITION,
+    HEADER_REASON,
+    HEADER_TOPIC,
+)
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
 from devtools.kafka_local import LocalKafka

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge import csvbody
-from bridge.batching import Batcher, BatchKey
-from bridge.methods import EVENTS, Window
-from bridge.postapi import Violation
-from bridge.rows import Row, RowMaker
+from bridge.postapi import csv_body as csvbody
+from bridge.postapi.methods import EVENTS, Window
+from bridge.postapi.rows import Row, RowMaker
+from bridge.postapi.rules import Violation
+from bridge.runtime.batching import Batcher, BatchKey
 from bridge.runtime.ledger import Held, PartitionOffsets
 
 NOW = time.time()

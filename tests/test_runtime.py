@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from prometheus_client.samples import Sample
 
-from bridge.config import BatchConfig, BufferConfig, KafkaConfig, ShutdownConfig, UploadConfig
+from bridge.config.model import BatchConfig, BufferConfig, KafkaConfig, ShutdownConfig, UploadConfig
 from bridge.kafka.consumer import PartitionKey
 from bridge.kafka.memory import MemoryBroker
 from bridge.runtime.loop import CLOSE_TIMEOUT_S, COMMIT_TIMEOUT_S, RESUME_FRACTION, WATCH_INTERVAL_S

@@ -19,8 +19,8 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
-from bridge.methods import EVENTS, METHODS, Method
-from bridge.postapi import MAX_ROWS_PER_REQUEST
+from bridge.postapi.methods import EVENTS, METHODS, Method
+from bridge.postapi.rules import MAX_ROWS_PER_REQUEST
 from bridge.sandbox import Faults, Keys, Sandbox, SandboxOptions
 from bridge.sandbox.cli import register
 from bridge.sandbox.faults import FaultInjector

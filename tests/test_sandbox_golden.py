@@ -1,6 +1,7 @@
 """The sandbox answers the Post API pages' own sample requests (tests/golden) exactly as the pages say.
 
-The expected answers come from the pages (tests/golden/cases.yaml), never from ``bridge.methods``: a misread of the
+The expected answers come from the pages (tests/golden/cases.yaml), never from ``bridge.postapi.methods``: a misread of
+the
 documentation in the bridge's declaration or in the sandbox's own reading makes a case fail.
 """
 
@@ -20,8 +21,9 @@ import pytest
 import yaml
 from multidict import MultiDict
 
-from bridge.methods import METHODS, Window
+from bridge.postapi.methods import METHODS, Window
 from bridge.sandbox import Sandbox, SandboxOptions
+from devtools.testkit.golden import BRIDGE_STRICTER
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES: list[dict[str, Any]] = yaml.safe_load((GOLDEN / "cases.yaml").read_text())
@@ -133,15 +135,6 @@ async def test_the_sandbox_answers_each_sample_as_the_pages_say(sandbox: Sandbox
 
 # Where the bridge's declaration is deliberately stricter than the pages (README, "Where the docs disagree"): a
 # sample row the bridge would dead-letter instead of sending, with the parameter its rule names.
-BRIDGE_STRICTER = {
-    ("revenue", "account_id"): "undocumented: an unknown parameter could make the API refuse a whole batch",
-    ("revenue", "transaction_id"): "typed <int>: the contract follows the type, so a text id fails at the producer",
-    **{
-        ("ecommerce", f"{price}_internal_{part}"): "an <array>: the bridge always writes [a,b], never a bare value"
-        for price in ("cart_item_price", "actual_price", "original_price")
-        for part in ("currency", "value")
-    },
-}
 
 
 def _accepted_samples() -> list[tuple[str, dict[str, str]]]:

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from multidict import MultiDict
 
-from bridge.methods import EVENTS, Window
-from bridge.postapi import MAX_EVENT_AGE_S, MAX_ROWS_PER_REQUEST
+from bridge.postapi.methods import EVENTS, Window
+from bridge.postapi.rules import MAX_EVENT_AGE_S, MAX_ROWS_PER_REQUEST
 from bridge.sandbox.documented import DOCUMENTED
 from bridge.sandbox.intake import BadRequestError, CsvBatch, check_rows, read_csv_batch, read_csv_form
 

@@ -16,11 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from bridge.config import PostApiKeys, UploadConfig, load_config
-from bridge.logs import REDACTED, Redactor
-from bridge.metrics import Metrics
+from bridge.config.model import PostApiKeys, UploadConfig, load_config
+from bridge.ops.logs import REDACTED, Redactor
+from bridge.ops.metrics import Metrics
+from bridge.postapi.uploader import AiohttpTransport, Uploader, Verdict
 from bridge.runtime.clock import LoopClock
-from bridge.upload import AiohttpTransport, Uploader, Verdict
 from devtools.testkit.bridge_child import run_cli
 from devtools.testkit.leaks import leaked, spellings
 
@@ -148,7 +148,7 @@ def test_a_registry_url_that_is_not_one_is_a_configuration_error_naming_the_key(
 LIBRARY_LOG = """
 import logging, sys
 from urllib.parse import quote
-from bridge import logs
+from bridge.ops import logs
 logs.REDACTOR.add([sys.argv[1]])
 logs.configure("info")
 try:

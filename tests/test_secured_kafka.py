@@ -19,8 +19,8 @@ import trustme
 # NewTopic is documented in confluent_kafka.admin, which re-exports it without listing it as public.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from bridge.avro import contract_schema
-from bridge.deadletter import HEADER_REASON
+from bridge.decoding.avro import contract_schema
+from bridge.kafka.dead_letter_producer import HEADER_REASON
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
 from bridge.sandbox.serving import server_tls

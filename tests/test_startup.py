@@ -18,8 +18,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from bridge.access import GRACE_S, WAITING_FOR_COORDINATOR, WAITING_FOR_KAFKA
-from bridge.kafka_logs import EVERY_S
+from bridge.kafka.access import GRACE_S, WAITING_FOR_COORDINATOR, WAITING_FOR_KAFKA
+from bridge.kafka.logs import EVERY_S
 from bridge.sandbox.server import Sandbox
 from bridge.service import CLOSE_BUDGET_S
 from devtools.kafka_local import LocalKafka, free_ports

@@ -19,11 +19,11 @@ import fastavro
 import pytest
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient
 
-from bridge.avro import WriterSchemas, contract_schema, parse
-from bridge.decode import ConfluentDecoder, RawDecoder, RegistryUnavailableError
-from bridge.methods import EVENTS
+from bridge.decoding.avro import WriterSchemas, contract_schema, parse
+from bridge.decoding.registry import ConfluentDecoder, RawDecoder, RegistryUnavailableError
+from bridge.decoding.transform import FAILED, Rules, Transformed, start_worker, transform
+from bridge.postapi.methods import EVENTS
 from bridge.sandbox.registry import SchemaRegistry
-from bridge.transform import FAILED, Rules, Transformed, start_worker, transform
 from devtools.testkit.records import ROOT, TRICKY, event, expected_row, raw_avro, wire
 
 NOW = time.time()

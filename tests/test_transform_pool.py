@@ -11,15 +11,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bridge.config import AvroConfig, BatchConfig, BridgeConfig, KafkaConfig, TransformConfig
-from bridge.decode import RawDecoder
+from bridge.config.model import AvroConfig, BatchConfig, BridgeConfig, KafkaConfig, TransformConfig
+from bridge.decoding.lanes import Lane, lanes
+from bridge.decoding.registry import RawDecoder
+from bridge.decoding.transform import Rules
 from bridge.kafka.memory import MemoryBroker, MemoryConsumer
-from bridge.lanes import Lane, lanes
-from bridge.metrics import Metrics
+from bridge.ops.metrics import Metrics
 from bridge.runtime.clock import LoopClock
 from bridge.runtime.ledger import Ledger
 from bridge.runtime.transforms import QUEUED_PER_WORKER, TransformPool, chunks
-from bridge.transform import Rules
 from devtools.testkit.records import ROOT, event, raw_avro
 from devtools.testkit.runtime import ScriptedPostApi, member
 

@@ -15,7 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 import psutil
 import pytest
 
-from bridge.transform import start_worker
+from bridge.decoding.transform import start_worker
 from devtools.testkit.records import ROOT
 
 
@@ -65,7 +65,7 @@ def test_workers_end_when_the_bridge_is_killed() -> None:
                 """
                 import multiprocessing, os, time
                 from concurrent.futures import ProcessPoolExecutor
-                from bridge.transform import start_worker
+                from bridge.decoding.transform import start_worker
                 if __name__ == "__main__":
                     pool = ProcessPoolExecutor(
                         2, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import get_args
 
-from bridge.config import ConfigError, Settings, load_config
-from bridge.deadletter import Reason
+from bridge.config.model import ConfigError, Settings, load_config
 from bridge.deadletters.clients import KafkaUnreachableError, StopRequestedError
 from bridge.deadletters.progress import ProgressError
 from bridge.deadletters.reading import ReadError, consumer, read, stderr_progress, stretch
@@ -24,10 +23,12 @@ from bridge.deadletters.replay import Replay, ReplayError
 from bridge.deadletters.show import Judge, as_json, as_text
 from bridge.deadletters.stopping import EXIT_INTERRUPTED, Stopping
 from bridge.deadletters.summary import Summary
-from bridge.logs import Redactor
+from bridge.errors import EXIT_CONFIG, EXIT_TOOL_FAILED
+from bridge.kafka.dead_letter_producer import Reason
+from bridge.ops.logs import Redactor
 
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
+EXIT_FAILED = EXIT_TOOL_FAILED
+
 
 Printer = Callable[[str], None]
 REASONS = get_args(Reason)

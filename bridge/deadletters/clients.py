@@ -9,9 +9,9 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from bridge.config import KafkaConfig
-from bridge.deadletter import _client_properties
-from bridge.headers import read_headers
+from bridge.config.model import KafkaConfig
+from bridge.kafka.clients import client_properties as shared_properties
+from bridge.kafka.headers import read_headers
 
 WAIT_S = 10.0
 """How long a command waits for Kafka to answer at all before it says so and ends."""
@@ -35,7 +35,7 @@ def client_properties(config: KafkaConfig) -> dict[str, Any]:
     the tools say once that Kafka does not answer instead (`reach`), so its log is off unless the operator sets
     `log_level` among the properties.
     """
-    return {"log_level": 0, **_client_properties(config.properties), "bootstrap.servers": config.bootstrap_servers}
+    return {"log_level": 0, **shared_properties(config.properties), "bootstrap.servers": config.bootstrap_servers}
 
 
 def reach(client: Any, topic: str, bootstrap: str, stop: Callable[[], bool], wait_s: float = WAIT_S) -> Any:
@@ -54,13 +54,12 @@ def reach(client: Any, topic: str, bootstrap: str, stop: Callable[[], bool], wai
             raise KafkaUnreachableError(f"Kafka at {bootstrap} does not answer (waited {wait_s:g} s): {why}")
 
 
-
-
 def headers_of(message: Any) -> tuple[Headers, bool]:
     """A message's headers with UTF-8 names, and whether every header could be read so.
 
     Kafka allows any bytes in a header name (Go or kcat producers write them) and confluent-kafka cannot read such a
-    name; `bridge.headers.read_headers`, the run path's reader, salvages what it can without crashing. A letter whose
+    name; `bridge.kafka.headers.read_headers`, the run path's reader, salvages what it can without crashing. A letter
+    whose
     headers are not all readable is shown without the unreadable ones and says so, rather than ending the command.
     """
     read = read_headers(message)

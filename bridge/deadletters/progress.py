@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from bridge.config import KafkaConfig
+from bridge.config.model import KafkaConfig
 from bridge.deadletters.clients import client_properties
 from bridge.deadletters.records import DeadLetter, Filters
 

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from bridge.config import KafkaConfig
+from bridge.config.model import KafkaConfig
 from bridge.deadletters.clients import StopRequestedError, client_properties, reach
 from bridge.deadletters.records import DeadLetter, Filters
 

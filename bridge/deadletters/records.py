@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.deadletter import (
+from bridge.deadletters.clients import headers_of
+from bridge.kafka.dead_letter_producer import (
     HEADER_DETAIL,
     HEADER_OFFSET,
     HEADER_ORIGINAL_OFFSET,
@@ -19,7 +20,6 @@ from bridge.deadletter import (
     HEADER_TOPIC,
     HEADER_VALUE_DROPPED,
 )
-from bridge.deadletters.clients import headers_of
 
 Headers = Sequence[tuple[str, str | bytes | None]]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from bridge.config import KafkaConfig
+from bridge.config.model import KafkaConfig
 from bridge.deadletters.clients import client_properties, reach
 from bridge.deadletters.progress import EarlierReplay, earlier_replays, group_name
 from bridge.deadletters.reading import consumer, read, stretch

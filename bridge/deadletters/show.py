@@ -1,7 +1,7 @@
 """`dead-letters show`: dead letters one by one, with their key, headers and detail, the record where it decodes (the
 raw value where it does not), and the Post API row the bridge would make of it now (or the rule it breaks now).
 
-A letter is read the way `run` reads its source topic: that topic's lane (`bridge.lanes`: the route's method,
+A letter is read the way `run` reads its source topic: that topic's lane (`bridge.decoding.lanes`: the route's method,
 format and mapping, and the registry with its credentials and TLS), judged by the same `transform`.
 """
 
@@ -17,16 +17,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.avro import DecodeError, Readers, Record, contract_schema
-from bridge.config import Settings
+from bridge.config.model import Settings
 from bridge.deadletters.records import DeadLetter, when
-from bridge.decode import Decoder, RegistryUnavailableError, make_decoder, registry_client_conf
-from bridge.headers import MessageHeaders
-from bridge.lanes import Lane, lanes, needs_own_schemas
-from bridge.methods import MethodName
+from bridge.decoding.avro import DecodeError, Readers, Record, contract_schema
+from bridge.decoding.lanes import Lane, lanes, needs_own_schemas
+from bridge.decoding.reading import RecordReaders
+from bridge.decoding.registry import Decoder, RegistryUnavailableError, make_decoder, registry_client_conf
+from bridge.decoding.transform import Rules, transform
+from bridge.kafka.headers import MessageHeaders
+from bridge.postapi.methods import MethodName
 from bridge.preview import row_or_failure
-from bridge.reading import RecordReaders
-from bridge.transform import Rules, transform
 
 RAW_LIMIT = 512
 """Bytes of an undecodable value (or a key or header) shown; the rest is counted."""

@@ -14,8 +14,10 @@ import sys
 import threading
 from types import FrameType
 
+from bridge.errors import EXIT_TOOL_FAILED
+
 GRACE_S = 5.0
-EXIT_INTERRUPTED = 1
+EXIT_INTERRUPTED = EXIT_TOOL_FAILED
 
 
 class Stopping:

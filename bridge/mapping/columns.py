@@ -15,7 +15,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from bridge.headers import MessageHeaders
+from bridge.kafka.headers import MessageHeaders
 from bridge.mapping.convert import (
     EPOCH,
     MILLISECOND,
@@ -40,7 +40,7 @@ class Chunk(NamedTuple):
     keys: Sequence[bytes | None] | None
     """The Kafka message keys; given only to mappings that read them."""
     headers: Sequence[Headers | None] | None
-    """The Kafka headers, as `bridge.headers.read_headers` reads them; given only to mappings that read them."""
+    """The Kafka headers, as `bridge.kafka.headers.read_headers` reads them; given only to mappings that read them."""
 
 
 Errors = dict[int, str]

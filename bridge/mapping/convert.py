@@ -17,9 +17,9 @@ from uuid import UUID
 
 import orjson
 
-from bridge.exactjson import JsonNumber, fragment
+from bridge.decoding.exact_json import JsonNumber, fragment
 from bridge.mapping.parameters import Parameter
-from bridge.methods import DECIMAL_SCALE, amount_bytes
+from bridge.postapi.methods import DECIMAL_SCALE, amount_bytes
 
 Unit = Literal["s", "ms", "us", "ns", "iso8601"]
 

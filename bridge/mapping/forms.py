@@ -22,10 +22,10 @@ from pydantic import (
     Tag,
 )
 
-from bridge.config_problems import FORM_TAG, ProblemsError, suggestion
+from bridge.config.problems import FORM_TAG, ProblemsError, suggestion
 from bridge.mapping.convert import UnconvertibleError, Unit, converter, to_text
 from bridge.mapping.parameters import Parameter, method_parameters
-from bridge.methods import METHODS, Column, Window
+from bridge.postapi.methods import METHODS, Column, Window
 
 _PATH: Final = re.compile(r"[^.\s]+(\.[^.\s]+)*")
 

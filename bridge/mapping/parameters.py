@@ -1,6 +1,6 @@
 """Each method's Post API parameters and what a mapping must make of each, read from the methods' declaration.
 
-A mapped record holds exactly what the method's Avro contract decodes to (`bridge.methods`), so this is only the
+A mapped record holds exactly what the method's Avro contract decodes to (`bridge.postapi.methods`), so this is only the
 contract's value types seen from the mapping's side: text, integers of the contract's width, timestamps in
 milliseconds, decimals as unscaled bytes at scale 8, JSON text, arrays of one of those.
 """
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Literal, NamedTuple
 
-from bridge.methods import METHODS, Amount, ArrayOf, Attributes, Integer, JsonObject, Kind, Timestamp
+from bridge.postapi.methods import METHODS, Amount, ArrayOf, Attributes, Integer, JsonObject, Kind, Timestamp
 
 ValueKind = Literal["string", "integer", "timestamp", "json", "decimal", "array"]
 

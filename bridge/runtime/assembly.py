@@ -7,23 +7,23 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError
 
-from bridge.batching import Batcher
-from bridge.config import BridgeConfig
-from bridge.decode import Decoder
-from bridge.delivery import DeadLetterSink, Delivery, Totals
+from bridge.config.model import BridgeConfig
+from bridge.decoding.lanes import lanes
+from bridge.decoding.registry import Decoder
+from bridge.decoding.transform import Rules
 from bridge.kafka.consumer import Consumer
-from bridge.lanes import lanes
-from bridge.metrics import Metrics
+from bridge.ops.metrics import Metrics
+from bridge.postapi.uploader import Uploader
+from bridge.runtime.batching import Batcher
 from bridge.runtime.clock import Clock
 from bridge.runtime.deliveries import Deliveries
+from bridge.runtime.delivery import DeadLetterSink, Delivery, Totals
 from bridge.runtime.ledger import Ledger
 from bridge.runtime.loop import OwnerLoop, Parts
 from bridge.runtime.readiness import Readiness
 from bridge.runtime.schema_wait import SchemaWait
 from bridge.runtime.stalls import Stalls
 from bridge.runtime.transforms import TransformPool
-from bridge.transform import Rules
-from bridge.upload import Uploader
 
 
 @dataclass

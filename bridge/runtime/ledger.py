@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import structlog
 
 from bridge.kafka.consumer import PartitionKey, Record
-from bridge.metrics import Metrics
+from bridge.ops.metrics import Metrics
 
 log = structlog.get_logger("bridge.ledger")
 

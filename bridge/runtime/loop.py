@@ -13,21 +13,21 @@ from dataclasses import dataclass
 
 import structlog
 
-from bridge.batching import Batch, Batcher
-from bridge.config import BridgeConfig
-from bridge.delivery import Delivery
+from bridge.config.model import BridgeConfig
+from bridge.decoding.lanes import Lane
+from bridge.decoding.transform import FAILED, Transformed
 from bridge.kafka.consumer import Consumer, PartitionKey
-from bridge.lanes import Lane
-from bridge.methods import MethodName
-from bridge.metrics import Metrics
+from bridge.ops.metrics import Metrics
+from bridge.postapi.methods import MethodName
+from bridge.runtime.batching import Batch, Batcher
 from bridge.runtime.clock import Clock
 from bridge.runtime.deliveries import Deliveries
+from bridge.runtime.delivery import Delivery
 from bridge.runtime.ledger import Held, Ledger
 from bridge.runtime.readiness import Readiness
 from bridge.runtime.schema_wait import SchemaWait
 from bridge.runtime.stalls import Stalls
 from bridge.runtime.transforms import TransformPool, chunks
-from bridge.transform import FAILED, Transformed
 
 log = structlog.get_logger("bridge.pipeline")
 

@@ -6,13 +6,13 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaError
 
-from bridge import kafka_logs
+from bridge.kafka import logs as kafka_logs
+from bridge.postapi.uploader import Uploader
 from bridge.runtime.clock import Clock
 from bridge.runtime.deliveries import Deliveries
 from bridge.runtime.ledger import Ledger
 from bridge.runtime.schema_wait import SchemaWait
 from bridge.runtime.transforms import TransformPool
-from bridge.upload import Uploader
 
 
 class Readiness:

@@ -10,9 +10,9 @@ from collections.abc import Collection, Sequence
 
 import structlog
 
-from bridge.decode import RegistryUnavailableError
+from bridge.decoding.lanes import Lane
+from bridge.decoding.registry import RegistryUnavailableError
 from bridge.kafka.consumer import PartitionKey
-from bridge.lanes import Lane
 from bridge.runtime.clock import Clock
 from bridge.runtime.ledger import Held
 

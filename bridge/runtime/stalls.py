@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import structlog
 
 from bridge.kafka.consumer import PartitionKey
-from bridge.metrics import Metrics, StallReason
+from bridge.ops.metrics import Metrics, StallReason
+from bridge.postapi.uploader import Uploader
 from bridge.runtime.clock import Clock
 from bridge.runtime.ledger import Ledger, PartitionOffsets
 from bridge.runtime.schema_wait import SchemaWait
 from bridge.runtime.transforms import TransformPool
-from bridge.upload import Uploader
 
 log = structlog.get_logger("bridge.stalls")
 

@@ -21,11 +21,11 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from typing import cast
 
-from bridge.headers import read_headers
-from bridge.lanes import Lane
+from bridge.decoding.lanes import Lane
+from bridge.decoding.transform import Rules, Transformed, start_worker, transform
+from bridge.kafka.headers import read_headers
 from bridge.runtime.clock import Clock
 from bridge.runtime.ledger import Held
-from bridge.transform import Rules, Transformed, start_worker, transform
 
 CHUNK_RECORDS = 1000
 """Records per transform: enough to make a worker's round trip cheap, few enough to keep every worker busy."""

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from bridge import logs
+from bridge.ops import logs
 from bridge.sandbox.config import Faults, Keys, explain
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox, SandboxOptions

@@ -1,6 +1,6 @@
 """The five import methods as AppMetrica's Post API pages document them: the sandbox's judge.
 
-Written from the pages and kept apart from the bridge's declaration (``bridge.methods``) on purpose: the sandbox
+Written from the pages and kept apart from the bridge's declaration (``bridge.postapi.methods``) on purpose: the sandbox
 takes what the pages take, so a misread in either reading shows up, as a golden case (``tests/golden``) answered
 wrongly or as a bridge row the sandbox refuses. Where the pages contradict themselves, the choice made here is the one
 the README names ("How the sandbox reads the documentation"): a sample the pages print is taken as accepted unless it

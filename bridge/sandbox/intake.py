@@ -16,8 +16,8 @@ from typing import Final, Protocol
 
 from multidict import MultiMapping
 
-from bridge.methods import Method, Window
-from bridge.postapi import MAX_BODY_BYTES, MAX_ROWS_PER_REQUEST
+from bridge.postapi.methods import Method, Window
+from bridge.postapi.rules import MAX_BODY_BYTES, MAX_ROWS_PER_REQUEST
 from bridge.sandbox.documented import DOCUMENTED, Documented
 
 _CSV_QUERY_PARAMETERS = frozenset({"post_api_key", "application_id"})

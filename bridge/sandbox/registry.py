@@ -24,7 +24,7 @@ from aiohttp import BasicAuth, web
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from fastavro.schema import SchemaParseException
 
-from bridge.avro import with_references
+from bridge.decoding.avro import with_references
 from bridge.sandbox.serving import LocalServer
 
 _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"

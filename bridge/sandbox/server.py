@@ -17,8 +17,8 @@ from aiohttp import web
 from multidict import MultiMapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bridge.methods import METHODS, Method, Window
-from bridge.postapi import MAX_BODY_BYTES
+from bridge.postapi.methods import METHODS, Method, Window
+from bridge.postapi.rules import MAX_BODY_BYTES
 from bridge.sandbox.config import Faults, Keys, explain
 from bridge.sandbox.faults import FaultInjector
 from bridge.sandbox.intake import BadRequestError, Batch, read_csv_batch, read_query_batch

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from bridge.methods import METHODS, MethodName
+from bridge.postapi.methods import METHODS, MethodName
 
 
 def _by_method() -> dict[MethodName, list[dict[str, str]]]:

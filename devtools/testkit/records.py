@@ -12,7 +12,7 @@ from typing import Any
 
 import fastavro
 
-from bridge.avro import contract_schema, parse
+from bridge.decoding.avro import contract_schema, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = parse(contract_schema())

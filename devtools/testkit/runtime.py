@@ -21,7 +21,7 @@ import looptime
 import orjson
 from pydantic import SecretStr
 
-from bridge.config import (
+from bridge.config.model import (
     AvroConfig,
     BatchConfig,
     BridgeConfig,
@@ -34,15 +34,15 @@ from bridge.config import (
     TransformConfig,
     UploadConfig,
 )
-from bridge.deadletter import Reason
-from bridge.decode import RawDecoder
+from bridge.decoding.registry import RawDecoder
+from bridge.decoding.transform import Rules
 from bridge.kafka.consumer import PartitionKey, Record
+from bridge.kafka.dead_letter_producer import Reason
 from bridge.kafka.memory import MemoryBroker, MemoryConsumer
-from bridge.metrics import Metrics
+from bridge.ops.metrics import Metrics
+from bridge.postapi.uploader import Reply, Uploader
 from bridge.runtime.assembly import Runtime, assemble
 from bridge.runtime.clock import LoopClock
-from bridge.transform import Rules
-from bridge.upload import Reply, Uploader
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPIC = "events"

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any, Final, NamedTuple
 
-from bridge.methods import Method, Window
-from bridge.postapi import INT64_MAX, Violation
+from bridge.postapi.methods import Method, Window
+from bridge.postapi.rules import INT64_MAX, Violation
 
 _NO_DEFAULT: Final = "application_id is missing and post_api.application_id is not set"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from bridge.methods import MethodName
+from bridge.postapi.methods import MethodName
 from bridge.runtime.ledger import Held
 
 BatchKey = tuple[MethodName, int, bytes]

@@ -6,7 +6,7 @@ of the field names and types, still decodes. Logical types are left as their pla
 stays integer milliseconds and a decimal its unscaled bytes, which is what `rows` needs and what costs least.
 
 Writer schemas travel as JSON text (`WriterSchemas`, small and picklable); each process parses a schema once and
-keeps it. This module imports no registry or Kafka client, so workers start light; `bridge.decode` fetches.
+keeps it. This module imports no registry or Kafka client, so workers start light; `bridge.decoding.registry` fetches.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Final, Literal, NamedTuple, TypeVar, cast
 import fastavro
 from fastavro.read import SchemaResolutionError
 
-from bridge.methods import METHODS, MethodName
+from bridge.postapi.methods import METHODS, MethodName
 
 Record = dict[str, Any]
 ReasonClass = Literal["decode", "schema"]

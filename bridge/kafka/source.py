@@ -14,9 +14,9 @@ import structlog
 from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.aio import AIOConsumer
 
-from bridge.config import KafkaConfig
+from bridge.config.model import KafkaConfig
 from bridge.kafka.consumer import PartitionKey, RebalanceListener, Record
-from bridge.kafka_logs import client_conf
+from bridge.kafka.logs import client_conf
 
 log = structlog.get_logger("bridge.source")
 

@@ -17,10 +17,12 @@ from typing import Any, Literal, NamedTuple
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from bridge.headers import MessageHeaders, read_headers
-from bridge.kafka_logs import REPEATS, client_conf
-from bridge.logs import REDACTOR
-from bridge.threads import in_daemon_thread
+from bridge.errors import StartupError
+from bridge.kafka.clients import client_properties
+from bridge.kafka.headers import MessageHeaders, read_headers
+from bridge.kafka.logs import REPEATS, client_conf
+from bridge.ops.logs import REDACTOR
+from bridge.runtime.threads import in_daemon_thread
 
 log = structlog.get_logger("bridge.deadletter")
 
@@ -55,17 +57,13 @@ DETAIL_LIMIT = 1000
 """Characters of a detail the header keeps."""
 
 
-class StartupError(Exception):
-    """The bridge cannot start as configured (for example, the dead-letter topic is missing)."""
-
-
 class DeadLetters:
     """An idempotent producer to the dead-letter topic; `write` returns once Kafka has the record."""
 
     def __init__(self, topic: str, bootstrap_servers: str, properties: dict[str, Any]) -> None:
         self.topic = topic
         conf = {
-            **_client_properties(properties),
+            **client_properties(properties),
             "bootstrap.servers": bootstrap_servers,
             "enable.idempotence": True,
             "acks": "all",
@@ -245,21 +243,3 @@ def _settle(future: asyncio.Future[None], error: KafkaError | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(KafkaException(error))
-
-
-def _client_properties(properties: dict[str, Any]) -> dict[str, Any]:
-    """The connection properties a producer shares with the consumer (security and the like)."""
-    consumer_only = (
-        "auto.offset.reset",
-        "partition.assignment.strategy",
-        "session.timeout.ms",
-        "max.poll.interval.ms",
-        "heartbeat.interval.ms",
-        "fetch.",
-        "group.",
-        "isolation.level",
-        "enable.partition.eof",
-        "queued.",
-        "auto.commit",
-    )
-    return {k: v for k, v in properties.items() if not k.startswith(consumer_only)}

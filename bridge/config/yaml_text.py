@@ -2,7 +2,7 @@
 
 PyYAML follows YAML 1.1, where a plain `no`, `on` or `0123` is a boolean or an octal number. As a mapping key that
 sends Norway's records (`lookup: {no: …}`) to the wrong application; as a password it turns `0123` into 83. So every
-scalar key is kept as written, and the value of a credential property (by `bridge.credentials.secret_property`)
+scalar key is kept as written, and the value of a credential property (by `bridge.config.credentials.secret_property`)
 under `kafka.properties` or `avro.schema_registry_properties` is kept as written; every other value reads as YAML
 says (numbers, booleans, lists).
 """
@@ -14,7 +14,7 @@ from typing import Any, Final
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from bridge.credentials import secret_property
+from bridge.config.credentials import secret_property
 
 _STR: Final = "tag:yaml.org,2002:str"
 _PROPERTY_SECTIONS: Final = (("kafka", "properties"), ("avro", "schema_registry_properties"))

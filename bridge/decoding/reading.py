@@ -3,7 +3,7 @@
 A route with a mapping, or with `format: json`, reads each value into a plain record (Avro with the writer's own
 schema, logical types kept, or one JSON object, with or without the Confluent framing) and then maps a chunk of
 them onto the method's parameters with `bridge.mapping`. A route of contract Avro records without a mapping
-never comes here: `bridge.avro` reads those into the contract by schema resolution.
+never comes here: `bridge.decoding.avro` reads those into the contract by schema resolution.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any, Final, Literal
 import fastavro
 import orjson
 
-from bridge import exactjson
-from bridge.alone import alone, decode_each, unexpected
-from bridge.avro import DecodeError, ReasonClass, WriterSchemas, framed_decoder
+from bridge.decoding import exact_json as exactjson
+from bridge.decoding.alone import alone, decode_each, unexpected
+from bridge.decoding.avro import DecodeError, ReasonClass, WriterSchemas, framed_decoder
 from bridge.mapping import Chunk, CompiledMapping, Headers, MappingSpec, Record, identity_mapping
-from bridge.methods import MethodName
+from bridge.postapi.methods import MethodName
 
 Failure = tuple[ReasonClass | Literal["invalid"], str]
 
@@ -136,7 +136,8 @@ def _exact_numbers(
     values: Sequence[bytes | None], records: list[Any], indexes: list[int], failures: dict[int, Failure]
 ) -> tuple[list[Any], list[int]]:
     """The JSON records with every number as its producer wrote it: those orjson read a float in are read again
-    by `exactjson.exact` (`bridge.exactjson`); one that reader cannot take (nested past the recursion limit) is
+    by `exactjson.exact` (`bridge.decoding.exact_json`); one that reader cannot take (nested past the recursion limit)
+    is
     a `decode` failure rather than a record with a number altered."""
     again = exactjson.inexact(records)
     if not again:

@@ -14,8 +14,8 @@ from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from bridge.deadletter import Reason
-from bridge.methods import MethodName
+from bridge.kafka.dead_letter_producer import Reason
+from bridge.postapi.methods import MethodName
 
 PREFIX = "appmetrica_bridge"
 

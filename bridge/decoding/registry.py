@@ -1,6 +1,6 @@
 """Which writer schemas the records need: Confluent wire format ids through a schema registry, or one local file.
 
-Decoding itself is `bridge.avro`, run wherever the records are transformed; this side runs in the owner loop,
+Decoding itself is `bridge.decoding.avro`, run wherever the records are transformed; this side runs in the owner loop,
 fetches every schema a stretch of records names before they are transformed, and tells transient registry
 trouble (the records wait) from ids that can never be read (their records are poison).
 """
@@ -18,10 +18,10 @@ import fastavro
 from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, Schema
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from bridge.avro import WIRE_HEADER, Reader, WriterSchemas, contract_schema, named_as, parse, with_references
-from bridge.config import AvroConfig, RegistryCredentials
-from bridge.methods import MethodName
-from bridge.resolution import resolution_problem
+from bridge.config.model import AvroConfig, RegistryCredentials
+from bridge.decoding.avro import WIRE_HEADER, Reader, WriterSchemas, contract_schema, named_as, parse, with_references
+from bridge.decoding.resolution import resolution_problem
+from bridge.postapi.methods import MethodName
 
 _UNKNOWN_ID_TTL_S = 60.0
 

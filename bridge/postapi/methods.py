@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 
 import pycountry
 
-from bridge.postapi import (
+from bridge.postapi.rules import (
     INT64_DIGITS,
     MAX_EVENT_AGE_S,
     MILLISECONDS_THRESHOLD,

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bridge.avro import WriterSchemas
-from bridge.config import BridgeConfig
-from bridge.decode import Decoder
-from bridge.methods import MethodName
-from bridge.reading import Reading
+from bridge.config.model import BridgeConfig
+from bridge.decoding.avro import WriterSchemas
+from bridge.decoding.reading import Reading
+from bridge.decoding.registry import Decoder
+from bridge.postapi.methods import MethodName
 
 _NO_SCHEMAS = WriterSchemas()
 

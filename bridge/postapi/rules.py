@@ -1,4 +1,5 @@
-"""The Post API's limits and the primitives its rules are built of; `bridge.methods` declares each method with them.
+"""The Post API's limits and the primitives its rules are built of; `bridge.postapi.methods` declares each method
+with them.
 
 The sandbox enforces the rules on what it receives and the bridge checks every row against them before upload,
 so a row the API would refuse never costs a request (see the README's tables and AppMetrica's Post API pages).

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any, Final, Literal, NamedTuple
 
-from bridge import csvbody
-from bridge.alone import alone, decode_each, unexpected
-from bridge.avro import Readers, ReasonClass, WriterSchemas
+from bridge.decoding.alone import alone, decode_each, unexpected
+from bridge.decoding.avro import Readers, ReasonClass, WriterSchemas
+from bridge.decoding.reading import Reading, RecordReaders
 from bridge.mapping import Headers
-from bridge.methods import METHODS, MethodName
-from bridge.reading import Reading, RecordReaders
-from bridge.rows import RowMaker, Table
+from bridge.postapi import csv_body as csvbody
+from bridge.postapi.methods import METHODS, MethodName
+from bridge.postapi.rows import RowMaker, Table
 
 Failure = tuple[ReasonClass | Literal["invalid", "expired"], str]
 """A record's dead-letter reason class and a readable detail."""

@@ -26,15 +26,15 @@ from typing import Any, Protocol
 
 import structlog
 
-from bridge.batching import Batch
-from bridge.config import UploadConfig
-from bridge.deadletter import Reason
-from bridge.methods import METHODS, MethodName, Window
-from bridge.metrics import Metrics
-from bridge.postapi import MAX_EVENT_AGE_S
+from bridge.config.model import UploadConfig
+from bridge.kafka.dead_letter_producer import Reason
+from bridge.ops.metrics import Metrics
+from bridge.postapi.methods import METHODS, MethodName, Window
+from bridge.postapi.rules import MAX_EVENT_AGE_S
+from bridge.postapi.uploader import Answer, Uploader, Verdict
+from bridge.runtime.batching import Batch
 from bridge.runtime.clock import Clock
 from bridge.runtime.ledger import Held, Ledger
-from bridge.upload import Answer, Uploader, Verdict
 
 log = structlog.get_logger("bridge.delivery")
 

@@ -29,14 +29,14 @@ from pydantic import (
     model_validator,
 )
 
-from bridge import yaml_text
-from bridge.config_problems import Overrides, ProblemsError, describe
-from bridge.credentials import mask_user_info, property_secrets, secret_property, user_info_secrets
-from bridge.logs import MIN_SECRET_CHARS, REDACTED, Redactor
+from bridge.config import yaml_text
+from bridge.config.credentials import mask_user_info, property_secrets, secret_property, user_info_secrets
+from bridge.config.problems import Overrides, ProblemsError, describe
 from bridge.mapping import MappingSpec
 from bridge.mapping.forms import Source, constant_applications, mapping_problems
-from bridge.methods import METHODS, MethodName
-from bridge.postapi import MAX_ROWS_PER_REQUEST
+from bridge.ops.logs import MIN_SECRET_CHARS, REDACTED, Redactor
+from bridge.postapi.methods import METHODS, MethodName
+from bridge.postapi.rules import MAX_ROWS_PER_REQUEST
 
 _SOURCE: TypeAdapter[Any] = TypeAdapter(Source)
 DEFAULT_KEY_ENV = "BRIDGE_POST_API_KEY"

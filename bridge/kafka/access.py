@@ -25,10 +25,11 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AclOperation, AdminClient  # type: ignore[attr-defined]
 
-from bridge.config import KafkaConfig
-from bridge.deadletter import StartupError, _client_properties
-from bridge.kafka_logs import REPEATS, client_conf
-from bridge.threads import in_daemon_thread
+from bridge.config.model import KafkaConfig
+from bridge.errors import StartupError
+from bridge.kafka.clients import client_properties
+from bridge.kafka.logs import REPEATS, client_conf
+from bridge.runtime.threads import in_daemon_thread
 
 log = structlog.get_logger("bridge.access")
 
@@ -83,7 +84,7 @@ class _Check:
         # Only the latest few: a cluster that stays down for hours keeps calling back.
         self._errors: deque[KafkaError] = deque(maxlen=50)
         conf: dict[str, Any] = {
-            **_client_properties(config.properties),
+            **client_properties(config.properties),
             **client_conf(),
             "bootstrap.servers": config.bootstrap_servers,
             "error_cb": self._errors.append,

@@ -28,10 +28,10 @@ from typing import Protocol
 import aiohttp
 import structlog
 
-from bridge.config import PostApiConfig, PostApiKeys, UploadConfig
-from bridge.csvbody import CONTENT_TYPE
-from bridge.methods import METHODS, MethodName
-from bridge.metrics import Metrics
+from bridge.config.model import PostApiConfig, PostApiKeys, UploadConfig
+from bridge.ops.metrics import Metrics
+from bridge.postapi.csv_body import CONTENT_TYPE
+from bridge.postapi.methods import METHODS, MethodName
 from bridge.runtime.clock import Clock
 
 log = structlog.get_logger("bridge.upload")

@@ -19,11 +19,11 @@ import structlog
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from bridge.config import KafkaConfig
-from bridge.deadletter import _client_properties
-from bridge.kafka_logs import client_conf
-from bridge.metrics import Metrics
-from bridge.upload import RateLimit
+from bridge.config.model import KafkaConfig
+from bridge.kafka.clients import client_properties
+from bridge.kafka.logs import client_conf
+from bridge.ops.metrics import Metrics
+from bridge.postapi.uploader import RateLimit
 
 log = structlog.get_logger("bridge.group_budget")
 
@@ -47,7 +47,7 @@ class GroupBudget:
         name it); replicas that share one cannot tell whether they are listed yet, and may run one member's share
         over while joining."""
         self._admin = AdminClient(
-            {**_client_properties(kafka.properties), **client_conf(), "bootstrap.servers": kafka.bootstrap_servers}
+            {**client_properties(kafka.properties), **client_conf(), "bootstrap.servers": kafka.bootstrap_servers}
         )
         self._changed = asyncio.Event()
         self.members = 0

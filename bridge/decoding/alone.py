@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
-from bridge.avro import DecodeError, ReasonClass
+from bridge.decoding.avro import DecodeError, ReasonClass
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -9,7 +9,7 @@ import re
 from typing import Final
 from urllib.parse import unquote
 
-from bridge.logs import REDACTED
+from bridge.ops.logs import REDACTED
 
 _SECRET_WORDS: Final = ("password", "passphrase", "secret", "credential", "token", "jaas", "oauthbearer.config")
 _SECRET_SEGMENTS: Final = frozenset({"key", "pem", "keystore", "truststore"})

@@ -1,0 +1,1 @@
+"""What operators see: the health endpoints, the metrics, the logs."""

@@ -1,0 +1,1 @@
+"""The Post API side: its documented rules, the five methods' declarations, rows, CSV bodies, the uploader."""
