@@ -11,7 +11,6 @@ Deleting is simplified: a deleted version is gone at once (no soft-deleted state
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,11 +19,12 @@ from typing import Any
 import avro.errors
 import avro.schema
 import fastavro
-from aiohttp import BasicAuth, web
+from aiohttp import web
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from fastavro.schema import SchemaParseException
 
 from bridge.decoding.avro import with_references
+from bridge.sandbox.gate import Gate
 from bridge.sandbox.serving import LocalServer
 
 _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -70,13 +70,10 @@ class SchemaRegistry(LocalServer):
         self._ids_by_canonical: dict[str, int] = {}
         self._subjects: dict[str, _Subject] = {}
         self._compatibility = DEFAULT_LEVEL
-        self._basic_auth = basic_auth
-        self._bearer_token = bearer_token
-        self.refused_logins = 0
-        """Requests answered 401, for tests that check a client sent (wrong) credentials."""
+        self._gate = Gate(basic_auth, bearer_token, lambda: RegistryError(401, 401, "Unauthorized"))
         self.refuse_with: int | None = None
         """401 or 403 to have schema fetches refused as a registry refuses bad credentials; None answers them."""
-        app = web.Application(middlewares=[self._errors_as_json, self._authenticated])
+        app = web.Application(middlewares=[_errors_as_json, self._gate.middleware])
         routes: list[tuple[str, str, Callable[[web.Request], Awaitable[Any]]]] = [
             ("POST", "/subjects/{subject}/versions", self._register),
             ("POST", "/subjects/{subject}", self._lookup),
@@ -98,6 +95,11 @@ class SchemaRegistry(LocalServer):
         for method, path, handler in routes:
             app.router.add_route(method, path, _answering(handler))
         super().__init__(app)
+
+    @property
+    def refused_logins(self) -> int:
+        """Requests answered 401, for tests that check a client sent (wrong) credentials."""
+        return self._gate.refused
 
     # -- the in-process API ------------------------------------------------------------------------------
 
@@ -308,42 +310,17 @@ class SchemaRegistry(LocalServer):
 
     # -- middlewares ----------------------------------------------------------------------------------------
 
-    @web.middleware
-    async def _authenticated(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        demands = self._basic_auth is not None or self._bearer_token is not None
-        if demands and not self._authorized(request.headers.get("Authorization", "")):
-            self.refused_logins += 1
-            raise RegistryError(401, 401, "Unauthorized")
+
+@web.middleware
+async def _errors_as_json(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
         return await handler(request)
-
-    def _authorized(self, header: str) -> bool:
-        scheme, _, token = header.partition(" ")
-        if scheme == "Bearer" and self._bearer_token is not None:
-            return hmac.compare_digest(token.encode(), self._bearer_token.encode())
-        if self._basic_auth is None:
-            return False
-        try:
-            given = BasicAuth.decode(header, encoding="utf-8")
-        except ValueError:
-            return False
-        user, password = self._basic_auth
-        # Both compared whatever the first gives, so the timing tells nothing.
-        return hmac.compare_digest(given.login.encode(), user.encode()) & hmac.compare_digest(
-            given.password.encode(), password.encode()
-        )
-
-    @web.middleware
-    async def _errors_as_json(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except RegistryError as exc:
-            return _error_response(exc.status, exc.error_code, exc.message)
-        except web.HTTPException as exc:  # no such route or method: the real registry answers JSON too
-            return _error_response(exc.status, exc.status, exc.reason)
+    except RegistryError as exc:
+        return _error_response(exc.status, exc.error_code, exc.message)
+    except web.HTTPException as exc:  # no such route or method: the real registry answers JSON too
+        return _error_response(exc.status, exc.status, exc.reason)
 
 
 def _answering(handler: Callable[[web.Request], Awaitable[Any]]) -> Callable[[web.Request], Awaitable[web.Response]]:
