@@ -343,3 +343,23 @@ def test_a_partition_held_by_a_refused_key_is_reported_stalled_with_its_reason_u
 
 def _samples(bridge: Member, name: str) -> list[Sample]:
     return [s for family in bridge.metrics.registry.collect() for s in family.samples if s.name == name]
+
+
+def test_a_drain_delivers_a_backlog_larger_than_the_send_window() -> None:
+    """The drain commits as batches finish, so the window (rows sent and not yet committed) keeps moving."""
+
+    async def scenario() -> None:
+        broker = broker_with(2)
+        produce(broker, 4000, partitions=2)
+        api = ScriptedPostApi(answer=lambda _n, _t: Answer(200, latency_s=0.5))
+        settings = config(
+            batch=BatchConfig(max_rows=200, linger_ms=100), upload=UploadConfig(max_in_flight=4, requests_per_second=50)
+        )
+        bridge = member(broker, api, settings)
+        bridge.start()
+        await until(lambda: bridge.runtime.ledger.records == 4000 and len(api.requests) >= 1)
+        took = await bridge.stop()
+        assert broker.committed(GROUP) == ends(broker, 2), "every batch was delivered and committed by the drain"
+        assert took < ShutdownConfig().drain_timeout_s
+
+    run_virtual(scenario())

@@ -32,11 +32,14 @@ class Deliveries:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def finish(self, timeout_s: float) -> int:
-        """Wait up to `timeout_s` for every task, then cancel the rest; how many were cancelled."""
-        if not self._tasks:
-            return 0
-        _, pending = await asyncio.wait(set(self._tasks), timeout=max(0.0, timeout_s))
+    async def wait(self, timeout_s: float) -> None:
+        """Until a task ends, at most `timeout_s`."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=max(0.0, timeout_s), return_when=asyncio.FIRST_COMPLETED)
+
+    async def cancel(self) -> int:
+        """Cancel every task still under way; how many there were."""
+        pending = set(self._tasks)
         for task in pending:
             task.cancel()
         if pending:

@@ -39,6 +39,7 @@ class PartitionOffsets:
         "_pending",
         "_sent",
         "_start",
+        "_through",
         "halted",
         "partition",
         "retired",
@@ -57,6 +58,8 @@ class PartitionOffsets:
         self._sent: set[int] = set()
         """Offsets whose rows went to the Post API and are not committable yet."""
         self._committed: int | None = None
+        self._through: int | None = None
+        """The last offset of the contiguous done prefix: everything up to it may be committed."""
         self._let_go = False
         self._start: int | None = None
         """Records were let go of untaken: the consumer's position is past records never done, so it never commits."""
@@ -83,6 +86,15 @@ class PartitionOffsets:
     def done(self, offset: int) -> None:
         if not self.retired:
             self._done.add(offset)
+
+    def settle(self) -> None:
+        """Take the contiguous done prefix off the records held: committable from now on, unsettled no more."""
+        pending, done, sent = self._pending, self._done, self._sent
+        while pending and pending[0] in done:
+            last = pending.popleft()
+            done.discard(last)
+            sent.discard(last)
+            self._through = last
 
     def truncate(self, offset: int) -> int:
         """Stop holding `offset` and every later one: records fetched but let go of before they were taken. Returns
@@ -113,15 +125,10 @@ class PartitionOffsets:
     def advance(self, position: int | None) -> int | None:
         """The offset to commit now, if it moved: the last done offset of the contiguous prefix + 1, or, once
         nothing is held, the consumer's `position` (past transaction markers at the partition's end)."""
-        pending, done, sent = self._pending, self._done, self._sent
-        last = None
-        while pending and pending[0] in done:
-            last = pending.popleft()
-            done.discard(last)
-            sent.discard(last)
-        moved = None if last is None else last + 1
+        self.settle()
+        moved = None if self._through is None else self._through + 1
         if (
-            not pending
+            not self._pending
             and not (self.halted or self._let_go)
             and position is not None
             and position > (moved or self._committed or 0)

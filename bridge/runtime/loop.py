@@ -8,6 +8,7 @@ run in tasks of their own and report to the ledger; the rebalance callbacks run 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ RESUME_FRACTION = 0.8
 """Paused partitions resume once held records and bytes fall below this share of their limits."""
 WATCH_INTERVAL_S = 5.0
 """How often Kafka's reachability, the partitions' ends and idle partitions' positions are read."""
+COMMIT_INTERVAL_S = 0.2
+"""How often a drain or a revoke commits what finished while it waits."""
 COMMIT_TIMEOUT_S = 2.0
 """The final commit's deadline: Kafka down at shutdown must not hold the exit."""
 CLOSE_TIMEOUT_S = 3.0
@@ -164,6 +167,12 @@ class OwnerLoop:
             self._metrics.set_committed(topic, partition, offset)
         return True
 
+    async def _commit_within(self, positions: Mapping[PartitionKey, int], timeout_s: float) -> bool:
+        try:
+            return await asyncio.wait_for(self._commit(positions), timeout_s)
+        except TimeoutError:
+            return False
+
     async def _idle_positions(self) -> dict[PartitionKey, int]:
         idle = [key for key, state in self.parts.ledger.partitions.items() if state.held == 0]
         return await self.parts.consumer.positions(idle) if idle else {}
@@ -228,11 +237,13 @@ class OwnerLoop:
             self._launch(batch)
         if len(p.deliveries):
             log.info("draining", batches=len(p.deliveries), deadline_s=self._config.shutdown.drain_timeout_s)
-        if cancelled := await p.deliveries.finish(deadline - clock.now()):
+        # Committing as batches finish keeps the send window moving (it counts rows sent and not yet committed).
+        while len(p.deliveries) and (remaining := deadline - clock.now()) > 0:
+            await p.deliveries.wait(min(COMMIT_INTERVAL_S, remaining))
+            await self._commit_within({}, min(COMMIT_TIMEOUT_S, max(0.0, deadline - clock.now())))
+        if cancelled := await p.deliveries.cancel():
             log.warning("drain deadline passed; unfinished records stay uncommitted", tasks=cancelled)
-        try:
-            await asyncio.wait_for(self._commit(await self._idle_positions()), COMMIT_TIMEOUT_S)
-        except TimeoutError:
+        if not await self._commit_within(await self._idle_positions(), COMMIT_TIMEOUT_S):
             log.warning("the final commit did not finish in time; the next owner starts from the last commit")
         await p.pool.close()
         try:
@@ -272,10 +283,10 @@ class OwnerLoop:
         # A halted partition's records after its poison record are never done: nothing to wait for.
         awaited = [s for s in states if not s.halted]
         while any(not s.idle for s in awaited) and (remaining := deadline - clock.now()) > 0:
-            try:
-                await asyncio.wait_for(p.ledger.progress.wait(), remaining)
-            except TimeoutError:
-                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(p.ledger.progress.wait(), min(COMMIT_INTERVAL_S, remaining))
+            # The kept partitions' commits follow their deliveries, and so does the send window.
+            await self._commit({})
         committed = await self._commit(await self._idle_positions())
         unfinished = sum(not s.idle for s in awaited)
         p.ledger.retire(keys)
