@@ -276,7 +276,8 @@ async def test_a_broker_still_loading_its_groups_is_waited_for_without_crashing_
     lines = [json.loads(line) for line in bridge.log_path.read_text().splitlines()]  # librdkafka's too: JSON
     said = [line["event"] for line in lines]
     waited = {WAITING_FOR_KAFKA, WAITING_FOR_COORDINATOR} & set(said)
-    assert WAITING_FOR_KAFKA in waited, said
+    # Which it says first depends on how far the broker got when the bridge first asked; one of them it must say.
+    assert waited, said
     print(f"\nSTARTUP loading broker: the bridge said {sorted(waited)}, delivered all {total}, exit 0")
     # Whatever it waited for, a line said so: no stretch of its start-up longer than the grace went unexplained.
     stamps = [line["timestamp"] for line in lines if line.get("event") != "progress"]
