@@ -1,4 +1,4 @@
-"""How fast the bridge moves events, next to the least work any bridge must do (issue 6: measure first).
+"""How fast the bridge moves events, next to the least work any bridge must do.
 
     .venv/bin/python -m bench.throughput [--events N] [--partitions 4] [--latency-ms MS [MS ...]]
                                          [--profile [py-spy]] [--repeat R] [--mapped] [--json]

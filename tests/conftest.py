@@ -161,16 +161,23 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         bootstrap, took = config.stash[_SECURED_STARTED]
         terminalreporter.write_line(f"the session's secured Kafka (SASL_SSL at {bootstrap}) started in {took:.1f}s")
     tiers = config.stash.get(_TIERS, {})
+
+    def tier_of(report: object) -> str | None:
+        # Under xdist the workers collect and mark, and the reports carry the marks back.
+        found = tiers.get(getattr(report, "nodeid", ""))
+        keywords = getattr(report, "keywords", {})
+        return found or next((tier for tier in TIERS if tier in keywords), None)
+
     outcomes: dict[str, Counter[str]] = {tier: Counter() for tier in TIERS}
     seconds: dict[str, float] = dict.fromkeys(TIERS, 0.0)
     for outcome in ("passed", "failed", "error", "skipped", "xfailed", "xpassed"):
         for report in terminalreporter.stats.get(outcome, []):
-            tier = tiers.get(getattr(report, "nodeid", ""))
+            tier = tier_of(report)
             if tier is not None and (outcome != "passed" or report.when == "call"):
                 outcomes[tier][outcome] += 1
     for reports in terminalreporter.stats.values():
         for report in reports:
-            tier = tiers.get(getattr(report, "nodeid", ""))
+            tier = tier_of(report)
             if tier is not None:
                 seconds[tier] += getattr(report, "duration", 0.0)
     terminalreporter.section("tests per tier")
@@ -186,7 +193,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 @pytest.fixture(scope="session")
 def kafka_broker(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka | None]:
     """The broker this session started, or None when it uses one it does not own."""
-    if os.environ.get("BRIDGE_TEST_BOOTSTRAP") or port_open(DEFAULT_PORT):
+    # A broker already on the default port is used as it is, but not by parallel workers: one of them may be a test's
+    # own broker there (the walkthrough's), stopped when that test ends.
+    adopt = port_open(DEFAULT_PORT) and "PYTEST_XDIST_WORKER" not in os.environ
+    if os.environ.get("BRIDGE_TEST_BOOTSTRAP") or adopt:
         yield None
         return
     port, controller_port = free_ports(2)

@@ -219,7 +219,8 @@ async def test_an_event_that_expires_while_its_key_is_refused_is_dead_lettered_b
         sandbox.set_keys(post_api_key=KEY)
         first_403 = len(sandbox.state.requests)
         produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(aging, aging + fresh)])
-        dead = consume_all(kafka_bootstrap, dlq, aging, timeout_s=60)
+        # In a thread: the sandbox answers on this event loop meanwhile.
+        dead = await asyncio.to_thread(consume_all, kafka_bootstrap, dlq, aging, timeout_s=60)
         await wait_for(lambda: len(sandbox.state.events) >= fresh, 60, "the fresh events")
         ends = end_offsets(kafka_bootstrap, topic)
         await wait_for(lambda: committed(kafka_bootstrap, group, topic) == ends, 30, "offsets at the end")

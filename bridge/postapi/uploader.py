@@ -214,6 +214,9 @@ class _Refusal:
     next_probe: float
     probing: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting: list[object] = field(default_factory=list)
+    """The deliveries waiting on the key, longest first: the first probes, so each batch is looked at in turn (and its
+    expired rows dead-lettered) rather than the newest one first."""
 
     def notify(self) -> None:
         self.changed.set()
@@ -297,18 +300,30 @@ class Uploader:
     async def _refusal_turn(self, application_id: int, payload: Payload) -> bool | None:
         """Wait while the application's key is refused: True when this delivery is to probe it now, False once the
         key works again, None when the payload emptied meanwhile."""
-        while (refusal := self._refusals.get(application_id)) is not None:
-            if payload.withdrawn():
-                return None
-            now = self._clock.now()
-            if not refusal.probing and now >= refusal.next_probe:
-                refusal.probing = True
-                return True
-            wait = REFUSAL_CHECK_S if refusal.probing else min(REFUSAL_CHECK_S, refusal.next_probe - now)
-            changed = refusal.changed
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), wait)
-        return False
+        refusal = self._refusals.get(application_id)
+        if refusal is None:
+            return False
+        turn = object()
+        refusal.waiting.append(turn)
+        try:
+            while self._refusals.get(application_id) is refusal:
+                if payload.withdrawn():
+                    return None
+                now = self._clock.now()
+                if not refusal.probing and now >= refusal.next_probe and refusal.waiting[0] is turn:
+                    refusal.probing = True
+                    return True
+                wait = REFUSAL_CHECK_S if refusal.probing else min(REFUSAL_CHECK_S, max(0.0, refusal.next_probe - now))
+                changed = refusal.changed
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), wait)
+            # A new refusal of the same application (the key refused again): wait on that one.
+            return await self._refusal_turn(application_id, payload) if application_id in self._refusals else False
+        finally:
+            first = refusal.waiting[0] is turn
+            refusal.waiting.remove(turn)
+            if first:
+                refusal.notify()
 
     async def _attempt(
         self, method: MethodName, application_id: int, payload: Payload, attempt: int, probing: bool
