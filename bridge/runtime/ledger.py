@@ -263,11 +263,15 @@ class Ledger:
         a partition, whose delivery is what lets the others commit: so the window never waits on itself, and a group
         change sends at most `window` plus one batch again.
         """
+        # Each partition's first row in the batch: the only one of it that can be its partition's oldest record.
+        firsts: dict[int, tuple[PartitionOffsets, int]] = {}
+        for item in items:
+            firsts.setdefault(id(item.state), (item.state, item.offset))
         while True:
             if self.unsettled + len(items) <= window:
                 overshoot = False
                 break
-            if not self._overshoot and any(item.state.is_head(item.offset) for item in items):
+            if not self._overshoot and any(state.is_head(offset) for state, offset in firsts.values()):
                 overshoot = self._overshoot = True
                 break
             await self.progress.wait()

@@ -103,12 +103,17 @@ class TransformPool:
         return self._pool is not None and len(self._sent) >= self._workers * QUEUED_PER_WORKER
 
     async def wait(self, timeout_s: float) -> None:
-        """Until a chunk finishes, at most `timeout_s`."""
-        self._finished.clear()
-        if any(future.done() for _, future, _ in self._sent):
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._finished.wait(), timeout_s)
+        """Until the oldest chunk sent has finished (the next result to take), at most `timeout_s`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._sent:
+            self._finished.clear()
+            if self._sent[0][1].done() or (remaining := deadline - loop.time()) <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._finished.wait(), remaining)
+            except TimeoutError:
+                return
 
     def results(self) -> Iterator[tuple[Sequence[Held], Transformed]]:
         """The finished chunks at the head of the queue, in the order sent: a chunk waits for those sent before it.
