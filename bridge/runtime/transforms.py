@@ -10,7 +10,6 @@ the halting rule in offset order, as they would in one process. A chunk that doe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import os
 import time
