@@ -74,9 +74,7 @@ def assemble(
     # One batch may always go past the window: a group change sends at most max_in_flight x max_rows again.
     window = (config.upload.max_in_flight - 1) * config.batch.max_rows
     delivery = Delivery(uploader, dead_letters, config.upload, metrics, ledger, clock, window)
-    readiness = Readiness(
-        list(by_topic), ledger, pool, deliveries, schema_wait, uploader, config.transform.chunk_timeout_s, clock
-    )
+    readiness = Readiness(list(by_topic), ledger, pool, deliveries, schema_wait, uploader, clock)
     batch = config.batch
     parts = Parts(
         consumer=make_consumer(readiness.kafka_error),
@@ -87,7 +85,7 @@ def assemble(
         delivery=delivery,
         deliveries=deliveries,
         readiness=readiness,
-        stalls=Stalls(ledger, pool, schema_wait, uploader, config.transform.chunk_timeout_s, metrics, clock),
+        stalls=Stalls(ledger, pool, schema_wait, uploader, metrics, clock),
         lanes=by_topic,
         method_of={topic: lane.method for topic, lane in by_topic.items()},
     )

@@ -193,17 +193,14 @@ class Ledger:
         for topic, partition in keys:
             self.partitions[(topic, partition)] = PartitionOffsets(topic, partition)
 
-    def retire(self, keys: Iterable[PartitionKey]) -> list[PartitionOffsets]:
+    def retire(self, keys: Iterable[PartitionKey]) -> None:
         """Revoked or lost: forget these partitions; an answer for their records commits nothing any more."""
-        retired = []
         for key in keys:
             state = self.partitions.pop(key, None)
             if state is not None:
                 state.retired = True
                 self.unsettled -= state.unsettled
-                retired.append(state)
         self._notify()
-        return retired
 
     def hold(self, records: Sequence[Record]) -> list[Held]:
         """Track fetched records; skip those already held (a stretch fetched again) and those of partitions not

@@ -135,6 +135,16 @@ class OwnerLoop:
             self.parts.ledger.let_go(ready[sent:])
             raise
 
+    async def _settle_transforms(self, deadline: float, failed_event: str) -> None:
+        """Wait until `deadline` for the chunks in the workers and batch what came back; a failure is logged here and
+        raised by the owner loop's next turn, or never when the loop is done."""
+        if self.parts.pool.failed is None:
+            await self.parts.pool.settle(deadline)
+            try:
+                self._apply_results()
+            except Exception as exc:
+                log.error(failed_event, error=repr(exc))
+
     def _apply_results(self) -> None:
         for chunk, result in self.parts.pool.results():
             self._apply(chunk, result)
@@ -225,12 +235,7 @@ class OwnerLoop:
         p, clock = self.parts, self._clock
         p.readiness.draining = True
         deadline = self._drain_deadline = clock.now() + self._config.shutdown.drain_timeout_s
-        if p.pool.failed is None:
-            await p.pool.settle(deadline)
-            try:
-                self._apply_results()
-            except Exception as exc:
-                log.error("a transform failed while draining", error=repr(exc))
+        await self._settle_transforms(deadline, "a transform failed while draining")
         p.ledger.let_go(p.pool.abandon())
         p.ledger.let_go(p.schema_wait.clear())
         for batch in p.batcher.drain():
@@ -272,12 +277,7 @@ class OwnerLoop:
             # The close's revoke: the drain already waited for this work, and gave up on what is left.
             deadline = min(deadline, self._drain_deadline)
         # Their records in the workers come back as rows (or poison) first, to be batched with the rest.
-        if p.pool.failed is None:
-            await p.pool.settle(deadline)
-            try:
-                self._apply_results()
-            except Exception as exc:
-                log.error("a transform failed during a rebalance", error=repr(exc))
+        await self._settle_transforms(deadline, "a transform failed during a rebalance")
         for batch in p.batcher.drain():
             self._launch(batch)
         # A halted partition's records after its poison record are never done: nothing to wait for.

@@ -24,7 +24,6 @@ class Readiness:
         deliveries: Deliveries,
         schema_wait: SchemaWait,
         uploader: Uploader,
-        chunk_timeout_s: float,
         clock: Clock,
     ) -> None:
         self._topics = list(topics)
@@ -33,7 +32,6 @@ class Readiness:
         self._deliveries = deliveries
         self._schema_wait = schema_wait
         self._uploader = uploader
-        self._chunk_timeout_s = chunk_timeout_s
         self._clock = clock
         self.draining = False
         self.kafka_up = True
@@ -58,9 +56,8 @@ class Readiness:
             reasons.append("draining for shutdown")
         if self._deliveries.failed is not None:
             reasons.append(f"a delivery failed: {self._deliveries.failed!r}")
-        silent = self._pool.silent_s()
-        if silent > self._chunk_timeout_s / 2:
-            reasons.append(f"a transform worker has not answered for {silent:.0f} s")
+        if self._pool.late:
+            reasons.append(f"a transform worker has not answered for {self._pool.silent_s():.0f} s")
         if not self.kafka_up:
             reasons.append("Kafka is unreachable")
         if not self._ledger.partitions:

@@ -40,7 +40,6 @@ class Stalls:
         pool: TransformPool,
         schema_wait: SchemaWait,
         uploader: Uploader,
-        chunk_timeout_s: float,
         metrics: Metrics,
         clock: Clock,
     ) -> None:
@@ -48,7 +47,6 @@ class Stalls:
         self._pool = pool
         self._schema_wait = schema_wait
         self._uploader = uploader
-        self._chunk_timeout_s = chunk_timeout_s
         self._metrics = metrics
         self._clock = clock
         self._watched: dict[PartitionKey, _Watched] = {}
@@ -76,7 +74,7 @@ class Stalls:
     def _reason(self, state: PartitionOffsets) -> StallReason:
         if state.halted:
             return "halted_no_dead_letter_topic"
-        if self._pool.silent_s() > self._chunk_timeout_s / 2:
+        if self._pool.late:
             return "transform_stalled"
         if self._schema_wait.blocked:
             return "registry_unavailable"

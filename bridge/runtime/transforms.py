@@ -141,6 +141,11 @@ class TransformPool:
         """How long the oldest chunk in the workers has been there."""
         return self._clock.now() - self._sent[0][2] if self._sent else 0.0
 
+    @property
+    def late(self) -> bool:
+        """A worker is past half of `transform.chunk_timeout_s`: not ready, and a stalled partition's reason."""
+        return self.silent_s() > self._chunk_timeout_s / 2
+
     async def settle(self, deadline: float) -> None:
         """Wait until `deadline` (monotonic) for the chunks in the workers."""
         futures = [future for _, future, _ in self._sent]
