@@ -344,7 +344,9 @@ class Parts:
 @contextlib.contextmanager
 def local_parts(children: Children, args: argparse.Namespace, workdir: Path) -> Iterator[Parts]:
     """A broker (own or reused), a registry with the contract, and a topic holding N events; all undone after."""
-    kafka = LocalKafka(port=args.kafka_port, controller_port=args.kafka_port + 1, data_dir=workdir / "kafka")
+    kafka = LocalKafka(
+        port=args.kafka_port, controller_port=args.kafka_port + 1, data_dir=workdir / "kafka", full_jit=True
+    )
     started = False
     with contextlib.ExitStack() as undo:
         if port_open(kafka.port):

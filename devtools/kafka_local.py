@@ -252,13 +252,17 @@ class LocalKafka:
         version: str = KAFKA_VERSION,
         heap: str = "512m",
         secured: Secured | None = None,
+        full_jit: bool = False,
     ) -> None:
+        """`full_jit`: the JVM's optimising compiler too, for a broker whose steady-state speed is measured (the
+        benchmark's); without it the broker starts with about 60% of the CPU, which a test's or the demo's needs."""
         self.port = port
         self.secured = secured
         self.controller_port = controller_port
         self.data_dir = data_dir if data_dir is not None else cache_root() / "state" / f"kafka-{port}"
         self.version = version
         self.heap = heap
+        self._jvm_options = () if full_jit else ("-XX:TieredStopAtLevel=1",)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -334,7 +338,7 @@ class LocalKafka:
         if not (self.data_dir / "data" / "meta.properties").exists():
             formatted = subprocess.run(
                 [
-                    *(java, logging_config, *classpath, "kafka.tools.StorageTool", "format"),
+                    *(java, *self._jvm_options, logging_config, *classpath, "kafka.tools.StorageTool", "format"),
                     *("--cluster-id", _new_cluster_id(), "--config", str(properties)),
                     *self._scram_arguments(),
                 ],
@@ -348,7 +352,7 @@ class LocalKafka:
         with self.log_file.open("ab") as output:
             self._process = subprocess.Popen(
                 [
-                    *(java, f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"),
+                    *(java, *self._jvm_options, f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"),
                     *("-Djava.awt.headless=true", logging_config, *classpath, "kafka.Kafka", str(properties)),
                 ],
                 stdin=subprocess.DEVNULL,

@@ -62,7 +62,7 @@ def bridge_config(
     """A bridge configuration for tests; `sections` are merged over the defaults, section by section.
 
     The designed waits are short here (drain 5 s, retries from 50 ms to 1 s, 2 s after a 403); the one test of
-    each default sets it (tests/test_delivery.py, SIGTERM during an outage).
+    each default sets it (tests/test_delivery.py, SIGTERM during an outage). One transform worker, not two.
     """
     avro: dict[str, Any] = (
         {"format": "confluent", "schema_registry_url": registry_url}
@@ -89,6 +89,9 @@ def bridge_config(
         "server": {"host": "127.0.0.1", "port": port or free_port()},
         "shutdown": {"drain_timeout_s": 5},
         "log": {"progress_interval_s": 2},
+        # One worker process, not the default two: a test's few records never need two, and each costs a start.
+        # The tests of worker death and of signals to the process group set two.
+        "transform": {"workers": 1},
     }
     for name, values in sections.items():
         config[name] = {**config.get(name, {}), **values}
