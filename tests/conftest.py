@@ -151,6 +151,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(getattr(pytest.mark, tier))
             tiers[item.nodeid] = tier
     config.stash[_TIERS] = tiers
+    # The slowest files first, the many quick ones last: parallel workers (`--dist loadfile`) then end together
+    # instead of one of them starting an end-to-end file when the others are done.
+    heaviest: dict[str, int] = {}
+    for item in items:
+        rank = TIERS.index(tiers.get(item.nodeid, "unit"))
+        heaviest[item.nodeid.partition("::")[0]] = max(rank, heaviest.get(item.nodeid.partition("::")[0], 0))
+    items.sort(key=lambda item: -heaviest[item.nodeid.partition("::")[0]])
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
