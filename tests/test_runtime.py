@@ -13,6 +13,7 @@ from prometheus_client.samples import Sample
 from bridge.config.model import BatchConfig, BufferConfig, KafkaConfig, ShutdownConfig, UploadConfig
 from bridge.kafka.consumer import PartitionKey
 from bridge.kafka.memory import MemoryBroker
+from bridge.postapi.uploader import REFUSAL_CHECK_S
 from bridge.runtime.loop import CLOSE_TIMEOUT_S, COMMIT_TIMEOUT_S, RESUME_FRACTION, WATCH_INTERVAL_S
 from bridge.runtime.stalls import STALLED_AFTER_S
 from devtools.testkit.runtime import (
@@ -96,6 +97,7 @@ def test_rows_of_a_partition_revoked_while_their_batch_waits_for_a_slot_are_neve
         assert joining.consumer.assignment == set() and other_api.accepted(), "the new member took partitions over"
         assert not sent_unowned, f"{len(sent_unowned)} rows were sent after their partition was revoked"
         assert len(accepted()) - 16000 <= 4 * 200
+        assert old.runtime.held == joining.runtime.held == (0, 0), "every record let go of once delivered"
 
     run_virtual(scenario())
 
@@ -267,6 +269,11 @@ def test_batches_emptied_by_a_rebalance_while_the_key_is_refused_end_at_once() -
         await asyncio.sleep(10)
         joining = member(broker, ScriptedPostApi(answer=refusing), settings)
         joining.start()
+        await until(lambda: len(joining.consumer.assignment) == 2)
+        ledger = old.runtime.ledger
+        # What the old member holds is its own partitions' records once a look at the refused key passed, not once
+        # the next probe (up to forbidden_retry_s later) lets the emptied batches end.
+        await until(lambda: ledger.records == sum(s.held for s in ledger.partitions.values()), 2 * REFUSAL_CHECK_S)
         await until(lambda: broker.committed(GROUP) == ends(broker, 4))
         done_at = asyncio.get_running_loop().time()
         await old.stop()
