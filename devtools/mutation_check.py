@@ -27,7 +27,9 @@ from enum import Enum
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PYTEST = ("-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:xdist")
+PYTEST = ("-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:xdist", "--tb=line")
+"""One line of traceback: a mutant can fail a test with a traceback that CPython 3.11's parser crashes on when
+pytest prints its source (an INTERNALERROR, exit 3, instead of the failure)."""
 TIMEOUT_S = 60.0
 """A mutant's tests pass in seconds; one that makes a scenario wait for ever is stopped here and counts as killed."""
 _NOT_COPIED = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache")
@@ -493,10 +495,13 @@ def run_tests(tree: Path, tests: Sequence[str], python: str, timeout_s: float) -
 
 
 def first_failure(output: str) -> str:
-    """The first line of pytest's short summary that names a failed test, else its last line."""
+    """The first failed test and its error, from pytest's output; else its last line."""
     lines = [line for line in output.splitlines() if line.strip()]
-    failed = [line for line in lines if re.match(r"(FAILED|ERROR) \S+::", line)]
-    return (failed or lines or [""])[0][:300]
+    failed = [line.split(" - ")[0] for line in lines if re.match(r"(FAILED|ERROR) \S+::", line)]
+    errors = [line[4:] for line in lines if line.startswith("E   ")]
+    if failed:
+        return f"{failed[0]}: {errors[0]}" if errors else failed[0]
+    return lines[-1] if lines else ""
 
 
 def check(mutant: Mutant | None, tests: Sequence[str], root: Path, python: str, timeout_s: float) -> Result:
