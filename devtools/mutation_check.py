@@ -505,16 +505,13 @@ def first_failure(output: str) -> str:
 
 
 def check(mutant: Mutant | None, tests: Sequence[str], root: Path, python: str, timeout_s: float) -> Result:
-    """Run `tests` on a copy of `root` with `mutant` applied (None: the baseline)."""
+    """Run `tests` on a copy of `root` with `mutant` applied (None: the baseline); MutantError when it cannot be."""
     name = mutant.name if mutant else "baseline"
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mutation-check-") as scratch:
         tree = copy_checkout(root, Path(scratch))
         if mutant is not None:
-            try:
-                apply(mutant, tree)
-            except MutantError as exc:
-                return Result(name, Outcome.ERROR, time.monotonic() - started, str(exc))
+            apply(mutant, tree)
         status, output = run_tests(tree, tests, python, timeout_s)
     seconds = time.monotonic() - started
     if status is None:
@@ -538,6 +535,10 @@ def summary(results: Sequence[Result], mutants: dict[str, Mutant]) -> str:
 
 
 def run(mutants: Sequence[Mutant], root: Path, timeout_s: float) -> int:
+    problems = table_problems(mutants, root)
+    if problems:
+        print("the mutant table is out of date with the source:", *problems, sep="\n  ", file=sys.stderr)
+        return 1
     python = python_of(root)
     tests = list(dict.fromkeys(test for mutant in mutants for test in mutant.tests))
     print(f"baseline: {len(tests)} tests on an unmutated copy", flush=True)
