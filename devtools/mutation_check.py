@@ -51,6 +51,7 @@ EMPTIED_BATCHES = RUNTIME + "test_batches_emptied_by_a_rebalance_while_the_key_i
 OUTAGE_WINDOW = RUNTIME + "test_after_an_outage_what_a_crash_would_send_again_stays_within_the_window"
 STALLED = RUNTIME + "test_a_partition_held_by_a_refused_key_is_reported_stalled_with_its_reason_until_it_moves"
 DRAIN_BACKLOG = RUNTIME + "test_a_drain_delivers_a_backlog_larger_than_the_send_window"
+REFUSED_COMMIT = RUNTIME + "test_a_commit_the_broker_refused_is_made_again_while_the_partition_stays_idle"
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,14 @@ MUTANTS: tuple[Mutant, ...] = (
         (COMMIT_AFTER_200,),
     ),
     # -- the ledger's commit rule ----------------------------------------------------------------------------------
+    Mutant(
+        "committed_when_handed_out",
+        "a refused commit is made again: the ledger counts a position as committed when it hands it out",
+        "bridge/runtime/ledger.py",
+        "            return None\n        return moved\n",
+        "            return None\n        self._committed = moved\n        return moved\n",
+        (REFUSED_COMMIT,),
+    ),
     Mutant(
         "prefix_from_the_newest",
         "only the contiguous done prefix commits: the prefix is taken while the newest record held is done",

@@ -22,10 +22,25 @@ def test_out_of_order_completion_commits_only_the_contiguous_prefix() -> None:
     assert state.advance(None) is None
     state.done(10)
     assert state.advance(None) == 11
+    state.confirm(11)
     state.done(11)
     assert state.advance(None) == 14
-    assert state.advance(None) is None, "an unchanged position is not handed out twice"
+    state.confirm(14)
+    assert state.advance(None) is None, "a committed position is not handed out twice"
     assert state.committed == 14
+
+
+def test_a_position_whose_commit_was_refused_is_handed_out_again() -> None:
+    state = tracker([0, 1])
+    state.done(0)
+    state.done(1)
+    assert state.advance(None) == 2
+    assert state.committed is None, "nothing is committed before the group confirms it"
+    assert state.advance(None) == 2, "the commit was refused (a rebalance, the broker away): it is made again"
+    assert state.advance(5) == 5, "once nothing is held, the consumer's position past markers"
+    state.confirm(5)
+    state.confirm(2)
+    assert state.committed == 5, "a confirmation arriving late never moves the position back"
 
 
 def test_gaps_in_offsets_commit_past_the_last_given_offset() -> None:
@@ -51,6 +66,7 @@ def test_a_stretch_fetched_again_is_not_held_twice() -> None:
     state.done(3)
     state.done(4)
     assert state.advance(None) == 5
+    state.confirm(5)
     assert not state.add(4), "below the committed position"
     assert state.add(5)
 
@@ -96,6 +112,7 @@ def test_committed_offset_never_passes_an_unfinished_record(case: tuple[list[int
         position = state.advance(None)
         if position is not None:
             assert committed is None or position > committed, "positions only move forward"
+            state.confirm(position)
             committed = position
         if committed is not None:
             assert all(o in done for o in offsets if o < committed), "a committed record was not finished"

@@ -375,3 +375,24 @@ def test_a_drain_delivers_a_backlog_larger_than_the_send_window() -> None:
         assert settings.kafka.revoke_timeout_s < took < ShutdownConfig().drain_timeout_s
 
     run_virtual(scenario())
+
+
+def test_a_commit_the_broker_refused_is_made_again_while_the_partition_stays_idle() -> None:
+    """A refused commit (a rebalance's ILLEGAL_GENERATION, a broker away) is made again at the next turn, not only
+    when more records arrive: the group's position would otherwise stay behind, and a restart send them again."""
+
+    async def scenario() -> None:
+        broker = broker_with(1)
+        produce(broker, 10)
+        api = ScriptedPostApi(answer=lambda _n, _t: Answer(200, latency_s=1))
+        bridge = member(broker, api, config(batch=BatchConfig(linger_ms=100)))
+        bridge.start()
+        await until(lambda: len(api.requests) == 1, timeout_s=60)
+        broker.up = False
+        await until(lambda: any(positions for _, positions in bridge.consumer.commits), timeout_s=60)
+        assert broker.committed(GROUP) == {}, "refused while the broker was away"
+        broker.up = True
+        await until(lambda: broker.committed(GROUP) == ends(broker, 1), timeout_s=5 * COMMIT_TIMEOUT_S)
+        await bridge.stop()
+
+    run_virtual(scenario())

@@ -136,12 +136,16 @@ class PartitionOffsets:
             moved = position
         if moved is None or moved == self._committed:
             return None
-        self._committed = moved
         return moved
+
+    def confirm(self, offset: int) -> None:
+        """The group committed `offset`: `advance` hands it out again until then, so a refused commit is retried."""
+        if self._committed is None or offset > self._committed:
+            self._committed = offset
 
     @property
     def committed(self) -> int | None:
-        """The last position `advance` handed out."""
+        """The last position the group confirmed committing."""
         return self._committed
 
     @property
@@ -235,8 +239,16 @@ class Ledger:
                 self.unsettled -= item.state.truncate(item.offset)
         self._release(items)
 
+    def confirm(self, committed: Mapping[PartitionKey, int]) -> None:
+        """The group committed these positions (those `advance` handed out and the consumer's commit took)."""
+        for key, offset in committed.items():
+            state = self.partitions.get(key)
+            if state is not None:
+                state.confirm(offset)
+
     def advance(self, positions: Mapping[PartitionKey, int]) -> dict[PartitionKey, int]:
-        """The positions to commit now, partition by partition; `positions` are the consumer's."""
+        """The positions to commit now, partition by partition; `positions` are the consumer's. Each is handed out
+        again until `confirm` says the group took it."""
         moved = {}
         unsettled = 0
         for key, state in self.partitions.items():

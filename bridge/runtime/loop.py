@@ -173,6 +173,7 @@ class OwnerLoop:
             return True
         if not await self.parts.consumer.commit(moved):
             return False
+        self.parts.ledger.confirm(moved)
         for (topic, partition), offset in moved.items():
             self._metrics.set_committed(topic, partition, offset)
         return True
