@@ -206,9 +206,8 @@ async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
     a, b = member("a"), member("b")
     try:
         with prometheus(workdir, {"a": a.port, "b": b.port}) as base:
-            # Both start at once: the bridge's start-up and group join overlap Prometheus's own start.
-            a.start()
             await api_ready(base)
+            a.start()
             await a.serving(120)
             # Idle: scraped, partitions assigned, nothing produced yet.
             await eventually(base, 'appmetrica_bridge_rebalances_total{pod="a",event="assigned"} > 0', "a assigned")
