@@ -85,7 +85,9 @@ async def test_transient_failures_are_retried_until_everything_arrives(
     kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     topic = new_topic(4)
-    total = 3000
+    # Ten batches: with these fractions, the seeded draws give each fault within the first few requests, and
+    # every 429 pauses the uploads for a second.
+    total = 2000
     produce(kafka_bootstrap, topic, [wire_raw(seq) for seq in range(total)])
     retry_after = 1
     sandbox.set_faults(fault_429=0.2, retry_after=retry_after, fault_5xx=0.15, fault_drop=0.15)
@@ -94,7 +96,7 @@ async def test_transient_failures_are_retried_until_everything_arrives(
         topic,
         sandbox.url,
         group=f"g-{topic}",
-        batch={"max_rows": 100, "linger_ms": 50},
+        batch={"max_rows": 200, "linger_ms": 50},
         upload={"max_in_flight": 4, "requests_per_second": 100, "timeout_s": 5},
     )
     bridge = BridgeProcess(config, tmp_path).start()

@@ -7,4 +7,5 @@
 - `secured`: the session's SASL_SSL / mutual-TLS broker and its ACLs.
 - `helm_render`: `helm template` of the chart, parsed.
 - `processes`: the bridge's transform workers as psutil sees them.
+- `side_by_side`: several end-to-end cases of one test at once, each with a sandbox of its own.
 """
