@@ -39,15 +39,15 @@ from confluent_kafka import KafkaError, KafkaException
 # NewTopic is documented in confluent_kafka.admin, which re-exports it without listing it as public.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from bridge.sandbox.config import Keys
 from bridge.sandbox.registry import SchemaRegistry
-from bridge.sandbox.server import Sandbox, SandboxOptions
+from bridge.sandbox.server import Sandbox
 from devtools.helm import ensure_helm
 from devtools.kafka_local import DEFAULT_PORT, HOST, LocalKafka, Secured, free_ports, port_open
 from devtools.testkit import bridge_child
 from devtools.testkit.kafka import TopicFactory, wait_for_leaders
-from devtools.testkit.records import APP, KEY, ROOT
+from devtools.testkit.records import ROOT
 from devtools.testkit.secured import SecuredKafka
+from devtools.testkit.side_by_side import own_sandbox
 
 pytest_plugins = ["pytester"]
 
@@ -289,10 +289,8 @@ def new_topic(request: pytest.FixtureRequest, kafka_admin: AdminClient) -> Itera
 @pytest.fixture
 async def sandbox() -> AsyncIterator[Sandbox]:
     """The local Post API, accepting the tests' key for their application; seeded, so fault draws replay."""
-    server = Sandbox(SandboxOptions(keys=Keys(post_api_key=KEY, application_id=APP), seed=7))
-    await server.start()
-    yield server
-    await server.stop()
+    async with own_sandbox() as server:
+        yield server
 
 
 @pytest.fixture

@@ -38,7 +38,8 @@ async def side_by_side(cases: Mapping[str, Callable[[], Awaitable[T]]]) -> dict[
 
 @contextlib.asynccontextmanager
 async def own_sandbox() -> AsyncIterator[Sandbox]:
-    """A sandbox as the `sandbox` fixture makes it, for a case whose faults must not reach the other cases."""
+    """The local Post API, accepting the tests' key for their application; seeded, so fault draws replay. The `sandbox`
+    fixture's, and one of its own for each case whose faults must not reach the other cases."""
     server = Sandbox(SandboxOptions(keys=Keys(post_api_key=KEY, application_id=APP), seed=7))
     await server.start()
     try:
