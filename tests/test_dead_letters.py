@@ -27,7 +27,7 @@ OTHER_KEY = "other-app-key-9876543210"
 OTHER_KEY_ENV = "TEST_OTHER_POST_API_KEY"
 APP_KEY_ENV = "TEST_APP_POST_API_KEY"
 VALID = 1000
-UNKEYED = 10_000
+UNKEYED = 3_000
 """Events of an application the first bridge has no key for: dead-lettered as invalid, replayed once keyed."""
 REFUSED = 3
 APP_KEY = "k3y/with+plus=and%pct-ü"
