@@ -1,7 +1,11 @@
 """check-config catches what the bridge would refuse later, all at once and in the operator's words (issue 19,
 items 5 to 8; issue 18, item 7): JSON-only files need no `avro:`, every problem of a file is named with its key,
 mappings are judged by their method's own rules, YAML lookup keys stay the text written, a dead-letter topic that
-is also consumed is refused."""
+is also consumed is refused.
+
+Two cases run `python -m bridge check-config` itself (a file it accepts, a file it refuses); the rest ask the same
+`main` in process (`checked`), a second of imports less each.
+"""
 
 from __future__ import annotations
 
