@@ -1,7 +1,11 @@
 """check-config catches what the bridge would refuse later, all at once and in the operator's words (issue 19,
 items 5 to 8; issue 18, item 7): JSON-only files need no `avro:`, every problem of a file is named with its key,
 mappings are judged by their method's own rules, YAML lookup keys stay the text written, a dead-letter topic that
-is also consumed is refused."""
+is also consumed is refused.
+
+Two cases run `python -m bridge check-config` itself (a file it accepts, a file it refuses); the rest ask the same
+`main` in process (`checked`), a second of imports less each.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from bridge.config import yaml_text
 from bridge.config.model import ConfigError, load_config
 from bridge.mapping import Chunk, CompiledMapping
 from devtools.testkit.configs import ENV, JSON_ONLY, KEY, check_config, cli, problems, write
+from devtools.testkit.configs import check_config_in_process as checked
 
 # -- no avro: section when no route reads Avro -------------------------------------------------------------------
 
@@ -41,7 +46,7 @@ def test_preview_of_a_file_on_a_json_only_configuration_needs_no_registry(tmp_pa
 
 def test_an_avro_route_still_needs_the_registry_and_says_so(tmp_path: Path) -> None:
     text = JSON_ONLY.replace("    format: json\n", "")
-    result = check_config(tmp_path, text)
+    result = checked(tmp_path, text)
     assert result.returncode == 2
     assert problems(result) == [
         "avro.schema_registry_url: required when a route reads Avro and avro.format is confluent"
@@ -76,7 +81,7 @@ def test_problems_of_different_kinds_are_named_together(tmp_path: Path) -> None:
     text = TWO_PROBLEMS.replace("dead_letter_topic: game.events.dlq", "dead_letter_topic: game.events").replace(
         "      event_name: type\n", ""
     )
-    result = check_config(tmp_path, text, env={"BRIDGE_POST_API_KEY": ""})
+    result = checked(tmp_path, text, env={"BRIDGE_POST_API_KEY": ""})
     assert result.returncode == 2
     named = [line.split(":")[0] for line in problems(result)]
     assert named == [
@@ -89,13 +94,13 @@ def test_problems_of_different_kinds_are_named_together(tmp_path: Path) -> None:
 
 
 def test_a_near_miss_key_gets_a_suggestion(tmp_path: Path) -> None:
-    result = check_config(tmp_path, JSON_ONLY + "batch:\n  max_row: 5\n")
+    result = checked(tmp_path, JSON_ONLY + "batch:\n  max_row: 5\n")
     assert result.returncode == 2
     assert problems(result) == ["batch.max_row: unknown key (did you mean max_rows?)"]
 
 
 def test_an_environment_override_is_named_as_one(tmp_path: Path) -> None:
-    result = check_config(tmp_path, JSON_ONLY, env={"BRIDGE_BATCH__MAX_ROW": "5000", "BRIDGE_UPLOAD__TIMEOUT_S": "-1"})
+    result = checked(tmp_path, JSON_ONLY, env={"BRIDGE_BATCH__MAX_ROW": "5000", "BRIDGE_UPLOAD__TIMEOUT_S": "-1"})
     assert result.returncode == 2
     assert problems(result) == [
         "environment override BRIDGE_BATCH__MAX_ROW: batch.max_row is not a configuration key (did you mean max_rows?)",
@@ -113,7 +118,7 @@ def test_an_environment_override_is_named_as_one(tmp_path: Path) -> None:
     ],
 )
 def test_mapping_messages_are_in_the_projects_words(tmp_path: Path, source: str, expected: str) -> None:
-    result = check_config(tmp_path, JSON_ONLY + f"      event_json: {source}\n")
+    result = checked(tmp_path, JSON_ONLY + f"      event_json: {source}\n")
     assert result.returncode == 2
     (problem,) = problems(result)
     assert problem.startswith(expected), problem
@@ -125,7 +130,7 @@ def test_mapping_messages_are_in_the_projects_words(tmp_path: Path, source: str,
 
 
 def test_a_mapping_without_event_name_is_refused(tmp_path: Path) -> None:
-    result = check_config(tmp_path, JSON_ONLY.replace("      event_name: type\n", ""))
+    result = checked(tmp_path, JSON_ONLY.replace("      event_name: type\n", ""))
     assert result.returncode == 2
     assert problems(result) == ["routes.0.mapping.event_name: not mapped; the events method requires it"]
 
@@ -144,7 +149,7 @@ def test_a_mapping_without_event_name_is_refused(tmp_path: Path) -> None:
 def test_constants_are_judged_by_the_methods_rules(tmp_path: Path, entry: str, expected: str | None) -> None:
     name = entry.split(":")[0]
     text = "\n".join(line for line in JSON_ONLY.splitlines() if not line.startswith(f"      {name}:"))
-    result = check_config(tmp_path, text + f"\n      {entry}\n")
+    result = checked(tmp_path, text + f"\n      {entry}\n")
     if expected is None:
         assert result.returncode == 0, result.stderr
         return
@@ -155,7 +160,7 @@ def test_constants_are_judged_by_the_methods_rules(tmp_path: Path, entry: str, e
 
 
 def test_a_mapping_needs_an_identity_of_its_method(tmp_path: Path) -> None:
-    result = check_config(tmp_path, JSON_ONLY.replace("      profile_id: user\n", ""))
+    result = checked(tmp_path, JSON_ONLY.replace("      profile_id: user\n", ""))
     assert result.returncode == 2
     assert problems(result) == [
         "routes.0.mapping.profile_id: neither profile_id nor appmetrica_device_id is mapped; events takes one"
@@ -163,7 +168,7 @@ def test_a_mapping_needs_an_identity_of_its_method(tmp_path: Path) -> None:
 
 
 def test_a_mapping_without_an_application_needs_the_default_one(tmp_path: Path) -> None:
-    result = check_config(tmp_path, JSON_ONLY.replace("post_api:\n  application_id: 3713842\n", ""))
+    result = checked(tmp_path, JSON_ONLY.replace("post_api:\n  application_id: 3713842\n", ""))
     assert result.returncode == 2
     assert problems(result) == [
         "routes.0.mapping.application_id: not mapped, and post_api.application_id is not set: "
@@ -176,7 +181,7 @@ def test_an_application_a_mapping_names_needs_a_key(tmp_path: Path) -> None:
     text = (
         JSON_ONLY.replace("post_api:\n", keys) + "      application_id: {path: app, lookup: {game: 3713842, tv: 42}}\n"
     )
-    result = check_config(tmp_path, text, env={"BRIDGE_POST_API_KEY": None, "GAME_KEY": KEY})
+    result = checked(tmp_path, text, env={"BRIDGE_POST_API_KEY": None, "GAME_KEY": KEY})
     assert result.returncode == 2
     assert problems(result) == [
         "routes.0.mapping.application_id.lookup.tv: application 42 has no Post API key (post_api.applications)"
@@ -206,7 +211,7 @@ def test_lookup_keys_no_yes_on_off_stay_strings(tmp_path: Path) -> None:
 
 
 def test_check_config_prints_lookup_keys_as_written(tmp_path: Path) -> None:
-    result = check_config(tmp_path, COUNTRIES)
+    result = checked(tmp_path, COUNTRIES)
     assert result.returncode == 0, result.stderr
     lookup = yaml.safe_load(result.stdout)["routes"][0]["mapping"]["application_id"]["lookup"]
     assert lookup == {"no": 1111, "yes": 2222, "on": 3333, "off": 4444, "1.0": 5555, "0x10": 6666}
@@ -235,7 +240,7 @@ def test_a_dead_letter_topic_that_is_consumed_is_refused(tmp_path: Path, dead_le
         + "  - {topics: [shop.purchases], method: revenue}\n"
         + 'avro: {schema_registry_url: "http://127.0.0.1:8081"}\n'
     ).replace("kafka:\n", "kafka:\n  topics: [legacy.events]\n")
-    result = check_config(tmp_path, text)
+    result = checked(tmp_path, text)
     assert result.returncode == 2
     assert problems(result) == [
         f"kafka.dead_letter_topic: {dead_letters!r} is also consumed ({consumed_by}): every dead letter would be "

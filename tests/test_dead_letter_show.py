@@ -149,7 +149,10 @@ async def test_show_reads_every_method_format_and_route_kind_as_run_does(
     path = tmp_path / "bridge.yaml"
     path.write_text(yaml.safe_dump(config))
 
-    code, out, err = await show(path, env, "--json", "--limit", "1000")
+    # The same letters as JSON and as text: both at once.
+    (code, out, err), (text_code, text, text_err) = await asyncio.gather(
+        show(path, env, "--json", "--limit", "1000"), show(path, env, "--limit", "1000")
+    )
     assert code == 0, err
     shown = [json.loads(line) for line in out.splitlines()]
     assert len(shown) == len(values) + UNREADABLE
@@ -176,8 +179,7 @@ async def test_show_reads_every_method_format_and_route_kind_as_run_does(
     assert unrouted["problem"] == "not decoded: no route reads topic 'a.topic.no.route.reads' now"
     assert unrouted["raw_value"] == "anything"
 
-    code, text, err = await show(path, env, "--limit", "1000")
-    assert code == 0, err
+    assert text_code == 0, text_err
     assert text.count("  row now  {") == len(expected)
     assert '"price": "1.12345678"' in text, "a contract decimal is shown as its amount"
     assert "  value    hex 01 02 ff fe" in text and '  value    "{\\"broken json"' in text

@@ -136,69 +136,93 @@ async def test_replay_goes_on_past_a_letter_kafka_refuses_inside_a_transaction(
         kafka_admin.delete_topics([source])[source].result(30)
 
 
-@pytest.mark.parametrize("command_name", ["show", "replay"])
-async def test_a_reason_that_does_not_exist_is_refused_with_the_choices(tmp_path: Path, command_name: str) -> None:
+async def test_a_reason_that_does_not_exist_is_refused_with_the_choices(tmp_path: Path) -> None:
     path = config_file(tmp_path, "127.0.0.1:1", "t", "dlq")
-    code, out, err, _ = await command(command_name, "--config", str(path), "--reason", "invalidd")
-    assert code == 2 and out == ""
-    assert "invalid choice: 'invalidd'" in err
-    assert "'decode', 'schema', 'invalid', 'expired', 'rejected'" in err
+    answers = await asyncio.gather(
+        *(command(name, "--config", str(path), "--reason", "invalidd") for name in ("show", "replay"))
+    )
+    for code, out, err, _ in answers:
+        assert code == 2 and out == ""
+        assert "invalid choice: 'invalidd'" in err
+        assert "'decode', 'schema', 'invalid', 'expired', 'rejected'" in err
 
 
-@pytest.fixture(params=["refused", "silent"])
-async def unanswered(request: pytest.FixtureRequest) -> AsyncIterator[int]:
-    """A port where Kafka does not answer: nothing listens, or a listener takes connections and says nothing."""
-    if request.param == "refused":
-        (port,) = free_ports(1)
-        yield port
-        return
+@pytest.fixture
+async def unanswered() -> AsyncIterator[dict[str, int]]:
+    """Ports where Kafka does not answer, by kind: `refused` (nothing listens) and `silent` (a listener takes
+    connections and says nothing)."""
     held: list[asyncio.StreamWriter] = []
 
     async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         held.append(writer)
 
+    (refused,) = free_ports(1)
     server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1]
+    yield {"refused": refused, "silent": server.sockets[0].getsockname()[1]}
     server.close()
     for writer in held:
         writer.close()
 
 
-@pytest.mark.parametrize(
-    "args", [("summary",), ("show",), ("replay",), ("replay", "--send")], ids=["summary", "show", "dry-run", "send"]
-)
+COMMANDS = {"summary": ("summary",), "show": ("show",), "dry-run": ("replay",), "send": ("replay", "--send")}
+
+
 async def test_with_kafka_unreachable_each_command_ends_promptly_with_one_clear_line(
-    tmp_path: Path, args: tuple[str, ...], unanswered: int
+    tmp_path: Path, unanswered: dict[str, int]
 ) -> None:
-    port = unanswered
-    path = config_file(tmp_path, f"127.0.0.1:{port}", "t", "dlq")
-    code, out, err, seconds = await command(*args, "--config", str(path), timeout_s=40)
-    assert code == 1
-    lines = [line for line in (out + err).splitlines() if line.strip() and not line.startswith(("replaying", "dry"))]
-    assert len(lines) == 1, lines
-    assert lines[0].startswith(
-        f"appmetrica-bridge dead-letters: Kafka at 127.0.0.1:{port} does not answer (waited 10 s)"
-    )
-    assert seconds < 20, seconds
+    """Every command against either kind of silence, all at once: each waits its own 10 s (the default, which no
+    option shortens), so together they take about as long as one."""
+
+    async def unreachable(kind: str, name: str) -> None:
+        port = unanswered[kind]
+        workdir = tmp_path / f"{kind}-{name}"
+        workdir.mkdir()
+        path = config_file(workdir, f"127.0.0.1:{port}", "t", "dlq")
+        code, out, err, seconds = await command(*COMMANDS[name], "--config", str(path), timeout_s=40)
+        assert code == 1, (kind, name, out, err)
+        ignored = ("replaying", "dry")
+        lines = [line for line in (out + err).splitlines() if line.strip() and not line.startswith(ignored)]
+        assert len(lines) == 1, (kind, name, lines)
+        assert lines[0].startswith(
+            f"appmetrica-bridge dead-letters: Kafka at 127.0.0.1:{port} does not answer (waited 10 s)"
+        ), (kind, name, lines)
+        assert seconds < 20, (kind, name, seconds)
+
+    async with asyncio.TaskGroup() as group:
+        for kind in unanswered:
+            for name in COMMANDS:
+                group.create_task(unreachable(kind, name))
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-@pytest.mark.parametrize("args", [("summary",), ("replay", "--send")], ids=["summary", "send"])
+SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
+
+
 async def test_a_signal_ends_a_command_within_seconds_while_kafka_does_not_answer(
-    tmp_path: Path, signum: int, args: tuple[str, ...], unanswered: int
+    tmp_path: Path, unanswered: dict[str, int]
 ) -> None:
-    port = unanswered
-    path = config_file(tmp_path, f"127.0.0.1:{port}", "t", "dlq")
-    async with bridge_command("dead-letters", *args, "--config", str(path)) as process:
-        await wait_for(lambda: catches_sigterm(process.pid), 30, "the command's own SIGTERM handler", 0.05)
-        await asyncio.sleep(1)  # into its first wait on Kafka
-        assert process.returncode is None
-        process.send_signal(signum)
-        started = time.monotonic()
-        out, err = await asyncio.wait_for(process.communicate(), 15)
-        seconds = time.monotonic() - started
-    assert process.returncode == 1 and seconds < 3, (process.returncode, seconds)
-    assert err.decode().splitlines() == ["appmetrica-bridge dead-letters: interrupted"], out + err
+    """`summary` and `replay --send`, each signal, each kind of silence: all at once."""
+
+    async def interrupted(kind: str, name: str, signal_name: str) -> None:
+        workdir = tmp_path / f"{kind}-{name}-{signal_name}"
+        workdir.mkdir()
+        path = config_file(workdir, f"127.0.0.1:{unanswered[kind]}", "t", "dlq")
+        case = (kind, name, signal_name)
+        async with bridge_command("dead-letters", *COMMANDS[name], "--config", str(path)) as process:
+            await wait_for(lambda: catches_sigterm(process.pid), 30, "the command's own SIGTERM handler", 0.05)
+            await asyncio.sleep(1)  # into its first wait on Kafka
+            assert process.returncode is None, case
+            process.send_signal(SIGNALS[signal_name])
+            started = time.monotonic()
+            out, err = await asyncio.wait_for(process.communicate(), 15)
+            seconds = time.monotonic() - started
+        assert process.returncode == 1 and seconds < 3, (case, process.returncode, seconds)
+        assert err.decode().splitlines() == ["appmetrica-bridge dead-letters: interrupted"], (case, out, err)
+
+    async with asyncio.TaskGroup() as group:
+        for kind in unanswered:
+            for name in ("summary", "send"):
+                for signal_name in SIGNALS:
+                    group.create_task(interrupted(kind, name, signal_name))
 
 
 def catches_sigterm(pid: int) -> bool:

@@ -17,6 +17,7 @@ import yaml
 from bridge.kafka.dead_letter_producer import HEADER_ORIGINAL_OFFSET, HEADER_REASON, HEADER_REPLAYED
 from bridge.sandbox.server import Sandbox
 from devtools.testkit.bridge_child import BridgeProcess, bridge_command, bridge_config
+from devtools.testkit.configs import cli_in_process
 from devtools.testkit.kafka import TopicFactory, committed, end_offsets, produce, read_to_end
 from devtools.testkit.records import APP, event, raw_avro, seqs
 from devtools.testkit.waiting import wait_for
@@ -26,7 +27,7 @@ OTHER_KEY = "other-app-key-9876543210"
 OTHER_KEY_ENV = "TEST_OTHER_POST_API_KEY"
 APP_KEY_ENV = "TEST_APP_POST_API_KEY"
 VALID = 1000
-UNKEYED = 10_000
+UNKEYED = 3_000
 """Events of an application the first bridge has no key for: dead-lettered as invalid, replayed once keyed."""
 REFUSED = 3
 APP_KEY = "k3y/with+plus=and%pct-ü"
@@ -107,7 +108,17 @@ async def test_dead_letters_are_summarised_shown_and_replayed_exactly_once_after
         first.kill()
     config_path = tmp_path / "first.yaml"
 
-    code, out, err = await cli("summary", "--config", str(config_path), "--json")
+    # Every look at the letters reads them all and changes nothing: all at once.
+    path = str(config_path)
+    summarised, tabled, rejected, invalid, decode, dry_run = await asyncio.gather(
+        cli("summary", "--config", path, "--json"),
+        cli("summary", "--config", path),
+        cli("show", "--config", path, "--reason", "rejected", "--limit", "2"),
+        cli("show", "--config", path, "--reason", "invalid", "--json", "--limit", "20000"),
+        cli("show", "--config", path, "--reason", "decode", "--json"),
+        cli("replay", "--config", path, "--reason", "invalid"),
+    )
+    code, out, err = summarised
     assert code == 0, err
     summary = json.loads(out)
     assert summary["total"] == total_dead
@@ -117,25 +128,23 @@ async def test_dead_letters_are_summarised_shown_and_replayed_exactly_once_after
     assert sum(summary["by_day"].values()) == total_dead
     top = summary["top_details"][0]
     assert top["count"] == UNKEYED and str(OTHER_APP) in top["detail"], "the most frequent detail names the cause"
-    code, table, _ = await cli("summary", "--config", str(config_path))
+    code, table, _ = tabled
     assert code == 0 and "reason" in table and f"{UNKEYED + 1:,}" in table
 
-    code, out, err = await cli("show", "--config", str(config_path), "--reason", "rejected", "--limit", "2")
+    code, out, err = rejected
     assert code == 0, err
     assert out.count("  reason rejected\n") == 2 and "400" in out and '"event_name": "refuse-me"' in out
     assert HEADER_REASON in out, "headers are shown"
     assert out.count("  row now  {") == 2, "the row the bridge would make of it now"
-    code, out, err = await cli(
-        "show", "--config", str(config_path), "--reason", "invalid", "--json", "--limit", "20000"
-    )
+    code, out, err = invalid
     rows = Counter("row" if s["row"] else s["problem"].split(":")[0] for s in map(json.loads, out.splitlines()))
     assert rows == {"row": UNKEYED, "breaks a rule now (invalid)": 1}, "the unkeyed ones are fine but for their key"
-    code, out, err = await cli("show", "--config", str(config_path), "--reason", "decode", "--json")
+    code, out, err = decode
     shown = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(shown) == 3 and all(s["record"] is None and "not decoded" in s["problem"] for s in shown)
     assert "[REDACTED]" in out, "a secret in a header is redacted"
 
-    code, out, err = await cli("replay", "--config", str(config_path), "--reason", "invalid")
+    code, out, err = dry_run
     assert code == 0, err
     assert offered(out) == UNKEYED + 1 and "nothing was sent" in out
     assert sum(end_offsets(kafka_bootstrap, topic).values()) == len(records) + 1, "a dry run sends nothing"
@@ -179,6 +188,8 @@ async def test_dead_letters_are_summarised_shown_and_replayed_exactly_once_after
     # The record that can never be valid came back: it is marked, and a replay leaves it alone without --force.
     again = [r for r in read_to_end(kafka_bootstrap, dlq) if HEADER_REPLAYED in dict(r.headers() or [])]
     assert len(again) == 1 and dict(again[0].headers() or [])[HEADER_ORIGINAL_OFFSET]
+    # Replays one after the other (two must not run at once), the summary beside them: it only reads.
+    summarised_task = asyncio.create_task(cli("summary", "--config", str(fixed_path), "--json"))
     code, out, err = await cli("replay", "--config", str(fixed_path), "--reason", "invalid", "--send")
     assert code == 0 and sent_count(out) == 0 and "--force sends them) 1" in out, out + err
     # Other filters, another progress group: what the earlier replays sent is not sent again.
@@ -188,7 +199,7 @@ async def test_dead_letters_are_summarised_shown_and_replayed_exactly_once_after
     assert f"earlier replay) {UNKEYED + 1:,}" in out and "--force sends them) 1" in out, out
     code, out, _ = await cli("replay", "--config", str(fixed_path), *since, "--force")
     assert offered(out) == 1, "--force offers the re-dead-lettered record again"
-    code, out, _ = await cli("summary", "--config", str(fixed_path), "--json")
+    code, out, _ = await summarised_task
     assert json.loads(out)["replayed_before"] == 1
     leaked = [spelling for spelling in SPELLINGS for text in PRINTED if spelling in text]
     assert len(PRINTED) > 10 and leaked == [], "the key is never printed, in any spelling"
@@ -214,7 +225,7 @@ async def replay_interrupted(config_path: Path, signum: int) -> tuple[int, int, 
                 return int(line.split()[1].replace(",", "")), process.returncode or 0, rest.decode()
 
 
-async def test_without_a_dead_letter_topic_the_commands_name_the_key(tmp_path: Path, keyed_env: None) -> None:
+def test_without_a_dead_letter_topic_the_commands_name_the_key(tmp_path: Path) -> None:
     config = bridge_config(
         "127.0.0.1:1",
         "t",
@@ -224,11 +235,13 @@ async def test_without_a_dead_letter_topic_the_commands_name_the_key(tmp_path: P
     )
     path = tmp_path / "bridge.yaml"
     path.write_text(yaml.safe_dump(config))
+    # Refused before any Kafka client exists: asked of the command in process.
+    env: dict[str, str | None] = {"BRIDGE_POST_API_KEY": None, APP_KEY_ENV: APP_KEY}
     for command in ("summary", "show", "replay"):
-        code, _, err = await cli(command, "--config", str(path))
-        assert code == 2 and "kafka.dead_letter_topic" in err, command
-        code, _, err = await cli(command, "--config", str(path), "--since", "yesterday")
-        assert code == 2 and "--since: 'yesterday' is not an ISO 8601 date" in err, command
+        done = cli_in_process("dead-letters", command, "--config", str(path), env=env)
+        assert done.returncode == 2 and "kafka.dead_letter_topic" in done.stderr, command
+        done = cli_in_process("dead-letters", command, "--config", str(path), "--since", "yesterday", env=env)
+        assert done.returncode == 2 and "--since: 'yesterday' is not an ISO 8601 date" in done.stderr, command
 
 
 def sent_count(out: str) -> int:

@@ -64,8 +64,11 @@ async def test_preview_ends_at_a_partition_whose_last_offset_is_a_transaction_ma
     topic = new_topic(2)
     produce_in_transaction(kafka_bootstrap, topic, 2)
     path = config_file(tmp_path, kafka_bootstrap, topic)
-    for where in (("--from-beginning",), ()):
-        code, out, err, seconds = await timed_preview("--config", str(path), "--json", "--limit", "100", *where)
+    wheres = (("--from-beginning",), ())
+    answers = await asyncio.gather(
+        *(timed_preview("--config", str(path), "--json", "--limit", "100", *where) for where in wheres)
+    )
+    for where, (code, out, err, seconds) in zip(wheres, answers, strict=True):
         assert code == 0, err
         rows = [json.loads(line)["row"] for line in out.splitlines()]
         assert len(rows) == RECORDS and all(row["appmetrica_device_id"] for row in rows)
@@ -80,19 +83,24 @@ async def test_topic_chooses_one_topic_and_partition_applies_to_it_alone(
     produce_in_transaction(kafka_bootstrap, three, 3)
     path = config_file(tmp_path, kafka_bootstrap, one, three)
 
-    code, out, err = await preview(
-        "--config", str(path), "--json", "--topic", three, "--partition", "2", "--offset", "1"
+    # Four independent previews of one configuration: all at once.
+    chosen, one_topic, partition_alone, not_routed = await asyncio.gather(
+        preview("--config", str(path), "--json", "--topic", three, "--partition", "2", "--offset", "1"),
+        preview("--config", str(path), "--topic", one),
+        preview("--config", str(path), "--partition", "2", "--offset", "0"),
+        preview("--config", str(path), "--topic", "not-routed"),
     )
+    code, out, err = chosen
     assert code == 0, err
     assert [json.loads(line)["source"] for line in out.splitlines()] == [f"{three}[2]@{n}" for n in (1, 2, 3)]
-    code, out, err = await preview("--config", str(path), "--topic", one)
+    code, out, err = one_topic
     assert code == 0, err
     assert out.splitlines()[0] == f"route {one} -> events: {RECORDS} records, {RECORDS} rows, 0 dead letters"
     assert three not in out
 
-    code, out, err = await preview("--config", str(path), "--partition", "2", "--offset", "0")
+    code, out, err = partition_alone
     assert code == 2 and out == "" and f"--partition needs --topic: the configuration reads {one}, {three}" in err
-    code, _, err = await preview("--config", str(path), "--topic", "not-routed")
+    code, _, err = not_routed
     assert code == 1 and "no route reads topic 'not-routed'" in err
 
 
@@ -132,8 +140,9 @@ async def test_input_reads_no_further_than_the_limit(tmp_path: Path) -> None:
     with large.open("w") as file:
         for _ in range(120 * 2**20 // len(line)):
             file.write(line)
-    code, baseline = await asyncio.to_thread(peak_rss_mb, "--config", str(path), "--input", str(small))
-    assert code == 0
-    code, peak = await asyncio.to_thread(peak_rss_mb, "--config", str(path), "--input", str(large), "--limit", "1")
-    assert code == 0
+    (code, baseline), (large_code, peak) = await asyncio.gather(  # each in its own child: measured apart
+        asyncio.to_thread(peak_rss_mb, "--config", str(path), "--input", str(small)),
+        asyncio.to_thread(peak_rss_mb, "--config", str(path), "--input", str(large), "--limit", "1"),
+    )
+    assert code == 0 and large_code == 0
     assert peak < baseline + 20, f"{peak:.0f} MB for --limit 1 of a 120 MB file, {baseline:.0f} MB for one line"

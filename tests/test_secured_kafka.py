@@ -6,6 +6,7 @@ Kafka security, registry credentials from the environment and the registry's own
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import uuid
@@ -36,6 +37,8 @@ USER_INFO = f"{REGISTRY_USER}:{REGISTRY_PASSWORD}"
 EVENTS = 2000
 
 TopicMaker = Callable[[str], str]
+Case = tuple[dict[str, Any], dict[str, str], Callable[[str], bool]]
+"""A bridge that must not start: its configuration, its environment, and whether its one error line is right."""
 
 
 @pytest.fixture
@@ -191,48 +194,11 @@ async def failed_start(config: dict[str, Any], tmp_path: Path, env: dict[str, st
     return error
 
 
-async def test_a_wrong_password_fails_start_up_with_one_line(
-    secured_kafka: SecuredKafka, secured_topic: TopicMaker, sandbox: Sandbox, tmp_path: Path
-) -> None:
-    topic = secured_topic("badpw")
-    secured_kafka.grant(f"User:{secured_kafka.user}", [topic], f"g-{topic}", None)
-    config = bridge_config(
-        secured_kafka.broker.sasl_bootstrap,
-        topic,
-        sandbox.url,
-        group=f"g-{topic}",
-        kafka={"properties": secured_kafka.sasl_properties()},
-    )
-    wrong = "not-" + secured_kafka.password
-    error = await failed_start(config, tmp_path, {"BRIDGE_KAFKA__PROPERTIES__SASL.PASSWORD": wrong})
-    assert error.startswith("Kafka refused the credentials: SASL authentication error"), error
-    assert "invalid credentials" in error
-    assert wrong not in error
+MISSING_ACLS = ("group", "topic", "dead-letter topic", "read, given only describe")
 
 
-async def test_an_untrusted_ca_fails_start_up_with_one_line(
-    secured_kafka: SecuredKafka, secured_topic: TopicMaker, sandbox: Sandbox, tmp_path: Path
-) -> None:
-    topic = secured_topic("badca")
-    other_ca = tmp_path / "other-ca.pem"
-    trustme.CA().cert_pem.write_to_path(str(other_ca))
-    config = bridge_config(
-        secured_kafka.broker.sasl_bootstrap,
-        topic,
-        sandbox.url,
-        group=f"g-{topic}",
-        kafka={"properties": {**secured_kafka.sasl_properties(), "ssl.ca.location": str(other_ca)}},
-    )
-    env = {"BRIDGE_KAFKA__PROPERTIES__SASL.PASSWORD": secured_kafka.password}
-    error = await failed_start(config, tmp_path, env)
-    assert error.startswith("TLS with Kafka failed"), error
-    assert "certificate verify failed" in error
-
-
-@pytest.mark.parametrize("missing", ["group", "topic", "dead-letter topic", "read, given only describe"])
-async def test_a_missing_acl_is_named_at_start_up(
-    missing: str, secured_kafka: SecuredKafka, secured_topic: TopicMaker, sandbox: Sandbox, tmp_path: Path
-) -> None:
+def missing_acl_case(missing: str, secured_kafka: SecuredKafka, secured_topic: TopicMaker, post_api: str) -> Case:
+    """The documented ACLs but one, and the one line the bridge must say about it."""
     topic, dlq = secured_topic("acl"), secured_topic("acl-dlq")
     group = f"g-{topic}"
     secured_kafka.grant(
@@ -246,33 +212,86 @@ async def test_a_missing_acl_is_named_at_start_up(
     config = bridge_config(
         secured_kafka.broker.sasl_bootstrap,
         topic,
-        sandbox.url,
+        post_api,
         group=group,
         kafka={"properties": secured_kafka.sasl_properties(), "dead_letter_topic": dlq},
     )
-    error = await failed_start(config, tmp_path, {"BRIDGE_KAFKA__PROPERTIES__SASL.PASSWORD": secured_kafka.password})
     expected = {
         "group": f"Kafka denies access to consumer group {group!r}: grant the bridge's principal Read on it",
         "topic": f"Kafka denies access to topic {topic!r}: grant the bridge's principal Read on it",
         "dead-letter topic": f"Kafka denies access to topic {dlq!r}: grant the bridge's principal Write on it",
         "read, given only describe": f"Kafka denies access to topic {topic!r}: grant the bridge's principal Read on it",
-    }
-    assert error == expected[missing]
+    }[missing]
+    env = {"BRIDGE_KAFKA__PROPERTIES__SASL.PASSWORD": secured_kafka.password}
+    return config, env, lambda error: error == expected
+
+
+async def test_each_refusal_fails_start_up_with_one_line_naming_it(
+    secured_kafka: SecuredKafka, secured_topic: TopicMaker, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A wrong password, an untrusted CA, and each missing ACL: one bridge each, all started at once."""
+    cases: dict[str, Case] = {}
+
+    topic = secured_topic("badpw")
+    secured_kafka.grant(f"User:{secured_kafka.user}", [topic], f"g-{topic}", None)
+    config = bridge_config(
+        secured_kafka.broker.sasl_bootstrap,
+        topic,
+        sandbox.url,
+        group=f"g-{topic}",
+        kafka={"properties": secured_kafka.sasl_properties()},
+    )
+    wrong = "not-" + secured_kafka.password
+    cases["wrong password"] = (
+        config,
+        {"BRIDGE_KAFKA__PROPERTIES__SASL.PASSWORD": wrong},
+        lambda error: (
+            error.startswith("Kafka refused the credentials: SASL authentication error")
+            and "invalid credentials" in error
+            and wrong not in error
+        ),
+    )
+
+    topic = secured_topic("badca")
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    config = bridge_config(
+        secured_kafka.broker.sasl_bootstrap,
+        topic,
+        sandbox.url,
+        group=f"g-{topic}",
+        kafka={"properties": {**secured_kafka.sasl_properties(), "ssl.ca.location": str(other_ca)}},
+    )
+    cases["untrusted CA"] = (
+        config,
+        {"BRIDGE_KAFKA__PROPERTIES__SASL.PASSWORD": secured_kafka.password},
+        lambda error: error.startswith("TLS with Kafka failed") and "certificate verify failed" in error,
+    )
+
+    for missing in MISSING_ACLS:
+        cases[f"missing ACL: {missing}"] = missing_acl_case(missing, secured_kafka, secured_topic, sandbox.url)
+
+    async def refused(name: str, config: dict[str, Any], env: dict[str, str], right: Callable[[str], bool]) -> None:
+        error = await failed_start(config, tmp_path / name.replace(" ", "-").replace(",", ""), env)
+        assert right(error), (name, error)
+
+    async with asyncio.TaskGroup() as group:
+        for name, (config, env, right) in cases.items():
+            group.create_task(refused(name, config, env, right))
 
 
 async def test_kafka_down_at_start_up_is_waited_out_not_refused(sandbox: Sandbox, tmp_path: Path) -> None:
     """Only a refusal ends start-up: a cluster that does not answer leaves the bridge up and not ready."""
     (port,) = free_ports(1)
     config = bridge_config(f"127.0.0.1:{port}", "nowhere", sandbox.url, group="g-down")
-    during_check = BridgeProcess(config, tmp_path, name="during-check").start()
+    # The two bridges are independent: they run side by side, each on its own HTTP port.
+    checking = {**config, "server": {**config["server"], "port": free_ports(1)[0]}}
+    during_check = BridgeProcess(checking, tmp_path, name="during-check").start()
+    bridge = BridgeProcess(config, tmp_path).start()
     try:
         await wait_for(lambda: during_check.catches(signal.SIGTERM), 30, "the bridge to handle SIGTERM")
         during_check.signal(signal.SIGTERM)
         assert await during_check.wait(5) == 0, during_check.tail()  # SIGTERM while it still asks Kafka: gone at once
-    finally:
-        during_check.kill()
-    bridge = BridgeProcess(config, tmp_path).start()
-    try:
         await wait_for(lambda: "Kafka unreachable at start-up" in bridge.log_path.read_text(), 40, "the warning")
         await bridge.serving()
         status, body = await bridge.get("/readyz")
@@ -280,4 +299,5 @@ async def test_kafka_down_at_start_up_is_waited_out_not_refused(sandbox: Sandbox
         bridge.signal(signal.SIGTERM)
         assert await bridge.wait(30) == 0, bridge.tail()
     finally:
+        during_check.kill()
         bridge.kill()
