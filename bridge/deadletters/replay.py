@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -22,10 +22,13 @@ from bridge.deadletters.clients import client_properties, reach
 from bridge.deadletters.progress import EarlierReplay, earlier_replays, group_name
 from bridge.deadletters.reading import consumer, read, stretch
 from bridge.deadletters.records import DeadLetter, Filters
+from bridge.kafka.access import COORDINATOR_MOVING
 
 CHUNK = 500
 """Dead letters per transaction: a killed replay re-reads at most this many."""
 _TIMEOUT_S = 60.0
+
+T = TypeVar("T")
 
 
 class ReplayError(Exception):
@@ -152,7 +155,8 @@ class Replay:
             if metadata is None or metadata.error is not None:
                 return {}
             asked = [TopicPartition(self._topic, p) for p in metadata.partitions]
-            return {tp.partition: tp.offset for tp in client.committed(asked, timeout=_TIMEOUT_S)}
+            committed = retrying(lambda: client.committed(asked, timeout=_TIMEOUT_S))
+            return {tp.partition: tp.offset for tp in committed}
         except KafkaException as exc:
             raise ReplayError(f"cannot read the progress of {self.group}: {exc}") from None
 
@@ -225,8 +229,8 @@ class Replay:
             else:
                 self._cannot_send(letter, why, totals)
         offsets = [TopicPartition(self._topic, p, o) for p, o in positions.items()]
-        _retrying(lambda: producer.send_offsets_to_transaction(offsets, client.consumer_group_metadata(), _TIMEOUT_S))
-        _retrying(lambda: producer.commit_transaction(_TIMEOUT_S))
+        retrying(lambda: producer.send_offsets_to_transaction(offsets, client.consumer_group_metadata(), _TIMEOUT_S))
+        retrying(lambda: producer.commit_transaction(_TIMEOUT_S))
         self._count(sent, totals)
 
     def _alone(self, letter: DeadLetter, chosen: bool, client: Consumer, totals: ReplayTotals) -> None:
@@ -300,17 +304,20 @@ class _Targets:
         return None
 
 
-def _retrying(call: Callable[[], None]) -> None:
-    """`call`, again while Kafka calls its error retriable (right after an abort, the group coordinator of the
-    transaction may not be known yet)."""
+def retrying(call: Callable[[], T]) -> T:
+    """`call`, again while Kafka's error is retriable or the group's coordinator is moving (right after an abort
+    the transaction's may not be known yet; a broker just started answers NOT_COORDINATOR for a while)."""
     deadline = time.monotonic() + _TIMEOUT_S
     while True:
         try:
-            call()
-            return
+            return call()
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            if not isinstance(error, KafkaError) or not error.retriable() or time.monotonic() > deadline:
+            if (
+                not isinstance(error, KafkaError)
+                or not (error.retriable() or error.code() in COORDINATOR_MOVING)
+                or time.monotonic() > deadline
+            ):
                 raise
         time.sleep(0.1)
 

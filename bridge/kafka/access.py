@@ -42,15 +42,18 @@ REQUEST_TIMEOUT_S = 5.0
 RETRY_S = 0.5
 
 _REFUSALS = {KafkaError._AUTHENTICATION: "Kafka refused the credentials", KafkaError._SSL: "TLS with Kafka failed"}
+COORDINATOR_MOVING = frozenset(
+    {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR}
+)
+"""A group's coordinator still loading or moving: a broker starting or restarting answers this for a while, and
+librdkafka does not mark it retriable when a call (committed offsets, say) gets it."""
 _NOT_ANSWERING = {
     KafkaError._TIMED_OUT,
     KafkaError._TRANSPORT,
     KafkaError._ALL_BROKERS_DOWN,
     KafkaError.REQUEST_TIMED_OUT,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.NOT_COORDINATOR,
     KafkaError.LEADER_NOT_AVAILABLE,
+    *COORDINATOR_MOVING,
 }
 _BROKER_PREFIX = re.compile(r"^\S+://\S+?/(?:bootstrap|\d+): ")
 _STATE_SUFFIX = re.compile(r" \(after \d+ms in state \w+\)$")
