@@ -8,8 +8,8 @@ checkouts, parallel CI jobs) never share a broker that one of them stops.
 Tiers (markers set at collection from what a test uses, so a new test needs no marker of its own):
 
 - `bench`: it reaches `run_benchmark` (the throughput benchmark in a child process).
-- `e2e`: it reaches the bridge as a child process (`devtools.testkit.bridge_child`), or a broker it stops or
-  secures (`owned_kafka_broker`, `secured_kafka`).
+- `e2e`: it reaches the bridge as a child process (`devtools.testkit.bridge_child`), a broker it stops or
+  secures (`owned_kafka_broker`, `secured_kafka`), or the shell running the docs' commands (`shell`).
 - `integration`: the real broker (`kafka_bootstrap` and every fixture built on it), the bridge in process.
 - `service`: in-process stand-ins and no Kafka (the sandbox, the registry, the Helm binary).
 - `unit`: none of the above.
@@ -56,7 +56,9 @@ _SECURED_STARTED = pytest.StashKey[tuple[str, float]]()
 _TIERS = pytest.StashKey[dict[str, str]]()
 
 TIERS = ("unit", "service", "integration", "e2e", "bench")
-_E2E_FIXTURES = {"owned_kafka_broker", "secured_kafka"}
+_E2E_FIXTURES = {"owned_kafka_broker", "secured_kafka", "shell"}
+"""Fixtures of brokers a test stops or secures, and the shell that runs the docs' commands as printed (a broker and
+the bridge among them)."""
 _KAFKA_FIXTURES = {"kafka_broker", "kafka_bootstrap"}
 _SERVICE_FIXTURES = {"sandbox", "registry", "helm"}
 

@@ -53,6 +53,8 @@ SKIPPED: dict[str, str] = {
     r"python -m bench\.throughput": "a measurement taking minutes (named in running text)",
     r"scripts/check-values values-prod\.yaml": "your own values file; tests/test_chart_checks.py runs the command",
     r"scripts/lock( .*)?": "rewrites the lock files from PyPI: a maintainer's step, not an offline check",
+    r"\.venv/bin/python -m devtools\.mutation_check": "runs the runtime's tests once per planted bug: minutes; "
+    "tests/test_mutation_check.py checks its table",
 }
 EVENTUALLY: dict[str, str] = {
     "curl -s http://127.0.0.1:8089/sandbox/rows/events": '"total": 4',
@@ -180,7 +182,7 @@ class Session:
 
 
 @pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
+def shell(tmp_path: Path) -> Iterator[Session]:
     """A fresh shell: an empty home, and a Kafka cache of its own holding only the jars already fetched."""
     jars = libs_dir()
     if not jars.is_dir():
@@ -213,14 +215,14 @@ def _walkthrough() -> list[Command]:
     return [command for command in everything if command.block == starts[0]]
 
 
-def test_every_command_is_run_or_skipped_with_a_reason(session: Session) -> None:
+def test_every_command_is_run_or_skipped_with_a_reason(shell: Session) -> None:
     """Each command outside the walkthrough runs alone, in a fresh activated shell; the skipped ones are named."""
     walkthrough = set(_walkthrough())
     ran = []
     for command in commands():
         if command in walkthrough or skipped_because(command):
             continue
-        session.run(command.text)
+        shell.run(command.text)
         ran.append(command.text)
     assert ". .venv/bin/activate" in ran, "the set-up must say how the commands get on the PATH"
     assert "appmetrica-bridge --help" in ran
@@ -233,12 +235,12 @@ def test_the_skip_list_names_only_printed_commands() -> None:
         assert any(re.fullmatch(pattern, text) for text in printed), f"{pattern!r} matches no printed command"
 
 
-def test_the_walkthrough_runs_as_printed(session: Session) -> None:
+def test_the_walkthrough_runs_as_printed(shell: Session) -> None:
     """Create a topic, produce the sample, preview it, run the bridge, see the rows arrive, as the README types it."""
     taken = [port for port in WALKTHROUGH_PORTS if _port_taken(port)]
     if taken:
         pytest.skip(f"ports {taken} are in use; the walkthrough's commands name them as printed")
-    outputs = {command.text: session.run(command.text) for command in _walkthrough()}
+    outputs = {command.text: shell.run(command.text) for command in _walkthrough()}
     summary = next(out for text, out in outputs.items() if text.startswith("appmetrica-bridge dead-letters summary"))
     assert "2 dead letters" in summary
     preview = next(out for text, out in outputs.items() if text.startswith("appmetrica-bridge preview"))
