@@ -145,9 +145,7 @@ async def test_kafka_unreachable_for_twenty_seconds_is_a_handful_of_json_lines_a
         await asyncio.gather(*(bridge.serving(timeout_s=15) for _, bridge in bridges.values()))
         started = time.monotonic()
         for _, bridge in bridges.values():
-            await wait_for(
-                lambda b=bridge: WAITING_FOR_KAFKA in b.log_path.read_text(), 20, "the line that says it waits"
-            )
+            await wait_for(says(bridge, WAITING_FOR_KAFKA), 20, "the line that says it waits")
         # The outage's length is the scenario: what it writes in that time is counted after it.
         await asyncio.sleep(max(0.0, 20 - (time.monotonic() - started)))
         for closed, bridge in bridges.values():
@@ -166,6 +164,10 @@ async def test_kafka_unreachable_for_twenty_seconds_is_a_handful_of_json_lines_a
         waiting = parsed[events.index(WAITING_FOR_KAFKA)]
         assert waiting["bootstrap"] == closed and "waiting for Kafka" in waiting["awaiting"]
         assert events[-1] == "stopped during start-up", (dead_letter_topic, events)
+
+
+def says(bridge: BridgeProcess, text: str) -> Callable[[], bool]:
+    return lambda: text in bridge.log_path.read_text()
 
 
 async def _sigterm(bridge: BridgeProcess) -> float:
@@ -316,7 +318,7 @@ async def test_a_broker_still_loading_its_groups_is_waited_for_without_crashing_
     try:
         await bridge.serving()
         # Only once it waits: a broker that starts within the grace would leave the bridge nothing to say.
-        await wait_for(lambda: WAITING_FOR_KAFKA in bridge.log_path.read_text(), 30, "the line that says it waits")
+        await wait_for(says(bridge, WAITING_FOR_KAFKA), 30, "the line that says it waits")
         await asyncio.to_thread(broker.start)
         await wait_for(lambda: len(set(seqs(sandbox.state.events))) == total, 120, "every event delivered")
         assert bridge.process.poll() is None, f"the bridge ended with {bridge.process.returncode}"
