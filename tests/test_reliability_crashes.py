@@ -91,7 +91,8 @@ async def test_sigkill_three_times_under_faults_loses_nothing(
     kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     topic = new_topic(4)
-    total, max_rows, in_flight = 12_000, 200, 4
+    # Three kills take at most 6,000 rows of progress; the rest is delivered by the last run.
+    total, max_rows, in_flight = 8_000, 200, 4
     produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)])
     sandbox.set_faults(fault_429=0.1, retry_after=1, fault_5xx=0.1, fault_drop=0.1, latency_ms=50)
     group = f"g-{topic}"
