@@ -190,7 +190,7 @@ async def test_an_outage_longer_than_max_poll_interval_keeps_memory_bounded(
     total, limit = 8000, 1000
     produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)])
     group = f"g-{topic}"
-    # librdkafka's least with the broker's least session (6 s); at the default (5 min) nothing would end sooner.
+    # The least librdkafka takes beside the broker's least session timeout (it must be at least the session's).
     poll_interval_ms = 6000
     config = bridge_config(
         kafka_bootstrap,
@@ -243,7 +243,7 @@ async def test_an_outage_longer_than_max_poll_interval_keeps_memory_bounded(
     assert sorted(set(seqs(sandbox.state.events))) == list(range(total))
     duplicates = len(sandbox.state.events) - total
     print(
-        f"\nRELIABILITY outage: {outage_s:.0f} s outage (max.poll.interval {poll_interval_ms} ms), peak held "
+        f"\nRELIABILITY outage: {outage_s:.0f} s paused (max.poll.interval {poll_interval_ms} ms), peak held "
         f"{max(held):.0f}/{limit}, 0 rebalances, all {total} delivered {recovered:.1f} s after, {duplicates} dup"
     )
 
