@@ -1,4 +1,5 @@
-"""Nothing lost: each failure a production pipeline sees, inflicted on the real broker and the sandbox.
+"""Nothing lost: each failure of the records, the Post API or the schema registry that a production pipeline sees,
+inflicted on the real broker and the sandbox. The bridge's own processes and Kafka failing: test_reliability_crashes.py.
 
 Each test prints a `RELIABILITY` line with what it measured; docs/reliability.md quotes them.
 """
@@ -8,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import signal
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,8 @@ from bridge.kafka.dead_letter_producer import (
 )
 from bridge.sandbox.registry import SchemaRegistry
 from bridge.sandbox.server import Sandbox
-from devtools.kafka_local import LocalKafka
 from devtools.testkit.bridge_child import BridgeProcess, bridge_config
-from devtools.testkit.kafka import TopicFactory, committed, consume_all, end_offsets, headers_of, produce, read_to_end
-from devtools.testkit.processes import alive, transform_workers
+from devtools.testkit.kafka import TopicFactory, committed, end_offsets, headers_of, produce, read_to_end
 from devtools.testkit.records import KEY, SUBJECT, event, raw_avro, seqs, wire
 from devtools.testkit.waiting import delivered_and_committed, wait_for
 
@@ -44,26 +41,12 @@ def gauge(metrics_text: str, name: str) -> float:
     raise AssertionError(f"metric {name} not exported")
 
 
+def refusals(sandbox: Sandbox) -> int:
+    return sum(1 for r in sandbox.state.requests if r.status == 403)
+
+
 def stopped_lines(bridge: BridgeProcess) -> list[dict[str, Any]]:
     return [line for line in bridge.logs() if "partition stopped" in str(line.get("event"))]
-
-
-def paced_config(
-    bootstrap: str, topic: str, sandbox: Sandbox, group: str, **sections: dict[str, Any]
-) -> dict[str, Any]:
-    """A bridge held to small batches and a small buffer, so a run lasts long enough to be interrupted."""
-    config = bridge_config(
-        bootstrap,
-        topic,
-        sandbox.url,
-        group=group,
-        batch={"max_rows": 200, "linger_ms": 100},
-        buffer={"max_records": 2000},
-        upload={"max_in_flight": 2, "requests_per_second": 100},
-    )
-    for name, values in sections.items():
-        config[name] = {**config.get(name, {}), **values}
-    return config
 
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "in-workers"])
@@ -109,7 +92,8 @@ async def test_poison_records_go_to_the_dead_letter_topic_with_their_reason(
         await delivered_and_committed(kafka_bootstrap, sandbox, topic, group, valid)
         status, _ = await bridge.get("/healthz")
         assert status == 200 and bridge.process.poll() is None, "the bridge still runs"
-        dead = consume_all(kafka_bootstrap, dlq, len(poison))
+        # Committed to the end: every dead letter was acked, so the topic's end offsets hold them all.
+        dead = read_to_end(kafka_bootstrap, dlq)
     finally:
         bridge.kill()
 
@@ -155,7 +139,7 @@ async def test_a_row_the_api_refuses_is_isolated_and_the_rest_delivered(
     bridge = BridgeProcess(config, tmp_path).start()
     try:
         await delivered_and_committed(kafka_bootstrap, sandbox, topic, group, total - 1)
-        dead = consume_all(kafka_bootstrap, dlq, 1)
+        dead = read_to_end(kafka_bootstrap, dlq)
     finally:
         bridge.kill()
     assert sorted(seqs(sandbox.state.events)) == [s for s in range(total) if s != refused_seq]
@@ -178,8 +162,8 @@ async def test_a_refused_key_stops_uploads_until_it_works_then_everything_arrive
     config = bridge_config(kafka_bootstrap, topic, sandbox.url, group=group, upload={"forbidden_retry_s": 1})
     bridge = BridgeProcess(config, tmp_path).start()
     try:
-        await wait_for(lambda: any(r.status == 403 for r in sandbox.state.requests), 30, "a 403")
-        await asyncio.sleep(2)
+        # A probe after the first refusal: the key is refused for as long as it lasts, not once.
+        await wait_for(lambda: refusals(sandbox) >= 2, 30, "a 403 and the probe after it", interval_s=0.05)
         status, body = await bridge.get("/readyz")
         assert status == 503 and "refuses the key" in body
         _, metrics = await bridge.get("/metrics")
@@ -206,7 +190,8 @@ async def test_an_outage_longer_than_max_poll_interval_keeps_memory_bounded(
     total, limit = 8000, 1000
     produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)])
     group = f"g-{topic}"
-    poll_interval_ms = 8000
+    # The least librdkafka takes beside the broker's least session timeout (it must be at least the session's).
+    poll_interval_ms = 6000
     config = bridge_config(
         kafka_bootstrap,
         topic,
@@ -225,16 +210,26 @@ async def test_an_outage_longer_than_max_poll_interval_keeps_memory_bounded(
     port = int(sandbox.url.rsplit(":", 1)[1])
     await sandbox.stop()
     bridge = BridgeProcess(config, tmp_path).start()
+    held: list[float] = []
+
+    async def paused() -> float:
+        _, metrics = await bridge.get("/metrics")
+        held.append(gauge(metrics, "appmetrica_bridge_held_records"))
+        return gauge(metrics, "appmetrica_bridge_paused_partitions")
+
     try:
         await bridge.serving()
-        held = []
-        outage_s = poll_interval_ms / 1000 * 2
+        deadline = time.monotonic() + 60
+        while await paused() < 4:
+            assert time.monotonic() < deadline, "the bridge never filled up to its limit"
+            await asyncio.sleep(0.2)
+        # Counted from the moment the loop has nothing to fetch: a consumer that stopped polling then would be out
+        # of its group after max.poll.interval.ms, and say so once it polls again.
+        outage_s = poll_interval_ms / 1000 * 1.5
         deadline = time.monotonic() + outage_s
         while time.monotonic() < deadline:
             await asyncio.sleep(0.5)
-            _, metrics = await bridge.get("/metrics")
-            held.append(gauge(metrics, "appmetrica_bridge_held_records"))
-        paused = gauge(metrics, "appmetrica_bridge_paused_partitions")
+            assert await paused() == 4, "paused through the outage"
         await sandbox.start(port=port)
         returned = time.monotonic()
         await delivered_and_committed(kafka_bootstrap, sandbox, topic, group, total)
@@ -242,133 +237,14 @@ async def test_an_outage_longer_than_max_poll_interval_keeps_memory_bounded(
     finally:
         bridge.kill()
     assert max(held) <= limit, f"held {max(held)} records with a limit of {limit}"
-    assert max(held) > 0 and paused == 4, "the bridge filled up to its limit and paused"
+    assert max(held) > 0, "the bridge filled up to its limit and paused"
     rebalances = [line for line in bridge.logs() if line.get("event") in ("partitions revoked", "partitions lost")]
     assert not rebalances, "the consumer stayed in its group through the outage"
     assert sorted(set(seqs(sandbox.state.events))) == list(range(total))
     duplicates = len(sandbox.state.events) - total
     print(
-        f"\nRELIABILITY outage: {outage_s:.0f} s outage (max.poll.interval {poll_interval_ms} ms), peak held "
+        f"\nRELIABILITY outage: {outage_s:.0f} s paused (max.poll.interval {poll_interval_ms} ms), peak held "
         f"{max(held):.0f}/{limit}, 0 rebalances, all {total} delivered {recovered:.1f} s after, {duplicates} dup"
-    )
-
-
-async def test_instances_joining_and_leaving_deliver_everything(
-    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path
-) -> None:
-    topic = new_topic(8)
-    total = 24_000
-    produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)], partitions=8)
-    sandbox.set_faults(latency_ms=150)
-    group = f"g-{topic}"
-
-    def instance(name: str) -> BridgeProcess:
-        config = bridge_config(
-            kafka_bootstrap,
-            topic,
-            sandbox.url,
-            group=group,
-            batch={"max_rows": 250, "linger_ms": 100},
-            buffer={"max_records": 2000},
-            upload={"max_in_flight": 2, "requests_per_second": 100},
-        )
-        return BridgeProcess(config, tmp_path, name=name).start()
-
-    first, second = instance("a"), instance("b")
-    bridges = [first, second]
-    try:
-        await wait_for(lambda: len(sandbox.state.events) >= total // 5, 60, "a fifth delivered")
-        bridges.append(instance("c"))
-        await wait_for(lambda: len(sandbox.state.events) >= total // 2, 90, "half delivered")
-        first.signal(signal.SIGTERM)
-        assert await first.wait(30) == 0
-        await wait_for(lambda: len(set(seqs(sandbox.state.events))) >= total, 120, "everything delivered")
-        ends = end_offsets(kafka_bootstrap, topic, 8)
-        await wait_for(lambda: committed(kafka_bootstrap, group, topic, 8) == ends, 30, "offsets at the end")
-    finally:
-        for bridge in bridges:
-            bridge.kill()
-    delivered = seqs(sandbox.state.events)
-    assert sorted(set(delivered)) == list(range(total))
-    duplicates = len(delivered) - total
-    revoked = sum(1 for b in bridges for line in b.logs() if line.get("event") == "partitions revoked")
-    print(
-        f"\nRELIABILITY rebalance: 2 instances, a third joined, one left: all {total} delivered, "
-        f"{duplicates} duplicates ({duplicates / total:.2%}), {revoked} revocations"
-    )
-
-
-async def test_sigkill_three_times_under_faults_loses_nothing(
-    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path
-) -> None:
-    topic = new_topic(4)
-    total, max_rows, in_flight = 12_000, 200, 4
-    produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)])
-    sandbox.set_faults(fault_429=0.1, retry_after=1, fault_5xx=0.1, fault_drop=0.1, latency_ms=50)
-    group = f"g-{topic}"
-    config = bridge_config(
-        kafka_bootstrap,
-        topic,
-        sandbox.url,
-        group=group,
-        batch={"max_rows": max_rows, "linger_ms": 100},
-        buffer={"max_records": 2000},
-        upload={"max_in_flight": in_flight, "requests_per_second": 100, "timeout_s": 5},
-        # The group hands a killed member's partitions on when its session ends: the broker's least, not 10 s.
-        kafka={"properties": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}},
-    )
-    rng = random.Random(3)
-    kills = 0
-
-    def accepted_at_least(count: int) -> Callable[[], bool]:
-        return lambda: len(sandbox.state.events) >= count
-
-    bridge = BridgeProcess(config, tmp_path, name="run0").start()
-    try:
-        for kills in range(1, 4):
-            target = len(sandbox.state.events) + rng.randint(800, 2000)
-            await wait_for(accepted_at_least(target), 120, "progress before the kill")
-            bridge.signal(signal.SIGKILL)
-            await bridge.wait(10)
-            bridge = BridgeProcess(config, tmp_path, name=f"run{kills}").start()
-        await delivered_and_committed(kafka_bootstrap, sandbox, topic, group, total, timeout_s=180)
-    finally:
-        bridge.kill()
-    delivered = seqs(sandbox.state.events)
-    assert sorted(set(delivered)) == list(range(total))
-    duplicates = len(delivered) - total
-    # Only what was accepted but not yet committed can come again: in-flight batches and the buffer behind them.
-    assert duplicates <= kills * (in_flight + 1) * max_rows + kills * 2000
-    print(
-        f"\nRELIABILITY sigkill: {kills} SIGKILLs under 429/5xx/drops: all {total} delivered, "
-        f"{duplicates} duplicates ({duplicates / total:.2%})"
-    )
-
-
-async def test_a_broker_restart_mid_run_loses_nothing(
-    kafka_bootstrap: str, owned_kafka_broker: LocalKafka, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path
-) -> None:
-    topic = new_topic(4)
-    total = 10_000
-    produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)])
-    sandbox.set_faults(latency_ms=100)
-    group = f"g-{topic}"
-    config = paced_config(kafka_bootstrap, topic, sandbox, group)
-    bridge = BridgeProcess(config, tmp_path).start()
-    try:
-        await wait_for(lambda: len(sandbox.state.events) >= 2000, 60, "progress before the restart")
-        restarted = time.monotonic()
-        await asyncio.to_thread(owned_kafka_broker.restart)
-        await delivered_and_committed(kafka_bootstrap, sandbox, topic, group, total, timeout_s=180)
-        recovered = time.monotonic() - restarted
-        assert bridge.process.poll() is None, "the bridge rode out the restart"
-    finally:
-        bridge.kill()
-    delivered = seqs(sandbox.state.events)
-    assert sorted(set(delivered)) == list(range(total))
-    print(
-        f"\nRELIABILITY broker-restart: all {total} delivered, {len(delivered) - total} duplicates, "
-        f"done {recovered:.1f} s after the restart began"
     )
 
 
@@ -446,47 +322,3 @@ async def test_a_missing_dead_letter_topic_is_reported_at_start(
     bridge = BridgeProcess(config, tmp_path).start()
     assert await bridge.wait(60) == 1
     assert "dead-letter topic 'no-such-dlq-topic' does not exist" in bridge.log_path.read_text()
-
-
-async def test_a_dead_transform_worker_fails_the_bridge_loudly_and_loses_nothing(
-    kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path
-) -> None:
-    topic = new_topic(4)
-    total = 6000
-    produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)])
-    sandbox.set_faults(latency_ms=100)
-    group = f"g-{topic}"
-    config = paced_config(kafka_bootstrap, topic, sandbox, group, transform={"workers": 2})
-    first = BridgeProcess(config, tmp_path, name="first").start()
-    try:
-        await wait_for(lambda: len(sandbox.state.events) >= 1000, 60, "progress before the kill")
-        workers = transform_workers(first)
-        assert len(workers) == 2
-        workers[0].kill()
-        assert await first.wait(60) == 3, "a dead worker fails the bridge with exit code 3"
-        await wait_for(lambda: not any(map(alive, workers)), 10, "the other worker to end with the bridge")
-    finally:
-        first.kill()
-    failed = [line for line in first.logs() if line.get("event") == "the bridge failed"]
-    assert failed and "BrokenProcessPool" in failed[0]["exception"], "the log says a worker died"
-    delivered = set(seqs(sandbox.state.events))
-    # Round-robin over 4 partitions: the record at offset o of partition p carries seq 4 * o + p.
-    for partition, offset in committed(kafka_bootstrap, group, topic).items():
-        missing = [4 * o + partition for o in range(max(offset, 0)) if 4 * o + partition not in delivered]
-        assert not missing, f"partition {partition} committed {offset} past undelivered records {missing[:5]}"
-    lost_with_the_worker = total - len(delivered)
-
-    second = BridgeProcess(config, tmp_path, name="second").start()
-    try:
-        await delivered_and_committed(kafka_bootstrap, sandbox, topic, group, total)
-        workers = transform_workers(second)
-        second.signal(signal.SIGKILL)
-        await second.wait(10)
-        await wait_for(lambda: not any(map(alive, workers)), 10, "the workers to end with a killed bridge")
-    finally:
-        second.kill()
-    assert sorted(set(seqs(sandbox.state.events))) == list(range(total))
-    print(
-        f"\nRELIABILITY worker-crash: exit 3, nothing committed past an undelivered record, {lost_with_the_worker} "
-        f"left for the restart, all {total} delivered after it; no worker outlives a SIGKILLed bridge"
-    )

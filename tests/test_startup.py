@@ -10,12 +10,13 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bridge.kafka.access import GRACE_S, WAITING_FOR_COORDINATOR, WAITING_FOR_KAFKA
@@ -24,7 +25,7 @@ from bridge.sandbox.server import Sandbox
 from bridge.service import CLOSE_BUDGET_S
 from devtools.kafka_local import LocalKafka, free_ports
 from devtools.testkit.bridge_child import BridgeProcess, bridge_config, free_port
-from devtools.testkit.kafka import TopicFactory, committed, consume_all, end_offsets, produce
+from devtools.testkit.kafka import TopicFactory, committed, end_offsets, produce, read_to_end, wait_for_leaders
 from devtools.testkit.records import event, raw_avro, seqs
 from devtools.testkit.waiting import wait_for
 
@@ -110,7 +111,7 @@ async def test_kafka_down_at_start_up_with_a_dead_letter_topic_is_waited_out_the
         assert await bridge.wait(30) == 0, bridge.tail()
     finally:
         bridge.kill()
-    assert len(consume_all(kafka_bootstrap, dlq, 1)) == 1, "the poison record dead-lettered"
+    assert len(read_to_end(kafka_bootstrap, dlq)) == 1, "the poison record dead-lettered, once"
     events = [line["event"] for line in bridge.logs()]
     assert events.count(WAITING_FOR_KAFKA) == 1, events
     assert "condition over" in events, "the end of the wait is said too"
@@ -128,35 +129,53 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], timeout_s: float,
         await asyncio.sleep(0.2)
 
 
-@pytest.mark.parametrize("dead_letter_topic", [True, False])
 async def test_kafka_unreachable_for_twenty_seconds_is_a_handful_of_json_lines_and_sigterm_ends_it_at_once(
-    dead_letter_topic: bool, sandbox: Sandbox, tmp_path: Path
+    sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    closed = f"127.0.0.1:{free_port()}"
-    kafka = {"dead_letter_topic": "appmetrica.dlq"} if dead_letter_topic else {}
-    config = bridge_config(closed, "appmetrica.events", sandbox.url, group="g-down", kafka=kafka)
-    bridge = BridgeProcess(config, tmp_path).start()
+    """With a dead-letter topic and without one (its producer is one more client that cannot connect), side by side:
+    the twenty seconds are the scenario, so both bridges live through the same ones."""
+    bridges: dict[bool, tuple[str, BridgeProcess]] = {}
+    for dead_letter_topic in (True, False):
+        closed = f"127.0.0.1:{free_port()}"
+        kafka = {"dead_letter_topic": "appmetrica.dlq"} if dead_letter_topic else {}
+        config = bridge_config(closed, "appmetrica.events", sandbox.url, group="g-down", kafka=kafka)
+        name = "with-dlq" if dead_letter_topic else "without-dlq"
+        bridges[dead_letter_topic] = closed, BridgeProcess(config, tmp_path, name=name).start()
     try:
-        await bridge.serving(timeout_s=15)
+        await asyncio.gather(*(bridge.serving(timeout_s=15) for _, bridge in bridges.values()))
         started = time.monotonic()
-        await wait_for(lambda: WAITING_FOR_KAFKA in bridge.log_path.read_text(), 20, "the line that says it waits")
+        for _, bridge in bridges.values():
+            await wait_for(says(bridge, WAITING_FOR_KAFKA), 20, "the line that says it waits")
         # The outage's length is the scenario: what it writes in that time is counted after it.
         await asyncio.sleep(max(0.0, 20 - (time.monotonic() - started)))
-        assert await readiness(bridge) == (503, [f"waiting for Kafka at {closed}"])
-        bridge.signal(signal.SIGTERM)
-        stopped = time.monotonic()
-        assert await bridge.wait(10) == 0, bridge.tail()
-        assert time.monotonic() - stopped < 5, "SIGTERM while waiting for Kafka ends the bridge at once"
+        for closed, bridge in bridges.values():
+            assert await readiness(bridge) == (503, [f"waiting for Kafka at {closed}"])
+        took = await asyncio.gather(*(_sigterm(bridge) for _, bridge in bridges.values()))
     finally:
-        bridge.kill()
-    lines = bridge.log_path.read_text().splitlines()
-    parsed = [json.loads(line) for line in lines]  # every line JSON, librdkafka's included
-    assert len(parsed) <= 6, lines
-    events = [line["event"] for line in parsed]
-    assert events.count(WAITING_FOR_KAFKA) == 1, events
-    waiting = parsed[events.index(WAITING_FOR_KAFKA)]
-    assert waiting["bootstrap"] == closed and "waiting for Kafka" in waiting["awaiting"]
-    assert events[-1] == "stopped during start-up", events
+        for _, bridge in bridges.values():
+            bridge.kill()
+    assert max(took) < 5, f"SIGTERM while waiting for Kafka ends the bridge at once, not after {took}"
+    for dead_letter_topic, (closed, bridge) in bridges.items():
+        lines = bridge.log_path.read_text().splitlines()
+        parsed = [json.loads(line) for line in lines]  # every line JSON, librdkafka's included
+        assert len(parsed) <= 6, (dead_letter_topic, lines)
+        events = [line["event"] for line in parsed]
+        assert events.count(WAITING_FOR_KAFKA) == 1, (dead_letter_topic, events)
+        waiting = parsed[events.index(WAITING_FOR_KAFKA)]
+        assert waiting["bootstrap"] == closed and "waiting for Kafka" in waiting["awaiting"]
+        assert events[-1] == "stopped during start-up", (dead_letter_topic, events)
+
+
+def says(bridge: BridgeProcess, text: str) -> Callable[[], bool]:
+    return lambda: text in bridge.log_path.read_text()
+
+
+async def _sigterm(bridge: BridgeProcess) -> float:
+    """SIGTERM, then the seconds until it exited 0."""
+    bridge.signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    assert await bridge.wait(10) == 0, bridge.tail()
+    return time.monotonic() - stopped
 
 
 async def test_a_missing_source_topic_ends_start_up_naming_it(
@@ -202,15 +221,29 @@ async def test_a_member_without_partitions_names_its_topics_when_not_ready(
         second.kill()
 
 
+BUSY_TOTAL = 60_000
+
+
+@pytest.fixture(scope="module")
+def busy_topic(kafka_bootstrap: str, kafka_admin: AdminClient) -> Iterator[str]:
+    """BUSY_TOTAL events on 4 partitions, written once for the runs below: each reads them in a group of its own."""
+    topic = f"test-sigterm-busy-{uuid.uuid4().hex[:8]}"
+    kafka_admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])[topic].result(timeout=30)
+    wait_for_leaders(kafka_admin, topic, 4)
+    produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(BUSY_TOTAL)])
+    yield topic
+    kafka_admin.delete_topics([topic])[topic].result(timeout=30)
+
+
 @pytest.mark.parametrize("run", range(3))
 async def test_sigterm_to_the_whole_process_group_while_busy_drains_and_exits_zero(
-    run: int, kafka_bootstrap: str, new_topic: TopicFactory, sandbox: Sandbox, tmp_path: Path
+    run: int, kafka_bootstrap: str, busy_topic: str, sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    """The transform workers get the signal too; the bridge still drains, commits what was accepted, exits 0."""
-    topic = new_topic(4)
-    total = 60_000
-    produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)])
-    group = f"g-{topic}"
+    """The transform workers get the signal too; the bridge still drains, commits what was accepted, exits 0.
+
+    Three runs: where the signal finds the workers differs from run to run."""
+    topic, total = busy_topic, BUSY_TOTAL
+    group = f"g-{topic}-{run}"
     # Transform-bound (a fast Post API, big batches): the workers are mid-chunk when the signal comes.
     config = bridge_config(
         kafka_bootstrap,
@@ -243,40 +276,61 @@ async def test_sigterm_to_the_whole_process_group_while_busy_drains_and_exits_ze
         assert position <= ends[partition]
 
 
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A broker of this module's own for the tests that take Kafka away (the session's serves the others), started
+    once: each of them starts it again only if it is down."""
+    port, controller_port = free_ports(2)
+    broker = LocalKafka(port=port, controller_port=controller_port, data_dir=tmp_path_factory.mktemp("kafka"))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+async def _running(broker: LocalKafka) -> LocalKafka:
+    if broker.pid() is None:
+        await asyncio.to_thread(broker.start)
+    return broker
+
+
+def _new_topic(broker: LocalKafka, topic: str, partitions: int = 2) -> None:
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(timeout=30)
+    wait_for_leaders(admin, topic, partitions)
+
+
 async def test_a_broker_still_loading_its_groups_is_waited_for_without_crashing_or_going_silent(
-    sandbox: Sandbox, tmp_path: Path
+    own_broker: LocalKafka, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     """A broker restarted with many groups' offsets answers COORDINATOR_LOAD_IN_PROGRESS (and NOT_COORDINATOR) a
     while; the bridge started right after it must neither crash in librdkafka nor wait without a word."""
-    port, controller_port = free_ports(2)
-    broker = LocalKafka(port=port, controller_port=controller_port, data_dir=tmp_path / "kafka")
-    await asyncio.to_thread(broker.start)
+    broker = await _running(own_broker)
+    topic = "appmetrica.events.loading"
+    _new_topic(broker, topic)
+    total = 200
+    produce(broker.bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)], partitions=2)
+    group = "g-loading"
+    await asyncio.to_thread(_commit_for_groups, broker.bootstrap, topic, [group, *(f"g{i}" for i in range(300))])
+    await asyncio.to_thread(broker.stop)
+    # Started before the broker, the bridge asks it the moment it listens: while it still loads the groups.
+    bridge = BridgeProcess(bridge_config(broker.bootstrap, topic, sandbox.url, group=group), tmp_path).start()
     try:
-        topic = "appmetrica.events"
-        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-        admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(timeout=30)
-        total = 200
-        produce(broker.bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)], partitions=2)
-        group = "g-loading"
-        await asyncio.to_thread(_commit_for_groups, broker.bootstrap, topic, [group, *(f"g{i}" for i in range(300))])
-        await asyncio.to_thread(broker.stop)
-        # Started before the broker, the bridge asks it the moment it listens: while it still loads the groups.
-        bridge = BridgeProcess(bridge_config(broker.bootstrap, topic, sandbox.url, group=group), tmp_path).start()
-        try:
-            await bridge.serving()
-            await asyncio.to_thread(broker.start)
-            await wait_for(lambda: len(set(seqs(sandbox.state.events))) == total, 120, "every event delivered")
-            assert bridge.process.poll() is None, f"the bridge ended with {bridge.process.returncode}"
-            bridge.signal(signal.SIGTERM)
-            assert await bridge.wait(30) == 0, bridge.tail()
-        finally:
-            bridge.kill()
+        await bridge.serving()
+        # Only once it waits: a broker that starts within the grace would leave the bridge nothing to say.
+        await wait_for(says(bridge, WAITING_FOR_KAFKA), 30, "the line that says it waits")
+        await asyncio.to_thread(broker.start)
+        await wait_for(lambda: len(set(seqs(sandbox.state.events))) == total, 120, "every event delivered")
+        assert bridge.process.poll() is None, f"the bridge ended with {bridge.process.returncode}"
+        bridge.signal(signal.SIGTERM)
+        assert await bridge.wait(30) == 0, bridge.tail()
     finally:
-        await asyncio.to_thread(broker.stop)
+        bridge.kill()
     lines = [json.loads(line) for line in bridge.log_path.read_text().splitlines()]  # librdkafka's too: JSON
     said = [line["event"] for line in lines]
     waited = {WAITING_FOR_KAFKA, WAITING_FOR_COORDINATOR} & set(said)
-    # Which it says first depends on how far the broker got when the bridge first asked; one of them it must say.
+    # It said it waits for Kafka before the broker started; whether it also says the coordinator is not answering
+    # depends on how far the broker got when it first answered.
     assert waited, said
     print(f"\nSTARTUP loading broker: the bridge said {sorted(waited)}, delivered all {total}, exit 0")
     # Whatever it waited for, a line said so: no stretch of its start-up longer than the grace went unexplained.
@@ -289,29 +343,34 @@ async def test_a_broker_still_loading_its_groups_is_waited_for_without_crashing_
 
 
 def _commit_for_groups(bootstrap: str, topic: str, groups: list[str]) -> None:
-    """Offsets for every group, as a busy cluster has them: all of them are loaded again when the broker restarts."""
-    for group in groups:
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-        try:
-            consumer.commit(offsets=[TopicPartition(topic, 0, 0), TopicPartition(topic, 1, 0)], asynchronous=False)
-        finally:
-            consumer.close()
+    """Offsets for every group, as a busy cluster has them: all of them are loaded again when the broker restarts.
+
+    One admin request per group, all in flight at once: a consumer per group would commit one group after another.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    partitions = [TopicPartition(topic, 0, 0), TopicPartition(topic, 1, 0)]
+    asked = [
+        future
+        for group in groups
+        for future in admin.alter_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group, partitions)], request_timeout=30
+        ).values()
+    ]
+    for future in asked:
+        future.result(timeout=60)
 
 
 async def test_sigterm_while_kafka_is_down_mid_run_ends_within_the_drain_and_the_close_budget(
-    sandbox: Sandbox, tmp_path: Path
+    own_broker: LocalKafka, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     """The final commit and the consumer's close cannot reach Kafka; the bridge still ends in time, with 0."""
-    port, controller_port = free_ports(2)
-    broker = LocalKafka(port=port, controller_port=controller_port, data_dir=tmp_path / "kafka")
-    await asyncio.to_thread(broker.start)
+    broker = await _running(own_broker)
     try:
-        topic = "appmetrica.events"
-        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-        admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(timeout=30)
+        topic = "appmetrica.events.mid-run"
+        _new_topic(broker, topic)
         produce(broker.bootstrap, topic, [raw_avro(event(seq)) for seq in range(2000)], partitions=2)
         sandbox.set_faults(latency_ms=300)
-        drain_s = 5
+        drain_s = 2
         config = bridge_config(
             broker.bootstrap,
             topic,
