@@ -52,6 +52,9 @@ OUTAGE_WINDOW = RUNTIME + "test_after_an_outage_what_a_crash_would_send_again_st
 STALLED = RUNTIME + "test_a_partition_held_by_a_refused_key_is_reported_stalled_with_its_reason_until_it_moves"
 DRAIN_BACKLOG = RUNTIME + "test_a_drain_delivers_a_backlog_larger_than_the_send_window"
 REFUSED_COMMIT = RUNTIME + "test_a_commit_the_broker_refused_is_made_again_while_the_partition_stays_idle"
+FAILED_DELIVERY = (
+    RUNTIME + "test_a_delivery_that_fails_in_a_way_no_retry_mends_fails_the_bridge_and_commits_nothing_past_it"
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,23 @@ MUTANTS: tuple[Mutant, ...] = (
         (COMMIT_AFTER_200,),
     ),
     # -- the ledger's commit rule ----------------------------------------------------------------------------------
+    Mutant(
+        "failed_delivery_ignored",
+        "a delivery no retry mends fails the bridge: the loop turns on past a failed delivery task",
+        "bridge/runtime/loop.py",
+        "        p, clock = self.parts, self._clock\n        if p.deliveries.failed is not None:\n"
+        "            raise p.deliveries.failed\n",
+        "        p, clock = self.parts, self._clock\n",
+        (FAILED_DELIVERY,),
+    ),
+    Mutant(
+        "unassigned_records_held",
+        "records of a partition not assigned here are never held: the ledger holds them under a partition of its own",
+        "bridge/runtime/ledger.py",
+        "            if state is None:\n                continue\n",
+        "            if state is None:\n                state = PartitionOffsets(record.topic(), record.partition())\n",
+        (LEDGER + "test_records_of_a_partition_not_assigned_here_are_never_held_or_committed",),
+    ),
     Mutant(
         "committed_when_handed_out",
         "a refused commit is made again: the ledger counts a position as committed when it hands it out",

@@ -5,7 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.runtime.ledger import PartitionOffsets
+from bridge.kafka.memory import MemoryRecord
+from bridge.ops.metrics import Metrics
+from bridge.runtime.ledger import Ledger, PartitionOffsets
 
 
 def tracker(offsets: list[int]) -> PartitionOffsets:
@@ -125,3 +127,15 @@ def test_committed_offset_never_passes_an_unfinished_record(case: tuple[list[int
         prefix = [o for o in offsets if o < unfinished[0]]
         expected = prefix[-1] + 1 if prefix else None
     assert committed == expected
+
+
+def test_records_of_a_partition_not_assigned_here_are_never_held_or_committed() -> None:
+    # librdkafka can hand over records fetched just before a revoke: another member owns them now.
+    ledger = Ledger(Metrics())
+    ledger.assign([("events", 0)])
+    fetched = [MemoryRecord("events", partition, offset, None, b"v", None) for partition in (0, 1) for offset in (0, 1)]
+    held = ledger.hold(fetched)
+    assert [(item.state.partition, item.offset) for item in held] == [(0, 0), (0, 1)]
+    assert ledger.records == 2, "the buffer counts only what is held"
+    ledger.accepted(held)
+    assert ledger.advance({}) == {("events", 0): 2}, "only the assigned partition commits"

@@ -396,3 +396,25 @@ def test_a_commit_the_broker_refused_is_made_again_while_the_partition_stays_idl
         await bridge.stop()
 
     run_virtual(scenario())
+
+
+def test_a_delivery_that_fails_in_a_way_no_retry_mends_fails_the_bridge_and_commits_nothing_past_it() -> None:
+    """A bug or an exception nobody foresaw ends a delivery task: its records are never done, so the bridge is not
+    ready (naming it) and stops with the error, which the service turns into exit 3, never committing past them."""
+
+    def unforeseen(_profiles: list[str]) -> None:
+        raise ZeroDivisionError("a bug in a delivery")
+
+    async def scenario() -> None:
+        broker = broker_with(1)
+        produce(broker, 10)
+        api = ScriptedPostApi(on_send=unforeseen)
+        bridge = member(broker, api, config(batch=BatchConfig(linger_ms=100)))
+        bridge.start()
+        assert bridge.task is not None
+        await until(bridge.task.done, timeout_s=60)
+        assert isinstance(bridge.task.exception(), ZeroDivisionError)
+        assert any("a delivery failed: ZeroDivisionError" in why for why in bridge.runtime.readiness.reasons())
+        assert broker.committed(GROUP) == {}
+
+    run_virtual(scenario())
