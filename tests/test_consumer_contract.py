@@ -116,6 +116,13 @@ async def fetch_until(consumer: Consumer, count: int, timeout_s: float = 30) -> 
     return records
 
 
+async def fetch_until_assigned(consumer: Consumer, listener: Listener, timeout_s: float = 30) -> None:
+    """Fetch (nothing is produced yet) until the group assigned every partition: the assignment comes with fetching."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while len(listener.owned) < PARTITIONS and asyncio.get_running_loop().time() < deadline:
+        await consumer.fetch(1000, 0.1)
+
+
 class ContractTests:
     """Run once per implementation: each subclass provides `cluster`."""
 
@@ -158,7 +165,7 @@ class ContractTests:
 
     async def test_a_paused_partition_gives_nothing_until_resumed(self, cluster: Cluster) -> None:
         consumer, listener = await subscribed(cluster, f"contract-{uuid.uuid4().hex[:8]}")
-        await fetch_until(consumer, 1, timeout_s=5)
+        await fetch_until_assigned(consumer, listener)
         assert len(listener.owned) == PARTITIONS, "assigned before producing"
         await consumer.pause([(cluster.topic, 0)])
         cluster.produce([b"x"] * 3, partition=0)
@@ -176,7 +183,7 @@ class ContractTests:
     ) -> None:
         group = f"contract-{uuid.uuid4().hex[:8]}"
         first, first_seen = await subscribed(cluster, group)
-        await fetch_until(first, 1, timeout_s=5)
+        await fetch_until_assigned(first, first_seen)
         assert len(first_seen.owned) == PARTITIONS
         second, second_seen = await subscribed(cluster, group)
         for _ in range(100):
