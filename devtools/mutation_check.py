@@ -91,6 +91,14 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     # -- the ledger's commit rule ----------------------------------------------------------------------------------
     Mutant(
+        "refused_commit_unpaced",
+        "a refused commit is asked again at a pace: every turn asks again at once",
+        "bridge/runtime/loop.py",
+        "            self._commit_after = self._clock.now() + COMMIT_RETRY_S\n",
+        "            pass\n",
+        (REFUSED_COMMIT,),
+    ),
+    Mutant(
         "failed_delivery_ignored",
         "a delivery no retry mends fails the bridge: the loop turns on past a failed delivery task",
         "bridge/runtime/loop.py",

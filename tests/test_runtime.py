@@ -14,7 +14,13 @@ from bridge.config.model import BatchConfig, BufferConfig, KafkaConfig, Shutdown
 from bridge.kafka.consumer import PartitionKey
 from bridge.kafka.memory import MemoryBroker
 from bridge.postapi.uploader import REFUSAL_CHECK_S
-from bridge.runtime.loop import CLOSE_TIMEOUT_S, COMMIT_TIMEOUT_S, RESUME_FRACTION, WATCH_INTERVAL_S
+from bridge.runtime.loop import (
+    CLOSE_TIMEOUT_S,
+    COMMIT_RETRY_S,
+    COMMIT_TIMEOUT_S,
+    RESUME_FRACTION,
+    WATCH_INTERVAL_S,
+)
 from bridge.runtime.stalls import STALLED_AFTER_S
 from devtools.testkit.runtime import (
     GROUP,
@@ -391,6 +397,11 @@ def test_a_commit_the_broker_refused_is_made_again_while_the_partition_stays_idl
         broker.up = False
         await until(lambda: any(positions for _, positions in bridge.consumer.commits), timeout_s=60)
         assert broker.committed(GROUP) == {}, "refused while the broker was away"
+        away_s, refused = 20, len(bridge.consumer.commits)
+        await asyncio.sleep(away_s)
+        asked = len(bridge.consumer.commits) - refused
+        paced = away_s / COMMIT_RETRY_S + away_s / WATCH_INTERVAL_S + 1
+        assert 0 < asked <= paced, f"asked {asked} times in {away_s} s: again, but at a pace (at most {paced:g})"
         broker.up = True
         await until(lambda: broker.committed(GROUP) == ends(broker, 1), timeout_s=5 * COMMIT_TIMEOUT_S)
         await bridge.stop()

@@ -16,9 +16,11 @@ from confluent_kafka.aio import AIOConsumer
 
 from bridge.config.model import KafkaConfig
 from bridge.kafka.consumer import PartitionKey, RebalanceListener, Record
-from bridge.kafka.logs import client_conf
+from bridge.kafka.logs import REPEATS, client_conf
 
 log = structlog.get_logger("bridge.source")
+
+COMMIT_FAILED = "commit failed"
 
 
 def consumer_config(config: KafkaConfig, on_error: Callable[[KafkaError], Awaitable[None]]) -> dict[str, Any]:
@@ -93,16 +95,24 @@ class Source:
         return records
 
     async def commit(self, positions: Mapping[PartitionKey, int]) -> bool:
-        """Commit synchronously; False (and a warning) when Kafka refused, for example mid-rebalance."""
+        """Commit synchronously; False (and a warning) when Kafka refused, for example mid-rebalance.
+
+        The owner loop commits again until Kafka takes it: one warning per kind of refusal, then a count of them
+        while it lasts, and a line when a commit goes through again.
+        """
         offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in positions.items()]
         try:
             results = await self._live.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            log.warning("commit failed", error=str(exc.args[0]) if exc.args else type(exc).__name__)
+            error = exc.args[0] if exc.args else None
+            kind = error.name() if isinstance(error, KafkaError) else type(exc).__name__
+            REPEATS.seen(COMMIT_FAILED, kind, error=str(error) if error is not None else kind)
             return False
         failed = [p for p in results or [] if p.error is not None]
         for p in failed:
-            log.warning("commit failed", topic=p.topic, partition=p.partition, error=str(p.error))
+            REPEATS.seen(COMMIT_FAILED, p.error.name(), topic=p.topic, partition=p.partition, error=str(p.error))
+        if not failed:
+            REPEATS.ended(COMMIT_FAILED)
         return not failed
 
     async def pause(self, partitions: Sequence[PartitionKey]) -> None:

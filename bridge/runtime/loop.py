@@ -41,6 +41,8 @@ WATCH_INTERVAL_S = 5.0
 """How often Kafka's reachability, the partitions' ends and idle partitions' positions are read."""
 COMMIT_INTERVAL_S = 0.2
 """How often a drain or a revoke commits what finished while it waits."""
+COMMIT_RETRY_S = 1.0
+"""After Kafka refused a commit (a rebalance, the broker away), the turns leave it this long before asking again."""
 COMMIT_TIMEOUT_S = 2.0
 """The final commit's deadline: Kafka down at shutdown must not hold the exit."""
 CLOSE_TIMEOUT_S = 3.0
@@ -80,6 +82,7 @@ class OwnerLoop:
         self._pressure = False
         self._drain_deadline: float | None = None
         self._next_watch = 0.0
+        self._commit_after = 0.0
 
     def stop(self) -> None:
         """Stop fetching and drain; safe to call from a signal handler."""
@@ -119,7 +122,8 @@ class OwnerLoop:
         self._apply_results()
         for batch in p.batcher.expired():
             self._launch(batch)
-        await self._commit({})
+        if clock.now() >= self._commit_after:
+            await self._commit({})
         if clock.now() >= self._next_watch:
             self._next_watch = clock.now() + WATCH_INTERVAL_S
             await self._watch_kafka()
@@ -172,6 +176,7 @@ class OwnerLoop:
         if not moved:
             return True
         if not await self.parts.consumer.commit(moved):
+            self._commit_after = self._clock.now() + COMMIT_RETRY_S
             return False
         self.parts.ledger.confirm(moved)
         for (topic, partition), offset in moved.items():
