@@ -155,11 +155,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     config.stash[_TIERS] = tiers
     # The slowest files first, the many quick ones last: parallel workers (`--dist loadfile`) then end together
     # instead of one of them starting an end-to-end file when the others are done.
-    heaviest: dict[str, int] = {}
+    heaviest: dict[Path, int] = {}
     for item in items:
-        rank = TIERS.index(tiers.get(item.nodeid, "unit"))
-        heaviest[item.nodeid.partition("::")[0]] = max(rank, heaviest.get(item.nodeid.partition("::")[0], 0))
-    items.sort(key=lambda item: -heaviest[item.nodeid.partition("::")[0]])
+        heaviest[item.path] = max(TIERS.index(tiers.get(item.nodeid, "unit")), heaviest.get(item.path, 0))
+    items.sort(key=lambda item: -heaviest[item.path])
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
