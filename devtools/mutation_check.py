@@ -1,4 +1,4 @@
-"""Proves that the runtime's deterministic tests fail when the rule they guard is broken.
+"""Proves that the deterministic tests of the runtime and the flat Avro reader fail when their rule is broken.
 
 Each mutant below is one small, realistic bug in the code that keeps a rule (a comparison flipped, a guard removed,
 a call dropped, a setting mixed up). For each, the checkout is copied to a temporary directory, the bug is put in
@@ -37,6 +37,7 @@ _NOT_COPIED = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".mypy_cach
 RUNTIME = "tests/test_runtime.py::"
 LEDGER = "tests/test_ledger.py::"
 POOL = "tests/test_transform_pool.py::"
+FLAT = "tests/test_flat_reader.py::"
 
 COMMIT_AFTER_200 = RUNTIME + "test_an_offset_commits_only_after_the_post_api_answered_200"
 REVOKE_WHILE_WAITING = RUNTIME + "test_rows_of_a_partition_revoked_while_their_batch_waits_for_a_slot_are_never_sent"
@@ -424,6 +425,39 @@ MUTANTS: tuple[Mutant, ...] = (
         "if self._sent[0][1].done() or",
         "if any(future.done() for _, future, _ in self._sent) or",
         (POOL + "test_waiting_for_results_sleeps_until_the_oldest_chunk_is_back",),
+    ),
+    # -- the flat reader: whatever it reads, fastavro reads alike --------------------------------------------------
+    Mutant(
+        "negative_length_read",
+        "the flat reader reads only what fastavro reads: a negative length steps back into the value",
+        "bridge/decoding/flat_reader.py",
+        '        f"{indent}    if n < 0: raise ValueError",\n',
+        "",
+        (FLAT + "test_a_negative_length_never_reads_backwards",),
+    ),
+    Mutant(
+        "varint_past_64_bits",
+        "the flat reader reads only what fastavro reads: a varint past 64 bits is read whole",
+        "bridge/decoding/flat_reader.py",
+        '        f"{indent}        if shift == 63 and c > 1: raise ValueError",\n',
+        "",
+        (FLAT + "test_what_it_cannot_read_exactly_is_left_to_fastavro",),
+    ),
+    Mutant(
+        "boolean_as_one_only",
+        "the flat reader reads only what fastavro reads: any byte but 0 is true",
+        "bridge/decoding/flat_reader.py",
+        "= b[at] != 0; at += 1",
+        "= b[at] == 1; at += 1",
+        (FLAT + "test_bytes_it_reads_are_bytes_fastavro_reads_alike",),
+    ),
+    Mutant(
+        "leftover_bytes_read",
+        "the flat reader reads only what fastavro reads: a value with bytes after the record is read",
+        "bridge/decoding/flat_reader.py",
+        " if at == len(b) else None",
+        "",
+        (FLAT + "test_what_it_cannot_read_exactly_is_left_to_fastavro",),
     ),
 )
 

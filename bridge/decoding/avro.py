@@ -22,6 +22,7 @@ from typing import Any, Final, Literal, NamedTuple, TypeVar, cast
 import fastavro
 from fastavro.read import SchemaResolutionError
 
+from bridge.decoding.flat_reader import FlatRead, compile_reader
 from bridge.postapi.methods import METHODS, MethodName
 
 Record = dict[str, Any]
@@ -127,17 +128,26 @@ class Reader(NamedTuple):
 
     writer: Any
     reader: Any
+    flat: FlatRead | None
+    """The shortcut for a flat writer that is the contract itself (`bridge.decoding.flat_reader`)."""
 
     @classmethod
     def of(cls, writer: Any, reader: Any) -> Reader:
         """The pair for a writer schema and a parsed contract, the writer `named_as` the contract."""
         parsed = parse(named_as(writer, reader))
         same = fastavro.schema.to_parsing_canonical_form(parsed) == fastavro.schema.to_parsing_canonical_form(reader)
-        return cls(parsed, None if same else reader)
+        return cls(parsed, None, compile_reader(parsed)) if same else cls(parsed, reader, None)
 
 
-def _read(reader: Reader, payload: io.BytesIO, size: int) -> Record:
+def _read(reader: Reader, value: bytes, start: int) -> Record:
     # Called once per record, so the fastavro call is made here directly.
+    if reader.flat is not None:
+        flat = reader.flat(value, start)
+        if flat is not None:
+            return flat
+    payload = io.BytesIO(value)
+    payload.seek(start)
+    size = len(value)
     try:
         record = _schemaless_reader(payload, reader.writer, reader.reader)
     except SchemaResolutionError as exc:
@@ -169,18 +179,18 @@ P = TypeVar("P")
 def framed_decoder(
     schemas: WriterSchemas,
     prepare: Callable[[int | None, str], P],
-    read: Callable[[P, io.BytesIO, int], Record],
+    read: Callable[[P, bytes, int], Record],
 ) -> Callable[[bytes], Record]:
     """A function decoding one value: plain Avro of `schemas.raw`, or the Confluent wire format's id and body.
 
     `prepare` makes what `read` needs of one writer schema (once per schema, not per value); `read` decodes the
-    body that follows the framing. Framing that cannot be read raises DecodeError.
+    body that starts at an offset of the value and must end with it. Framing that cannot be read raises DecodeError.
     """
     if schemas.raw is not None:
         prepared = prepare(None, schemas.raw)
 
         def decode_raw(value: bytes) -> Record:
-            return read(prepared, io.BytesIO(value), len(value))
+            return read(prepared, value, 0)
 
         return decode_raw
     by_id = {schema_id: prepare(schema_id, text) for schema_id, text in schemas.by_id.items()}
@@ -198,9 +208,7 @@ def framed_decoder(
         if writer is None:
             why = unknown.get(schema_id, "not fetched from the registry")
             raise DecodeError("schema", f"schema id {schema_id}: {why}")
-        payload = io.BytesIO(value)
-        payload.seek(5)
-        return read(writer, payload, size)
+        return read(writer, value, 5)
 
     return decode_wire
 

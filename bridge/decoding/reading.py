@@ -12,7 +12,7 @@ import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import fastavro
 import orjson
@@ -20,6 +20,7 @@ import orjson
 from bridge.decoding import exact_json as exactjson
 from bridge.decoding.alone import alone, decode_each, unexpected
 from bridge.decoding.avro import DecodeError, ReasonClass, WriterSchemas, framed_decoder
+from bridge.decoding.flat_reader import FlatRead, compile_reader
 from bridge.mapping import Chunk, CompiledMapping, Headers, MappingSpec, Record, identity_mapping
 from bridge.postapi.methods import MethodName
 
@@ -120,11 +121,12 @@ class RecordReaders:
     def _avro(self, schemas: WriterSchemas) -> Callable[[bytes], Record]:
         return framed_decoder(schemas, self._writer, _own)
 
-    def _writer(self, schema_id: int | None, text: str) -> Any:
-        parsed = self._schemas.get((schema_id, text))
-        if parsed is None:
-            parsed = self._schemas[(schema_id, text)] = fastavro.parse_schema(json.loads(text))
-        return parsed
+    def _writer(self, schema_id: int | None, text: str) -> _Writer:
+        writer = self._schemas.get((schema_id, text))
+        if writer is None:
+            parsed = fastavro.parse_schema(json.loads(text))
+            writer = self._schemas[(schema_id, text)] = _Writer(parsed, compile_reader(parsed))
+        return writer
 
 
 def _json_text(value: bytes) -> bytes:
@@ -153,10 +155,23 @@ def _exact_numbers(
     return [records[p] for p in kept], [indexes[p] for p in kept]
 
 
-def _own(writer: Any, payload: io.BytesIO, size: int) -> Record:
+class _Writer(NamedTuple):
+    parsed: Any
+    flat: FlatRead | None
+    """The shortcut for a flat writer without logical types (`bridge.decoding.flat_reader`)."""
+
+
+def _own(writer: _Writer, value: bytes, start: int) -> Record:
     """One record read with its writer's own schema, logical types kept: timestamps arrive as datetimes."""
+    if writer.flat is not None:
+        flat = writer.flat(value, start)
+        if flat is not None:
+            return flat
+    payload = io.BytesIO(value)
+    payload.seek(start)
+    size = len(value)
     try:
-        record = _schemaless_reader(payload, writer, None)
+        record = _schemaless_reader(payload, writer.parsed, None)
     except Exception as exc:
         raise DecodeError("decode", f"not a valid Avro record for its schema: {type(exc).__name__}: {exc}") from None
     if payload.tell() != size:
