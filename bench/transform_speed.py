@@ -4,7 +4,8 @@
 
 For each workload of `bench.workloads` it runs `bridge.decoding.transform.transform` over chunks of the pipeline's size
 and prints CPU seconds per 100k events (the best of R rounds), beside the least work the same values need:
-decoding alone (fastavro with the writer schema, or orjson). It also times the JSON parsers on the GameEvent
+decoding alone (fastavro with the writer schema, or orjson), and the flat reader's decoding alone where the schema is
+flat (what the transform decodes Avro with then). It also times the JSON parsers on the GameEvent
 values, which is how orjson was chosen. A benchmark reports, it never judges.
 """
 
@@ -25,6 +26,7 @@ from bench.throughput import make_values
 from bench.workloads import GAME_EVENT, GAME_MAPPING, IDENTITY_MAPPING, Decoding, game_values
 from bridge.config.model import RouteConfig
 from bridge.decoding.avro import WriterSchemas, contract_schema, parse
+from bridge.decoding.flat_reader import compile_reader
 from bridge.decoding.reading import Reading
 from bridge.decoding.transform import Rules, collect_rarely, transform
 from bridge.runtime.transforms import CHUNK_RECORDS
@@ -73,6 +75,19 @@ def decoding_only(values: list[bytes], schema: dict[str, Any], decoding: Decodin
     return run
 
 
+def flat_decoding_only(values: list[bytes], schema: dict[str, Any]) -> Callable[[], None] | None:
+    """The flat reader's decoding alone (`bridge.decoding.flat_reader`), or None when the schema is not flat."""
+    read = compile_reader(parse(schema))
+    if read is None:
+        return None
+
+    def run() -> None:
+        for value in values:
+            read(value, 5)
+
+    return run
+
+
 def reading(mapping: dict[str, Any] | None, decoding: Decoding) -> Reading | None:
     route = RouteConfig.model_validate({"topics": ["t"], "method": "events", "format": decoding, "mapping": mapping})
     return Reading.of(route.method, route.format, route.mapping)
@@ -97,11 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"transform CPU s per 100k events, best of {args.rounds}, {args.events:,} events in chunks of {CHUNK_RECORDS}"
     )
-    print(f"{'workload':<40}{'decode only':>12}{'transform':>12}{'ratio':>8}")
+    print(f"{'workload':<40}{'decode only':>12}{'flat reader':>12}{'transform':>12}{'ratio':>8}")
     for title, values, schema, decoding, read in workloads:
         floor = cpu_per_100k(decoding_only(values, schema, decoding), args.events, args.rounds)  # type: ignore[arg-type]
+        flat = flat_decoding_only(values, schema) if decoding == "avro" else None
+        flat_text = "-" if flat is None else f"{cpu_per_100k(flat, args.events, args.rounds):.3f}"
         spent = cpu_per_100k(transforming(values, schema, read), args.events, args.rounds)
-        print(f"{title:<40}{floor:>12.3f}{spent:>12.3f}{floor / spent:>8.2f}")
+        print(f"{title:<40}{floor:>12.3f}{flat_text:>12}{spent:>12.3f}{floor / spent:>8.2f}")
     print("\nJSON parsers on the GameEvent values (CPU s per 100k):")
     parsers: list[tuple[str, Callable[[bytes], Any]]] = [("json (stdlib)", json.loads), ("orjson", orjson.loads)]
     for name, loads in parsers:
