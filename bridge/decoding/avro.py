@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Final, Literal, NamedTuple, TypeVar, cast
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 import fastavro
 from fastavro.read import SchemaResolutionError
@@ -139,7 +139,9 @@ class Reader(NamedTuple):
         return cls(parsed, None, compile_reader(parsed)) if same else cls(parsed, reader, None)
 
 
-def _read(reader: Reader, value: bytes, start: int) -> Record:
+def read_body(reader: Reader, value: bytes, start: int) -> Any:
+    """The Avro datum from `start` to the end of `value`: by the flat reader when it can, else by fastavro. Raises
+    DecodeError for poison."""
     # Called once per record, so the fastavro call is made here directly.
     if reader.flat is not None:
         flat = reader.flat(value, start)
@@ -149,7 +151,7 @@ def _read(reader: Reader, value: bytes, start: int) -> Record:
     payload.seek(start)
     size = len(value)
     try:
-        record = _schemaless_reader(payload, reader.writer, reader.reader)
+        datum = _schemaless_reader(payload, reader.writer, reader.reader)
     except SchemaResolutionError as exc:
         # A writer union branch the contract lacks, met only by the records that use it.
         raise DecodeError("schema", f"cannot be read into the contract: {exc}") from None
@@ -157,8 +159,7 @@ def _read(reader: Reader, value: bytes, start: int) -> Record:
         raise DecodeError("decode", f"not a valid Avro record for its schema: {type(exc).__name__}: {exc}") from None
     if payload.tell() != size:
         raise DecodeError("decode", f"{size - payload.tell()} bytes left after the record")
-    # Always a record: the writer is the contract, or is resolved into it.
-    return cast(Record, record)
+    return datum
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +228,8 @@ class Readers:
     def decoder(self, schemas: WriterSchemas, method: MethodName) -> Callable[[bytes], Record]:
         """A function decoding one value written with one of `schemas` into `method`'s contract; it raises
         DecodeError for poison."""
-        return framed_decoder(schemas, lambda schema_id, text: self._reader(method, schema_id, text), _read)
+        # Always records: each writer is the contract, or is resolved into it.
+        return framed_decoder(schemas, lambda schema_id, text: self._reader(method, schema_id, text), read_body)
 
     def _reader(self, method: MethodName, schema_id: int | None, text: str) -> Reader:
         reader = self._parsed.get((method, schema_id, text))

@@ -8,25 +8,23 @@ never comes here: `bridge.decoding.avro` reads those into the contract by schema
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal
 
 import fastavro
 import orjson
 
 from bridge.decoding import exact_json as exactjson
 from bridge.decoding.alone import alone, decode_each, unexpected
-from bridge.decoding.avro import DecodeError, ReasonClass, WriterSchemas, framed_decoder
-from bridge.decoding.flat_reader import FlatRead, compile_reader
+from bridge.decoding.avro import DecodeError, Reader, ReasonClass, WriterSchemas, framed_decoder, read_body
+from bridge.decoding.flat_reader import compile_reader
 from bridge.mapping import Chunk, CompiledMapping, Headers, MappingSpec, Record, identity_mapping
 from bridge.postapi.methods import MethodName
 
 Failure = tuple[ReasonClass | Literal["invalid"], str]
 
-_schemaless_reader: Final = fastavro.schemaless_reader
 _loads: Final = exactjson.loads
 
 
@@ -67,7 +65,7 @@ class RecordReaders:
     """One process's parsed writer schemas and compiled mappings, built on first use and kept."""
 
     def __init__(self) -> None:
-        self._schemas: dict[tuple[int | None, str], Any] = {}
+        self._schemas: dict[tuple[int | None, str], Reader] = {}
         self._mappings: dict[str, CompiledMapping] = {}
 
     def read(
@@ -121,11 +119,12 @@ class RecordReaders:
     def _avro(self, schemas: WriterSchemas) -> Callable[[bytes], Record]:
         return framed_decoder(schemas, self._writer, _own)
 
-    def _writer(self, schema_id: int | None, text: str) -> _Writer:
+    def _writer(self, schema_id: int | None, text: str) -> Reader:
         writer = self._schemas.get((schema_id, text))
         if writer is None:
             parsed = fastavro.parse_schema(json.loads(text))
-            writer = self._schemas[(schema_id, text)] = _Writer(parsed, compile_reader(parsed))
+            # Read as written: no contract to resolve into.
+            writer = self._schemas[(schema_id, text)] = Reader(parsed, None, compile_reader(parsed))
         return writer
 
 
@@ -155,27 +154,9 @@ def _exact_numbers(
     return [records[p] for p in kept], [indexes[p] for p in kept]
 
 
-class _Writer(NamedTuple):
-    parsed: Any
-    flat: FlatRead | None
-    """The shortcut for a flat writer without logical types (`bridge.decoding.flat_reader`)."""
-
-
-def _own(writer: _Writer, value: bytes, start: int) -> Record:
+def _own(writer: Reader, value: bytes, start: int) -> Record:
     """One record read with its writer's own schema, logical types kept: timestamps arrive as datetimes."""
-    if writer.flat is not None:
-        flat = writer.flat(value, start)
-        if flat is not None:
-            return flat
-    payload = io.BytesIO(value)
-    payload.seek(start)
-    size = len(value)
-    try:
-        record = _schemaless_reader(payload, writer.parsed, None)
-    except Exception as exc:
-        raise DecodeError("decode", f"not a valid Avro record for its schema: {type(exc).__name__}: {exc}") from None
-    if payload.tell() != size:
-        raise DecodeError("decode", f"{size - payload.tell()} bytes left after the record")
+    record = read_body(writer, value, start)
     if type(record) is not dict:
         raise DecodeError("decode", f"the writer schema is not a record but {type(record).__name__}")
     return record
