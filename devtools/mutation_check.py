@@ -449,7 +449,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "bridge/decoding/flat_reader.py",
         "= b[at] != 0; at += 1",
         "= b[at] == 1; at += 1",
-        (FLAT + "test_bytes_it_reads_are_bytes_fastavro_reads_alike",),
+        (FLAT + "test_any_boolean_byte_but_zero_is_true_as_fastavro_reads_it",),
+    ),
+    Mutant(
+        "values_in_writer_order",
+        "a record's values reach the transform in the contract's order: a writer's own order is kept",
+        "bridge/decoding/avro.py",
+        "    return tuple(map(record.__getitem__, reader.names))\n",
+        "    return tuple(record.values())\n",
+        (FLAT + "test_values_come_in_the_contracts_order_whatever_the_writers_order",),
     ),
     Mutant(
         "leftover_bytes_read",

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.decoding.avro import DecodeError, Readers, WriterSchemas, contract_schema, parse
-from bridge.decoding.flat_reader import compile_reader
+from bridge.decoding.flat_reader import compile_reader, compile_values_reader
+from bridge.postapi.methods import METHODS
 from devtools.testkit.records import event, wire
 
 LONGS = st.integers(min_value=-(2**63), max_value=2**63 - 1)
@@ -95,6 +96,9 @@ def test_every_record_reads_as_fastavro_reads_it(case: tuple[dict[str, Any], dic
     got = read(value, len(prefix))
     assert got is not None
     assert same(got, fastavro_reads(parsed, value, len(prefix)))
+    values = compile_values_reader(parsed)
+    assert values is not None
+    assert same(dict(zip(got, values(value, len(prefix)) or (), strict=True)), got)
 
 
 def mutations(value: bytes) -> st.SearchStrategy[bytes]:
@@ -139,6 +143,14 @@ def test_what_it_cannot_read_exactly_is_left_to_fastavro(value: bytes, why: str)
     read = compile_reader({"type": "record", "name": "R", "fields": [{"name": "s", "type": "string"}]})
     assert read is not None
     assert read(value, 0) is None, why
+
+
+def test_any_boolean_byte_but_zero_is_true_as_fastavro_reads_it() -> None:
+    schema = {"type": "record", "name": "R", "fields": [{"name": "f", "type": "boolean"}]}
+    read = compile_reader(schema)
+    assert read is not None
+    for byte in (b"\x00", b"\x01", b"\x02", b"\xff"):
+        assert read(byte, 0) == fastavro_reads(fastavro.parse_schema(schema), byte, 0)
 
 
 def test_a_negative_length_never_reads_backwards() -> None:
@@ -207,3 +219,21 @@ def test_the_contract_decodes_flat_and_poison_keeps_fastavros_reason() -> None:
         decode(value + b"\x00")
     with pytest.raises(DecodeError, match="not a valid Avro record for its schema: EOFError"):
         decode(value[:-3])
+
+
+def test_every_contract_lists_its_fields_in_the_order_of_its_methods_parameters() -> None:
+    """The transform takes a contract record's values, in field order, as the method's columns."""
+    for name, method in METHODS.items():
+        assert [field["name"] for field in contract_schema(name)["fields"]] == list(method.names), name
+
+
+def test_values_come_in_the_contracts_order_whatever_the_writers_order() -> None:
+    contract = contract_schema()
+    writer = {**contract, "fields": [*reversed(contract["fields"]), {"name": "extra", "type": "long", "default": 0}]}
+    schemas = WriterSchemas(by_id={3: json.dumps(writer)})
+    record = event(8)
+    value = wire(3, {**record, "extra": 5}, writer)
+    read = Readers()
+    as_record = read.decoder(schemas, "events")(value)
+    assert list(as_record) != [field["name"] for field in contract["fields"]], "fastavro keeps the writer's order"
+    assert read.values_decoder(schemas, "events")(value) == tuple(as_record[name] for name in METHODS["events"].names)

@@ -22,7 +22,7 @@ from typing import Any, Final, Literal, NamedTuple, TypeVar
 import fastavro
 from fastavro.read import SchemaResolutionError
 
-from bridge.decoding.flat_reader import FlatRead, compile_reader
+from bridge.decoding.flat_reader import FlatRead, FlatValuesRead, compile_reader, compile_values_reader
 from bridge.postapi.methods import METHODS, MethodName
 
 Record = dict[str, Any]
@@ -128,15 +128,22 @@ class Reader(NamedTuple):
 
     writer: Any
     reader: Any
-    flat: FlatRead | None
-    """The shortcut for a flat writer that is the contract itself (`bridge.decoding.flat_reader`)."""
+    flat: FlatRead | None = None
+    """The shortcut for a flat writer read as written (`bridge.decoding.flat_reader`)."""
+    flat_values: FlatValuesRead | None = None
+    """The same shortcut giving the values alone, in the writer's field order."""
+    names: tuple[str, ...] = ()
+    """The contract's field names, in order: where `read_values` puts a record's values."""
 
     @classmethod
     def of(cls, writer: Any, reader: Any) -> Reader:
         """The pair for a writer schema and a parsed contract, the writer `named_as` the contract."""
         parsed = parse(named_as(writer, reader))
-        same = fastavro.schema.to_parsing_canonical_form(parsed) == fastavro.schema.to_parsing_canonical_form(reader)
-        return cls(parsed, None, compile_reader(parsed)) if same else cls(parsed, reader, None)
+        names = tuple(field["name"] for field in reader["fields"])
+        if fastavro.schema.to_parsing_canonical_form(parsed) != fastavro.schema.to_parsing_canonical_form(reader):
+            return cls(parsed, reader, names=names)
+        # The writer is the contract, fields in the contract's order.
+        return cls(parsed, None, compile_reader(parsed), compile_values_reader(parsed), names)
 
 
 def read_body(reader: Reader, value: bytes, start: int) -> Any:
@@ -162,6 +169,17 @@ def read_body(reader: Reader, value: bytes, start: int) -> Any:
     return datum
 
 
+def read_values(reader: Reader, value: bytes, start: int) -> tuple[Any, ...]:
+    """The contract record's values, in the contract's field order, from `start` to the end of `value`. Raises
+    DecodeError for poison."""
+    if reader.flat_values is not None:
+        flat = reader.flat_values(value, start)
+        if flat is not None:
+            return flat
+    record = read_body(reader, value, start)
+    return tuple(map(record.__getitem__, reader.names))
+
+
 @dataclass(frozen=True, slots=True)
 class WriterSchemas:
     """What decoding needs to know of the writers, as JSON text: sent with every chunk a worker decodes."""
@@ -175,13 +193,14 @@ class WriterSchemas:
 
 
 P = TypeVar("P")
+D = TypeVar("D")
 
 
 def framed_decoder(
     schemas: WriterSchemas,
     prepare: Callable[[int | None, str], P],
-    read: Callable[[P, bytes, int], Record],
-) -> Callable[[bytes], Record]:
+    read: Callable[[P, bytes, int], D],
+) -> Callable[[bytes], D]:
     """A function decoding one value: plain Avro of `schemas.raw`, or the Confluent wire format's id and body.
 
     `prepare` makes what `read` needs of one writer schema (once per schema, not per value); `read` decodes the
@@ -190,7 +209,7 @@ def framed_decoder(
     if schemas.raw is not None:
         prepared = prepare(None, schemas.raw)
 
-        def decode_raw(value: bytes) -> Record:
+        def decode_raw(value: bytes) -> D:
             return read(prepared, value, 0)
 
         return decode_raw
@@ -198,7 +217,7 @@ def framed_decoder(
     unknown = schemas.unknown
     unpack = WIRE_HEADER.unpack_from
 
-    def decode_wire(value: bytes) -> Record:
+    def decode_wire(value: bytes) -> D:
         size = len(value)
         if size < 5:
             raise DecodeError("decode", f"{size} bytes is too short for the Confluent wire format")
@@ -230,6 +249,11 @@ class Readers:
         DecodeError for poison."""
         # Always records: each writer is the contract, or is resolved into it.
         return framed_decoder(schemas, lambda schema_id, text: self._reader(method, schema_id, text), read_body)
+
+    def values_decoder(self, schemas: WriterSchemas, method: MethodName) -> Callable[[bytes], tuple[Any, ...]]:
+        """The same, decoding each value into a tuple of the contract's values in its field order, which is the
+        order of the method's parameters (`Method.names`)."""
+        return framed_decoder(schemas, lambda schema_id, text: self._reader(method, schema_id, text), read_values)
 
     def _reader(self, method: MethodName, schema_id: int | None, text: str) -> Reader:
         reader = self._parsed.get((method, schema_id, text))

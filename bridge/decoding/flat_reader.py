@@ -22,6 +22,8 @@ from typing import Any, Final
 
 FlatRead = Callable[[bytes, int], dict[str, Any] | None]
 """Reads the record that starts at an offset of the value and ends with it; None when fastavro must read it."""
+FlatValuesRead = Callable[[bytes, int], tuple[Any, ...] | None]
+"""The same, giving the record's values alone, in its fields' order: what a column-wise stage takes."""
 
 _PRIMITIVES: Final = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 
@@ -29,6 +31,17 @@ _PRIMITIVES: Final = frozenset({"null", "boolean", "int", "long", "float", "doub
 def compile_reader(schema: Any) -> FlatRead | None:
     """The reader for `schema` (a writer schema as JSON data, or as fastavro parsed it), or None when it is not a
     record of primitive fields and unions of primitives."""
+    read: FlatRead | None = _compile(schema, values=False)
+    return read
+
+
+def compile_values_reader(schema: Any) -> FlatValuesRead | None:
+    """The same reader giving tuples of the values, in the fields' order."""
+    read: FlatValuesRead | None = _compile(schema, values=True)
+    return read
+
+
+def _compile(schema: Any, values: bool) -> Any:
     if not (isinstance(schema, dict) and schema.get("type") == "record" and isinstance(schema.get("fields"), list)):
         return None
     kinds: list[str | list[str]] = []
@@ -51,7 +64,9 @@ def compile_reader(schema: Any) -> FlatRead | None:
             body.append(f"{'if' if position == 0 else 'elif'} u == {2 * position}:")
             body += _read_one(kind, f"v{index}", "    ")
         body.append("else: raise ValueError")
-    cells = ", ".join(f"{name!r}: v{index}" for index, name in enumerate(names))
+    # A tuple needs a trailing comma when it has one value; a record of no fields is the empty tuple.
+    cells = ", ".join(f"v{index}" for index in range(len(names))) + ("," if len(names) == 1 else "")
+    made = f"({cells})" if values else "{" + ", ".join(f"{name!r}: v{index}" for index, name in enumerate(names)) + "}"
     source = "\n".join(
         [
             "def read(b, at):",
@@ -59,14 +74,13 @@ def compile_reader(schema: Any) -> FlatRead | None:
             *(f"        {line}" for line in body),
             "    except Exception:",
             "        return None",
-            f"    return {{{cells}}} if at == len(b) else None",
+            f"    return {made} if at == len(b) else None",
         ]
     )
     scope: dict[str, Any] = {"unpack_float": _FLOAT.unpack_from, "unpack_double": _DOUBLE.unpack_from}
     # Generated rather than interpreted: a loop over the fields costs more than the reading itself.
     exec(compile(source, f"<flat reader of {schema.get('name')!r}>", "exec"), scope)
-    read: FlatRead = scope["read"]
-    return read
+    return scope["read"]
 
 
 _FLOAT: Final = struct.Struct("<f")

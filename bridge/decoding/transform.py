@@ -133,10 +133,19 @@ def _contract_table(
     """The values decoded into the method's contract and made into rows, each record judged alone: the table,
     each decoded record's index in the chunk, which of them the table holds, why the rest made no row, and the
     failures of the values that did not decode."""
-    decoded, indexes, decode_failures = decode_each(values, _READERS.decoder(schemas, method_name))
+    decoded, indexes, decode_failures = decode_each(values, _READERS.values_decoder(schemas, method_name))
     failures: dict[int, Failure] = dict(decode_failures)
-    table, kept, unmade = alone(lambda records: maker.table(records, now), decoded)
+    width = len(METHODS[method_name].names)
+    # Each record's values come in the order of the method's parameters: transposed, they are the table's columns.
+    table, kept, unmade = alone(lambda records: maker.table_of(_columns(records, width), now), decoded)
     return table, indexes, kept, unmade, failures
+
+
+def _columns(records: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Records' values as columns."""
+    if not records:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*records, strict=True)]
 
 
 def _pick(columns: list[list[Any]], positions: Sequence[int]) -> list[list[Any]]:
