@@ -460,6 +460,14 @@ MUTANTS: tuple[Mutant, ...] = (
         (FLAT + "test_values_come_in_the_contracts_order_whatever_the_writers_order",),
     ),
     Mutant(
+        "negative_array_count_read",
+        "the flat reader reads only what fastavro reads: a block counted negative is read as if it had no size",
+        "bridge/decoding/flat_reader.py",
+        'if k < 0 or k > len(b): raise ValueError"',
+        'if k > len(b): raise ValueError"',
+        (FLAT + "test_arrays_it_cannot_read_exactly_are_left_to_fastavro",),
+    ),
+    Mutant(
         "leftover_bytes_read",
         "the flat reader reads only what fastavro reads: a value with bytes after the record is read",
         "bridge/decoding/flat_reader.py",

@@ -37,11 +37,32 @@ VALUES: dict[str, st.SearchStrategy[Any]] = {
 PRIMITIVES = sorted(VALUES)
 
 
+ITEMS = [kind for kind in PRIMITIVES if kind != "null"]
+"""What an array the flat reader reads may hold."""
+
+
+@st.composite
+def value_types(draw: st.DrawFn) -> Any:
+    if draw(st.integers(0, 3)) == 0:
+        return {"type": "array", "items": draw(st.sampled_from(ITEMS))}
+    return draw(st.sampled_from(PRIMITIVES))
+
+
 @st.composite
 def field_types(draw: st.DrawFn) -> Any:
     if draw(st.booleans()):
-        return draw(st.sampled_from(PRIMITIVES))
-    return draw(st.lists(st.sampled_from(PRIMITIVES), min_size=1, max_size=4, unique=True))
+        return draw(value_types())
+    # A union holds each primitive once and one array at most.
+    primitives = draw(st.lists(st.sampled_from(PRIMITIVES), max_size=4, unique=True))
+    arrays = draw(st.lists(st.sampled_from(ITEMS).map(lambda items: {"type": "array", "items": items}), max_size=1))
+    branches = draw(st.permutations([*primitives, *arrays]))
+    return branches or ["null"]
+
+
+def values_of(kind: Any) -> st.SearchStrategy[Any]:
+    if isinstance(kind, dict):
+        return st.lists(VALUES[kind["items"]], max_size=5)
+    return VALUES[kind]
 
 
 @st.composite
@@ -56,7 +77,7 @@ def schema_and_record(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     record = {}
     for field in schema["fields"]:
         kind = field["type"]
-        record[field["name"]] = draw(VALUES[draw(st.sampled_from(kind)) if isinstance(kind, list) else kind])
+        record[field["name"]] = draw(values_of(draw(st.sampled_from(kind)) if isinstance(kind, list) else kind))
     return schema, record
 
 
@@ -81,6 +102,8 @@ def same(left: Any, right: Any) -> bool:
     """Equal, a NaN equal to itself and a float compared bit for bit."""
     if isinstance(left, dict) and isinstance(right, dict):
         return list(left) == list(right) and all(same(left[key], right[key]) for key in left)
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(same, left, right))
     if isinstance(left, float) and isinstance(right, float):
         return (math.isnan(left) and math.isnan(right)) or struct.pack("<d", left) == struct.pack("<d", right)
     return type(left) is type(right) and left == right
@@ -175,18 +198,48 @@ def test_a_union_index_past_its_branches_is_left_to_fastavro() -> None:
     "kind",
     [
         {"type": "record", "name": "Inner", "fields": [{"name": "x", "type": "long"}]},
-        {"type": "array", "items": "long"},
+        {"type": "array", "items": {"type": "array", "items": "long"}},
+        {"type": "array", "items": "null"},
+        {"type": "array", "items": {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 2}},
         {"type": "map", "values": "string"},
         {"type": "enum", "name": "E", "symbols": ["A"]},
         {"type": "fixed", "name": "F", "size": 2},
         {"type": "long", "logicalType": "timestamp-millis"},
-        ["null", {"type": "array", "items": "long"}],
+        ["null", {"type": "map", "values": "long"}],
         [],
     ],
-    ids=["record", "array", "map", "enum", "fixed", "logical type", "union of an array", "empty union"],
+    ids=[
+        "record",
+        "array of arrays",
+        "array of nulls",
+        "array of a logical type",
+        "map",
+        "enum",
+        "fixed",
+        "logical type",
+        "union of a map",
+        "empty union",
+    ],
 )
 def test_anything_but_flat_primitives_is_read_by_fastavro_alone(kind: Any) -> None:
     assert compile_reader({"type": "record", "name": "R", "fields": [{"name": "x", "type": kind}]}) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (b"\x03\x02\x02\x00", "a negative count: a block with its size in bytes"),
+        (b"\x14\x02\x00", "a count past the bytes left"),
+        (b"\x02\x02", "no end of the array"),
+    ],
+)
+def test_arrays_it_cannot_read_exactly_are_left_to_fastavro(value: bytes, why: str) -> None:
+    read = compile_reader(
+        {"type": "record", "name": "R", "fields": [{"name": "a", "type": {"type": "array", "items": "long"}}]}
+    )
+    assert read is not None
+    assert read(b"\x04\x02\x04\x02\x06\x00", 0) == {"a": [1, 2, 3]}, "two blocks, then the end"
+    assert read(value, 0) is None, why
 
 
 def test_a_java_producers_string_annotation_still_reads_flat() -> None:
