@@ -242,6 +242,13 @@ def test_arrays_it_cannot_read_exactly_are_left_to_fastavro(value: bytes, why: s
     assert read(value, 0) is None, why
 
 
+def test_a_schema_of_thousands_of_fields_is_left_to_fastavro_rather_than_compiled() -> None:
+    union = ["null", "string", {"type": "array", "items": "long"}]
+    fields = [{"name": f"f{i}", "type": union} for i in range(5_000)]
+    assert compile_reader({"type": "record", "name": "R", "fields": fields}) is None
+    assert compile_reader({"type": "record", "name": "R", "fields": fields[:100]}) is not None
+
+
 def test_a_java_producers_string_annotation_still_reads_flat() -> None:
     schema = {
         "type": "record",

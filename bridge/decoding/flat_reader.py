@@ -65,6 +65,8 @@ def _compile(schema: Any, values: bool) -> Any:
             body.append(f"{'if' if position == 0 else 'elif'} u == {2 * position}:")
             body += _read_one(kind, f"v{index}", "    ")
         body.append("else: raise ValueError")
+    if len(body) > MAX_LINES:
+        return None
     # A tuple needs a trailing comma when it has one value; a record of no fields is the empty tuple.
     cells = ", ".join(f"v{index}" for index in range(len(names))) + ("," if len(names) == 1 else "")
     made = f"({cells})" if values else "{" + ", ".join(f"{name!r}: v{index}" for index, name in enumerate(names)) + "}"
@@ -83,6 +85,11 @@ def _compile(schema: Any, values: bool) -> Any:
     exec(compile(source, f"<flat reader of {schema.get('name')!r}>", "exec"), scope)
     return scope["read"]
 
+
+MAX_LINES: Final = 20_000
+"""The most lines a reader is generated with: Python compiles about 20,000 lines a second, once per schema in each
+worker, so a schema of thousands of fields is read by fastavro instead of stalling a worker while it compiles. A
+contract takes 500 to 1,500."""
 
 _FLOAT: Final = struct.Struct("<f")
 _DOUBLE: Final = struct.Struct("<d")
