@@ -53,6 +53,7 @@ OUTAGE_WINDOW = RUNTIME + "test_after_an_outage_what_a_crash_would_send_again_st
 STALLED = RUNTIME + "test_a_partition_held_by_a_refused_key_is_reported_stalled_with_its_reason_until_it_moves"
 DRAIN_BACKLOG = RUNTIME + "test_a_drain_delivers_a_backlog_larger_than_the_send_window"
 REFUSED_COMMIT = RUNTIME + "test_a_commit_the_broker_refused_is_made_again_while_the_partition_stays_idle"
+PROBE_UNANSWERED = RUNTIME + "test_a_probe_answered_429_or_5xx_leaves_the_key_refused_and_its_uploads_waiting"
 FAILED_DELIVERY = (
     RUNTIME + "test_a_delivery_that_fails_in_a_way_no_retry_mends_fails_the_bridge_and_commits_nothing_past_it"
 )
@@ -400,6 +401,22 @@ MUTANTS: tuple[Mutant, ...] = (
         "        batches = list(self._open.values())\n        self._open.clear()\n",
         "        batches: list[Batch] = []\n",
         (DRAIN_BACKLOG,),
+    ),
+    Mutant(
+        "probe_429_accepts_key",
+        "a probe the API answers 429 or 5xx says nothing of the key: any answer but 403 takes it as working again",
+        "bridge/postapi/uploader.py",
+        "            if status in (200, 400, 413):\n",
+        "            if status not in (401, 403):\n",
+        (PROBE_UNANSWERED,),
+    ),
+    Mutant(
+        "probe_429_unpaced",
+        "a key whose probe went unanswered is probed again an interval on: at once, by each waiting batch in turn",
+        "bridge/postapi/uploader.py",
+        "                refusal.next_probe = self._clock.now() + self._config.forbidden_retry_s\n",
+        "                pass\n",
+        (PROBE_UNANSWERED,),
     ),
     # -- the transform pool ----------------------------------------------------------------------------------------
     Mutant(

@@ -23,6 +23,7 @@ from bridge.runtime.loop import (
 )
 from bridge.runtime.stalls import STALLED_AFTER_S
 from devtools.testkit.runtime import (
+    APP,
     GROUP,
     TOPIC,
     Answer,
@@ -255,6 +256,37 @@ def test_a_refused_key_is_probed_once_per_interval_and_delivery_resumes_within_i
         probes = [r for r in api.requests if r.status == 403 and r.sent_at > first_refusal + 1]
         assert len(probes) <= (fixed_at - first_refusal) // 60 + 1, "one probe per interval, not one per batch"
         assert done_at <= fixed_at + 60 + 10, "delivery resumed within forbidden_retry_s of the key working again"
+
+    run_virtual(scenario())
+
+
+def test_a_probe_answered_429_or_5xx_leaves_the_key_refused_and_its_uploads_waiting() -> None:
+    """A rate-limited or failing API says nothing of the key: the refusal, its gauge and its alert stay, and the
+    application's other batches keep waiting for a probe the API answers about the payload."""
+    fixed_at = 120.0
+
+    async def scenario() -> None:
+        broker = broker_with(4)
+        produce(broker, 1000, partitions=4)
+        api = ScriptedPostApi(
+            answer=lambda n, t: Answer(
+                403 if n == 0 else 429 if t < fixed_at and n % 2 else 503 if t < fixed_at else 200
+            )
+        )
+        settings = config(upload=UploadConfig(forbidden_retry_s=5), batch=BatchConfig(max_rows=100, linger_ms=100))
+        bridge = member(broker, api, settings)
+        bridge.start()
+        await until(lambda: len(api.requests) >= 6)
+        await asyncio.sleep(fixed_at - asyncio.get_running_loop().time() - 5)
+        refused = bridge.metrics.key_refused.labels(str(APP))._value.get()
+        before_fix = [r for r in api.requests if r.sent_at < fixed_at]
+        await until(lambda: broker.committed(GROUP) == ends(broker, 4))
+        await bridge.stop()
+        assert refused == 1, "the key is still refused after probes answered 429 and 503"
+        # The batches sent before the first 403 came back are answered 429 and 503 too, and then wait like the rest.
+        after = [r for r in before_fix if r.sent_at > api.requests[0].sent_at + 1]
+        at_once = max(sum(1 for r in after if abs(r.sent_at - s.sent_at) < 0.5) for s in after)
+        assert at_once == 1, "one probe at a time, never the application's batches all at once"
 
     run_virtual(scenario())
 

@@ -336,12 +336,15 @@ class Uploader:
             return None
         outcome, rows = sent
         status = outcome.status
-        if probing and status not in (401, 403):
-            refusal = self._refusals.pop(application_id, None)
-            if refusal is not None:
+        if probing and (refusal := self._refusals.get(application_id)) is not None:
+            if status in (200, 400, 413):
+                del self._refusals[application_id]
                 refusal.notify()
-            self._metrics.key_refused.labels(str(application_id)).set(0)
-            log.info("application key accepted again", application=application_id)
+                self._metrics.key_refused.labels(str(application_id)).set(0)
+                log.info("application key accepted again", application=application_id)
+            elif status not in (401, 403):
+                # A 429, a 5xx or a timeout says nothing of the key: it stays refused, probed again an interval on.
+                refusal.next_probe = self._clock.now() + self._config.forbidden_retry_s
         if status == 200:
             app = str(application_id)
             self._failing = False
