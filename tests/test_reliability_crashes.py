@@ -52,15 +52,7 @@ async def test_instances_joining_and_leaving_deliver_everything(
     group = f"g-{topic}"
 
     def instance(name: str) -> BridgeProcess:
-        config = bridge_config(
-            kafka_bootstrap,
-            topic,
-            sandbox.url,
-            group=group,
-            batch={"max_rows": 250, "linger_ms": 100},
-            buffer={"max_records": 2000},
-            upload={"max_in_flight": 2, "requests_per_second": 100},
-        )
+        config = paced_config(kafka_bootstrap, topic, sandbox, group, batch={"max_rows": 250})
         return BridgeProcess(config, tmp_path, name=name).start()
 
     first, second = instance("a"), instance("b")
@@ -96,14 +88,13 @@ async def test_sigkill_three_times_under_faults_loses_nothing(
     produce(kafka_bootstrap, topic, [raw_avro(event(seq)) for seq in range(total)])
     sandbox.set_faults(fault_429=0.1, retry_after=1, fault_5xx=0.1, fault_drop=0.1, latency_ms=50)
     group = f"g-{topic}"
-    config = bridge_config(
+    config = paced_config(
         kafka_bootstrap,
         topic,
-        sandbox.url,
-        group=group,
-        batch={"max_rows": max_rows, "linger_ms": 100},
-        buffer={"max_records": 2000},
-        upload={"max_in_flight": in_flight, "requests_per_second": 100, "timeout_s": 5},
+        sandbox,
+        group,
+        batch={"max_rows": max_rows},
+        upload={"max_in_flight": in_flight, "timeout_s": 5},
         # The group hands a killed member's partitions on when its session ends: the broker's least, not 10 s.
         kafka={"properties": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}},
     )
