@@ -149,11 +149,27 @@ class Reader(NamedTuple):
 def read_body(reader: Reader, value: bytes, start: int) -> Any:
     """The Avro datum from `start` to the end of `value`: by the flat reader when it can, else by fastavro. Raises
     DecodeError for poison."""
-    # Called once per record, so the fastavro call is made here directly.
     if reader.flat is not None:
         flat = reader.flat(value, start)
         if flat is not None:
             return flat
+    return _fastavro_read(reader, value, start)
+
+
+def read_values(reader: Reader, value: bytes, start: int) -> tuple[Any, ...]:
+    """The contract record's values, in the contract's field order, from `start` to the end of `value`. Raises
+    DecodeError for poison."""
+    if reader.flat_values is not None:
+        flat = reader.flat_values(value, start)
+        if flat is not None:
+            return flat
+    # Not the flat reader again: what its values twin left, it leaves too.
+    record = _fastavro_read(reader, value, start)
+    return tuple(map(record.__getitem__, reader.names))
+
+
+def _fastavro_read(reader: Reader, value: bytes, start: int) -> Any:
+    # Called once per record the flat reader leaves, so the fastavro call is made here directly.
     payload = io.BytesIO(value)
     payload.seek(start)
     size = len(value)
@@ -167,17 +183,6 @@ def read_body(reader: Reader, value: bytes, start: int) -> Any:
     if payload.tell() != size:
         raise DecodeError("decode", f"{size - payload.tell()} bytes left after the record")
     return datum
-
-
-def read_values(reader: Reader, value: bytes, start: int) -> tuple[Any, ...]:
-    """The contract record's values, in the contract's field order, from `start` to the end of `value`. Raises
-    DecodeError for poison."""
-    if reader.flat_values is not None:
-        flat = reader.flat_values(value, start)
-        if flat is not None:
-            return flat
-    record = read_body(reader, value, start)
-    return tuple(map(record.__getitem__, reader.names))
 
 
 @dataclass(frozen=True, slots=True)
